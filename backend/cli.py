@@ -1,0 +1,43 @@
+"""The one console command, ``vigil``. Each area registers its own subcommands; imports are lazy
+so that ``vigil --help`` stays fast and a missing optional tool only breaks its own command."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# module path -> it defines register(subparsers); order is the order in --help
+_COMMAND_MODULES = [
+    "backend.commands",             # demo, backend run, db upgrade
+    "gateway.commands",             # gateway run, simulate
+    "firmware.tools.commands",      # firmware provision / check, hardware battery
+    "backend.evaluation.commands",  # eval hr, eval falls
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vigil", description="Vigil officer-safety system")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue  # that area has no commands yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    result = args.func(args)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

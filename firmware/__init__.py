@@ -1,0 +1,1 @@
+"""Wearable firmware (MicroPython). Also importable from CPython for the shared frame codec."""

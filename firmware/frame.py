@@ -86,7 +86,9 @@ class FrameError(ValueError):
     bad_key, out_of_range, replayed."""
 
     def __init__(self, reason, detail=""):
-        ValueError.__init__(self, reason + (": " + detail if detail else ""))
+        # super(), not ValueError.__init__(self, ...): MicroPython's native exception types
+        # have no __init__ attribute, so the explicit call raised AttributeError on the device.
+        super().__init__(reason + (": " + detail if detail else ""))
         self.reason = reason
         self.detail = detail
 

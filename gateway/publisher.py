@@ -1,0 +1,219 @@
+"""The MQTT side of the gateway (aiomqtt, MQTT 5, QoS 1, persistent session).
+
+One connection at a time, reconnected with capped full-jitter backoff. While connected, three
+named tasks run in a TaskGroup: forwarding frames from the durable queue (events first), taking
+downlink commands for this gateway's devices, and publishing link quality. The gateway's state is
+retained on its state topic; the broker publishes the last will "offline" if the gateway vanishes.
+
+Location (a fixed position from the settings) rides on event frames only, as MQTT 5 user
+properties ``lat`` and ``lon``; the frame bytes are never changed.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from firmware import frame
+from gateway import topics
+from gateway.config import GatewaySettings
+from gateway.exceptions import DownlinkError
+from gateway.link import DeviceLink, DownlinkCommand
+from gateway.metrics import GatewayMetrics
+from gateway.store import FrameQueue, QueuedFrame
+
+log = logging.getLogger("vigil.gateway.mqtt")
+
+# Frames published per round trip to the queue; the broker acknowledges them in a pipeline.
+PUBLISH_BATCH = 100
+# Broker reconnect backoff: short enough that a restarted broker gets its backlog in seconds.
+BROKER_RETRY_BASE_S = 0.25
+BROKER_RETRY_CAP_S = 4.0
+# The broker keeps the session (downlink subscription and its queued commands) this long.
+SESSION_EXPIRY_S = 24 * 3600
+# How long one publish may wait for its PUBACK before the connection is considered broken.
+PUBLISH_TIMEOUT_S = 10.0
+
+
+def broker_retry_delay(attempt: int, jitter: float) -> float:
+    """Full-jitter exponential backoff for broker reconnects (pure; jitter in [0, 1))."""
+    if attempt <= 0:
+        return 0.0
+    return jitter * min(BROKER_RETRY_CAP_S, BROKER_RETRY_BASE_S * (2 ** min(attempt - 1, 30)))
+
+
+class MqttBridge:
+    def __init__(self, settings: GatewaySettings, store: FrameQueue, metrics: GatewayMetrics,
+                 links: Callable[[], dict[int, DeviceLink]], frames_waiting: asyncio.Event,
+                 *, rng: random.Random | None = None):
+        self.settings = settings
+        self._store = store
+        self._metrics = metrics
+        self._links = links
+        self._frames_waiting = frames_waiting
+        self._rng = rng or random.Random()
+        self.connected = asyncio.Event()
+        self._state_topic = topics.gateway_state(settings.agency, settings.gateway_id)
+
+    def _state_payload(self, state: str) -> bytes:
+        return json.dumps({"state": state, "agency": self.settings.agency,
+                           "gateway": self.settings.gateway_id, "at": round(time.time(), 3)}).encode()
+
+    def _client(self) -> aiomqtt.Client:
+        s = self.settings
+        connect_props = Properties(PacketTypes.CONNECT)
+        connect_props.SessionExpiryInterval = SESSION_EXPIRY_S
+        return aiomqtt.Client(
+            s.mqtt_host, s.mqtt_port,
+            username=s.mqtt_username,
+            password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
+            identifier=f"vigil-gw-{s.agency}-{s.gateway_id}",
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,  # persistent session: downlink commands wait for us across reconnects
+            properties=connect_props,
+            keepalive=s.mqtt_keepalive_s,
+            will=aiomqtt.Will(self._state_topic, self._state_payload("offline"), qos=1, retain=True),
+            max_inflight_messages=PUBLISH_BATCH,
+            timeout=PUBLISH_TIMEOUT_S,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        attempt = 0
+        while not stop.is_set():
+            try:
+                async with self._client() as client:
+                    attempt = 0
+                    self._metrics.broker_connected.set(1)
+                    self.connected.set()
+                    log.info("connected to MQTT %s", self.settings.mqtt_url)
+                    await client.publish(self._state_topic, self._state_payload("online"), qos=1, retain=True)
+                    await client.subscribe(topics.downlink_filter(self.settings.agency, self.settings.gateway_id), qos=1)
+                    await self._connected(client, stop)
+                    with contextlib.suppress(aiomqtt.MqttError):
+                        await client.publish(self._state_topic, self._state_payload("offline"), qos=1,
+                                             retain=True, timeout=2)
+            except* (aiomqtt.MqttError, TimeoutError) as group:
+                if self.connected.is_set() or attempt == 0:
+                    log.warning("MQTT broker %s unreachable (%s); frames wait in %s",
+                                self.settings.mqtt_url, group.exceptions[0], self._store.path)
+                attempt += 1
+            finally:
+                self._metrics.broker_connected.set(0)
+                self.connected.clear()
+            if stop.is_set():
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), broker_retry_delay(attempt, self._rng.random()))
+
+    async def _connected(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        """Run the connection's loops until stop (return) or a broker error (raises an
+        ExceptionGroup holding the MqttError)."""
+        async with asyncio.TaskGroup() as tg:
+            loops = [tg.create_task(self._forward(client), name="mqtt-forward"),
+                     tg.create_task(self._downlink(client), name="mqtt-downlink"),
+                     tg.create_task(self._link_quality(client), name="mqtt-link-quality")]
+            await stop.wait()  # a failing loop cancels this wait and the TaskGroup raises its error
+            for task in loops:
+                task.cancel()
+
+    # ---- uplink -------------------------------------------------------------------------------
+
+    async def _forward(self, client: aiomqtt.Client) -> None:
+        while True:
+            batch = self._store.peek(PUBLISH_BATCH)
+            if not batch:
+                self._frames_waiting.clear()
+                await self._frames_waiting.wait()
+                continue
+            results = await asyncio.gather(*(self._publish(client, f) for f in batch), return_exceptions=True)
+            acked = [f for f, r in zip(batch, results) if r is None]
+            self._store.ack([f.id for f in acked])
+            for f in acked:
+                self._metrics.frames_out.labels(f.kind).inc()
+            self._metrics.queue_depth.set(self._store.depth)
+            failures = [r for r in results if r is not None]
+            if failures:
+                err = failures[0]
+                if isinstance(err, aiomqtt.MqttError):
+                    raise err
+                raise aiomqtt.MqttError(f"publish failed: {err!r}") from err
+
+    async def _publish(self, client: aiomqtt.Client, f: QueuedFrame) -> None:
+        topic = topics.uplink(self.settings.agency, self.settings.gateway_id, f.device_id, f.kind)
+        props = None
+        if f.kind == "event" and f.lat is not None and f.lon is not None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.UserProperty = [("lat", f"{f.lat:.6f}"), ("lon", f"{f.lon:.6f}")]
+        await client.publish(topic, f.payload, qos=1, properties=props)
+
+    # ---- downlink ------------------------------------------------------------------------------
+
+    async def _downlink(self, client: aiomqtt.Client) -> None:
+        async with asyncio.TaskGroup() as tg:
+            async for message in client.messages:
+                tg.create_task(self._command(client, message))
+
+    async def _command(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        try:
+            parsed = topics.parse(str(message.topic))
+        except topics.TopicError:
+            return
+        if parsed.direction != "down" or parsed.device_id is None:
+            return
+        device_id = parsed.device_id
+        payload = bytes(message.payload) if isinstance(message.payload, (bytes, bytearray)) else b""
+        seq = None
+        with contextlib.suppress(frame.FrameError):
+            header = frame.parse_header(payload)
+            seq = header.seq
+        link = self._links().get(device_id)
+        if link is None:
+            await self._result(client, device_id, seq, False, "not_provisioned")
+            return
+        command = DownlinkCommand(device_id, payload, seq, time.time())
+        link.submit(command)
+        try:
+            await asyncio.wait_for(asyncio.shield(command.done), self.settings.downlink_ttl_s)
+        except TimeoutError:
+            if not command.done.done():
+                command.done.cancel()
+            await self._result(client, device_id, seq, False, "device_unreachable")
+        except DownlinkError as exc:
+            await self._result(client, device_id, seq, False, exc.reason)
+        else:
+            await self._result(client, device_id, seq, True, None)
+
+    async def _result(self, client: aiomqtt.Client, device_id: int, seq: int | None, ok: bool,
+                      error: str | None) -> None:
+        self._metrics.downlink.labels("ok" if ok else "failed").inc()
+        if not ok:
+            log.warning("VG-%08X: downlink command seq %s failed: %s", device_id, seq, error)
+        body = {"device_id": device_id, "command_seq": seq, "ok": ok, "error": error,
+                "gateway": self.settings.gateway_id, "at": round(time.time(), 3)}
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.publish(topics.downlink_result(self.settings.agency, self.settings.gateway_id, device_id),
+                                 json.dumps(body).encode(), qos=1)
+
+    # ---- link quality ----------------------------------------------------------------------------
+
+    async def _link_quality(self, client: aiomqtt.Client) -> None:
+        last: dict[int, dict] = {}
+        while True:
+            for device_id, link in list(self._links().items()):
+                body = {"device_id": device_id, "connected": link.connected, "rssi": link.rssi,
+                        "frames": link.frames, "malformed": link.malformed, "seq_gaps": link.gaps,
+                        "reconnects": link.reconnects, "last_reconnect_s": link.last_reconnect_s}
+                if last.get(device_id) == body:
+                    continue
+                last[device_id] = body
+                await client.publish(topics.link_quality(self.settings.agency, self.settings.gateway_id, device_id),
+                                     json.dumps({**body, "at": round(time.time(), 3)}).encode(), qos=0, retain=True)
+            await asyncio.sleep(self.settings.link_quality_interval_s)

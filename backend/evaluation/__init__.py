@@ -1,0 +1,1 @@
+"""Evaluation of models/ on recorded public datasets (``vigil eval hr``, ``vigil eval falls``)."""

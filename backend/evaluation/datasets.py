@@ -1,0 +1,106 @@
+"""Readers for the shared datasets, converted to the wearable's rate (50 Hz) and units (g).
+
+The data stay in ``../shared/datasets`` (relative to the project root) or a path given on the
+command line; nothing is copied into the repository.
+"""
+from __future__ import annotations
+
+import re
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from scipy.signal import resample_poly
+
+DEVICE_RATE_HZ = 50.0
+SPC_RATE_HZ = 125
+SISFALL_RATE_HZ = 200
+SPC_WINDOW_S = 8.0
+SPC_HOP_S = 2.0
+
+Progress = Callable[[int, int, str], None]
+
+
+def default_datasets_root() -> Path:
+    """``../shared/datasets`` relative to the project root (the folder holding pyproject.toml)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "pyproject.toml").exists():
+            return (parent / ".." / "shared" / "datasets").resolve()
+    return Path("../shared/datasets").resolve()
+
+
+def console_progress(label: str) -> Progress:
+    """A progress printer on stderr: one line rewritten in place."""
+    def report(done: int, total: int, what: str) -> None:
+        end = "\n" if done >= total else ""
+        sys.stderr.write(f"\r{label}: {done}/{total} {what[:40]:<40}{end}")
+        sys.stderr.flush()
+    return report
+
+
+@dataclass(frozen=True)
+class SpcRecording:
+    name: str
+    ppg: np.ndarray      # (2, samples) at 50 Hz
+    accel: np.ndarray    # (3, samples) at 50 Hz, g
+    reference_bpm: np.ndarray  # (windows,) ECG-derived, window k covers [2k, 2k+8) s
+
+
+def load_spc2015(folder: Path, progress: Progress | None = None) -> list[SpcRecording]:
+    """IEEE SPC 2015 training set, resampled 125 Hz -> 50 Hz (polyphase, 2/5)."""
+    from scipy.io import loadmat
+
+    files = sorted(Path(folder).glob("DATA_*_TYPE0?.mat"))
+    if not files:
+        raise FileNotFoundError(f"no DATA_*_TYPE0?.mat files in {folder}")
+    out = []
+    for i, path in enumerate(files, 1):
+        sig = loadmat(path)["sig"].astype(float)
+        bpm = loadmat(path.with_name(path.stem + "_BPMtrace.mat"))["BPM0"].ravel().astype(float)
+        res = resample_poly(sig, 2, 5, axis=1)
+        out.append(SpcRecording(path.stem[:7], res[1:3], res[3:6], bpm))
+        if progress:
+            progress(i, len(files), path.name)
+    return out
+
+
+@dataclass(frozen=True)
+class SisfallRecording:
+    code: str          # D01..D19, F01..F15
+    subject: str       # SA01.., SE01..
+    trial: str
+    accel: np.ndarray  # (3, samples) at 50 Hz, g (ADXL345)
+
+    @property
+    def is_fall(self) -> bool:
+        return self.code.startswith("F")
+
+    @property
+    def group(self) -> str:
+        return "young (SA)" if self.subject.startswith("SA") else "older (SE)"
+
+
+_SISFALL_NAME = re.compile(r"([DF]\d\d)_(S[AE]\d\d)_(R\d\d)\.txt$")
+
+
+def load_sisfall(archive: Path, progress: Progress | None = None) -> list[SisfallRecording]:
+    """SisFall read straight from its .tar.xz: ADXL345 raw -> g (32/8192), 200 Hz -> 50 Hz."""
+    out = []
+    with tarfile.open(archive) as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and _SISFALL_NAME.search(m.name)]
+        for i, member in enumerate(members, 1):
+            code, subject, trial = _SISFALL_NAME.search(member.name).groups()
+            text = tar.extractfile(member).read().decode("ascii")
+            flat = np.array(text.replace(";", " ").replace(",", " ").split(), dtype=float)
+            rows = flat[: flat.size // 9 * 9].reshape(-1, 9)
+            accel_g = rows[:, 0:3] * 32.0 / 8192.0
+            accel_50 = resample_poly(accel_g, 1, SISFALL_RATE_HZ // int(DEVICE_RATE_HZ), axis=0).T
+            out.append(SisfallRecording(code, subject, trial, np.ascontiguousarray(accel_50)))
+            if progress and (i % 50 == 0 or i == len(members)):
+                progress(i, len(members), member.name)
+    out.sort(key=lambda r: (r.subject, r.code, r.trial))
+    return out

@@ -1,0 +1,372 @@
+"""Fall detection from a 3-axis accelerometer: impact, free fall, orientation change, stillness.
+
+A candidate is the largest local maximum of the acceleration magnitude above ``impact_g`` among
+the samples that became decidable since the previous call (``post_impact_s`` after the impact
+must already be in the window). Around it, :data:`FEATURE_NAMES` are measured from 3 s before to
+1.5 s after the impact; a classifier (``method="boosted_trees"``, the default, fitted on SisFall
+and checked leave-one-subject-out) or a fixed rule (``method="threshold"``) decides. A decision
+is therefore available 1.5 s after the impact plus the hop at which the caller runs it.
+
+Assumptions (said here because alerts depend on them): the device is trunk-mounted (waist or
+chest; other placements are not validated); the trunk is no longer upright 0.5-1.5 s after the
+impact (a fall that ends sitting or kneeling with an upright trunk may be missed, and is left to
+the man-down timer and the SOS button); nothing is assumed about what happens after 1.5 s.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import maximum_filter1d
+
+from models.exceptions import InvalidSignalError, check_option, check_sampling_rate
+from models.quality import as_device_channels
+from models.thresholds import FallConfig, ObliviousForest, fall_model, thresholds_for
+
+FALL_METHODS = ("boosted_trees", "threshold")
+FEATURE_NAMES = (
+    "fall_velocity_m_s",   # peak downward speed from acceleration along the pre-impact gravity
+    "fall_drop_m",         # integrated drop over the 1.5 s before impact
+    "pre_activity_g",      # magnitude std 3 s..1 s before impact (walking vs. sitting)
+    "impact_g",            # peak magnitude
+    "free_fall_min_g",     # minimum magnitude in the 1 s before impact
+    "free_fall_area_g_s",  # area below 1 g in the 1 s before impact
+    "orientation_change_deg",  # gravity direction 2..1 s before vs. 0.5..1.5 s after impact
+    "post_activity_g",     # magnitude std 0.5..1.5 s after impact (stillness)
+    "impact_energy_g_s",   # sum |a| - 1 g within 0.5 s of impact
+    "jerk_g_s",            # steepest rise of magnitude into the impact
+    "post_tilt_deg",       # trunk angle from upright after impact
+    "pre_tilt_deg",        # trunk angle from upright before the event (falls start upright)
+)
+
+# the fixed rule of method="threshold": each feature and the side it must be on
+THRESHOLD_RULE = (
+    ("impact_g", ">=", 2.5),
+    ("free_fall_min_g", "<=", 0.75),
+    ("orientation_change_deg", ">=", 45.0),
+    ("post_activity_g", "<=", 0.35),
+    ("pre_tilt_deg", "<=", 60.0),
+)
+
+
+@dataclass(frozen=True)
+class FallDecision:
+    """Per-device fall decision with its evidence."""
+
+    suspected: np.ndarray       # (devices,) bool
+    probability: np.ndarray     # (devices,) classifier probability (rule: 0 or 1); NaN without candidate
+    impact_index: np.ndarray    # (devices,) sample index in the window, -1 without candidate
+    seconds_since_impact: np.ndarray  # (devices,) at the end of the window; NaN without candidate
+    features: np.ndarray        # (devices, len(FEATURE_NAMES)); NaN without candidate
+    feature_names: tuple[str, ...]
+    fired: tuple[tuple[str, ...], ...]  # per device: the evidence that fired
+    threshold: float
+    method: str
+
+
+def acceleration_magnitude(accel: np.ndarray) -> np.ndarray:
+    """Euclidean norm over the axis dimension of (devices, 3, samples)."""
+    return np.sqrt(np.einsum("dcs,dcs->ds", accel, accel))
+
+
+def _tilt(vectors: np.ndarray, upright: np.ndarray) -> np.ndarray:
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-9)
+    return np.degrees(np.arccos(np.clip(unit @ upright, -1.0, 1.0)))
+
+
+def fall_features(accel: np.ndarray, sampling_rate: float, impact_index: np.ndarray, *,
+                  upright_axis: tuple[float, float, float] = (0.0, -1.0, 0.0)) -> np.ndarray:
+    """Evidence around one impact per device.
+
+    Parameters
+    ----------
+    accel : array_like, shape (devices, 3, samples)
+        Accelerometer in g.
+    sampling_rate : float
+        Samples per second (Hz).
+    impact_index : array_like of int, shape (devices,)
+        Sample of the impact in each device's window; samples outside the window are taken
+        from its edge (a device that just started).
+    upright_axis : tuple of 3 floats
+        Accelerometer reading (unit vector) when the wearer stands upright.
+
+    Returns
+    -------
+    numpy.ndarray, shape (devices, len(FEATURE_NAMES))
+
+    Examples
+    --------
+    >>> a = np.zeros((1, 3, 400)); a[0, 1] = -1.0
+    >>> fall_features(a, 50, np.array([300])).shape
+    (1, 12)
+    """
+    rate = check_sampling_rate(sampling_rate)
+    a = as_device_channels(accel, "accel", channels=3)
+    idx = np.asarray(impact_index, dtype=np.intp).reshape(-1)
+    if idx.size != a.shape[0]:
+        raise InvalidSignalError(f"impact_index needs one index per device ({a.shape[0]}), got {idx.size}")
+    if a.shape[0] == 0:
+        return np.zeros((0, len(FEATURE_NAMES)))
+    up = np.asarray(upright_axis, dtype=float)
+    up = up / np.linalg.norm(up)
+    n = a.shape[-1]
+
+    def seg(start_s: float, stop_s: float) -> np.ndarray:
+        offsets = np.arange(int(round(start_s * rate)), int(round(stop_s * rate)))
+        cols = np.clip(idx[:, None] + offsets[None, :], 0, n - 1)
+        return np.take_along_axis(a, np.broadcast_to(cols[:, None, :], (a.shape[0], 3, cols.shape[1])), axis=-1)
+
+    def mag(x: np.ndarray) -> np.ndarray:
+        return np.sqrt((x ** 2).sum(axis=1))
+
+    pre_vec = seg(-2.0, -1.0).mean(axis=-1)
+    post_vec = seg(0.5, 1.5).mean(axis=-1)
+    gravity = pre_vec / np.maximum(np.linalg.norm(pre_vec, axis=-1, keepdims=True), 1e-9)
+    along = np.einsum("dc,dcs->ds", gravity, seg(-1.5, 0.02)) - 1.0
+    velocity = np.cumsum(along, axis=-1) / rate * 9.81
+    drop = np.cumsum(velocity, axis=-1) / rate
+    free_fall = mag(seg(-1.0, 0.02))
+    cos = (pre_vec * post_vec).sum(-1) / np.maximum(
+        np.linalg.norm(pre_vec, axis=-1) * np.linalg.norm(post_vec, axis=-1), 1e-9)
+    around = mag(seg(-0.5, 0.5))
+    rise = mag(seg(-0.2, 0.1))
+    return np.column_stack([
+        -velocity.min(axis=-1),
+        -drop.min(axis=-1),
+        mag(seg(-3.0, -1.0)).std(axis=-1),
+        mag(seg(0.0, 0.02))[:, 0],
+        free_fall.min(axis=-1),
+        np.clip(1.0 - free_fall, 0.0, None).sum(axis=-1) / rate,
+        np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))),
+        mag(seg(0.5, 1.5)).std(axis=-1),
+        np.abs(around - 1.0).sum(axis=-1) / rate,
+        np.diff(rise, axis=-1).max(axis=-1) * rate,
+        _tilt(post_vec, up),
+        _tilt(pre_vec, up),
+    ])
+
+
+def find_impact(accel: np.ndarray, sampling_rate: float, *, new_samples: int | None = None,
+                config: FallConfig | None = None) -> np.ndarray:
+    """Index of the newly decidable impact candidate per device, -1 if none.
+
+    Parameters
+    ----------
+    accel : array_like, shape (devices, 3, samples)
+        Accelerometer window in g.
+    sampling_rate : float
+        Samples per second (Hz).
+    new_samples : int, optional
+        Samples added since the previous call for these devices (the hop). Only impacts that
+        became decidable within them are returned, so overlapping windows never report the
+        same impact twice. ``None`` considers the whole window.
+    config : FallConfig, optional
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (devices,)
+
+    Examples
+    --------
+    >>> a = np.zeros((1, 3, 400)); a[0, 1] = -1.0; a[0, 1, 200] = -4.0
+    >>> int(find_impact(a, 50)[0])
+    200
+    """
+    rate = check_sampling_rate(sampling_rate)
+    cfg = config or FallConfig()
+    a = as_device_channels(accel, "accel", channels=3)
+    if a.shape[0] == 0:
+        return np.zeros(0, dtype=np.intp)
+    svm = acceleration_magnitude(a)
+    n = svm.shape[-1]
+    hi = n - int(round(cfg.post_impact_s * rate))
+    lo = 0 if new_samples is None else max(0, hi - int(new_samples))
+    if hi <= lo:
+        return np.full(a.shape[0], -1, dtype=np.intp)
+    half = max(1, int(round(cfg.min_separation_s * rate / 2)))
+    local_max = maximum_filter1d(svm, size=2 * half + 1, axis=-1, mode="nearest")
+    ok = (svm >= cfg.impact_g) & (svm >= local_max)
+    zone = np.where(ok[:, lo:hi], svm[:, lo:hi], -np.inf)
+    best = np.argmax(zone, axis=-1)
+    found = np.isfinite(zone[np.arange(a.shape[0]), best])
+    return np.where(found, best + lo, -1).astype(np.intp)
+
+
+def fall_probability(features: np.ndarray, model: ObliviousForest) -> np.ndarray:
+    """Probability of a fall for feature rows (n, len(FEATURE_NAMES)) under ``model``.
+
+    Examples
+    --------
+    >>> rows = np.zeros((2, len(FEATURE_NAMES)))
+    >>> fall_probability(rows, fall_model_default()).shape
+    (2,)
+    """
+    x = np.asarray(features, dtype=float)
+    if x.ndim != 2 or x.shape[1] != len(model.feature_names):
+        raise InvalidSignalError(f"features must be (n, {len(model.feature_names)}), got {x.shape}")
+    depth = model.features.shape[1]
+    if x.shape[0] == 0:
+        return np.zeros(0)
+    bits = x[:, model.features] > model.thresholds[None]          # (n, trees, depth)
+    leaf = (bits * (1 << np.arange(depth - 1, -1, -1))).sum(axis=-1)  # (n, trees)
+    logit = model.base_score + np.take_along_axis(model.leaves[None], leaf[..., None], axis=-1)[..., 0].sum(axis=1)
+    return 1.0 / (1.0 + np.exp(-logit))
+
+
+def fall_model_default() -> ObliviousForest:
+    """The shipped classifier (see :func:`models.thresholds.fall_model`)."""
+    return fall_model()
+
+
+def detect_fall(
+    accel: np.ndarray,
+    sampling_rate: float,
+    *,
+    new_samples: int | None = None,
+    placement: str = "waist",
+    method: str = "boosted_trees",
+    model: ObliviousForest | None = None,
+    config: FallConfig | None = None,
+) -> FallDecision:
+    """Decide, per device, whether a fall is suspected in the newly decidable part of a window.
+
+    Parameters
+    ----------
+    accel : array_like, shape (devices, 3, samples)
+        Accelerometer window in g (8 s at 50 Hz from the backend; at least
+        ``pre_impact_s + post_impact_s`` is advisable).
+    sampling_rate : float
+        Samples per second (Hz).
+    new_samples : int, optional
+        Samples added since the previous call (the hop); see :func:`find_impact`.
+    placement : {"wrist", "upper_arm", "chest", "waist"}
+    method : {"boosted_trees", "threshold"}
+        Learned classifier (default) or the fixed rule :data:`THRESHOLD_RULE`.
+    model : ObliviousForest, optional
+        Overrides the shipped classifier (used for leave-one-subject-out evaluation).
+    config : FallConfig, optional
+        Overrides the placement's configuration.
+
+    Returns
+    -------
+    FallDecision
+
+    Raises
+    ------
+    ValueError
+        Unknown ``method`` or ``placement`` (listing the valid ones) or a badly shaped window.
+
+    Examples
+    --------
+    >>> a = np.zeros((1, 3, 400)); a[0, 1] = -1.0
+    >>> bool(detect_fall(a, sampling_rate=50).suspected[0])
+    False
+    """
+    check_option("method", method, FALL_METHODS)
+    rate = check_sampling_rate(sampling_rate)
+    limits = thresholds_for(placement)
+    cfg = config or limits.fall
+    a = as_device_channels(accel, "accel", channels=3)
+    devices = a.shape[0]
+    idx = find_impact(a, rate, new_samples=new_samples, config=cfg)
+    has = idx >= 0
+    feats = np.full((devices, len(FEATURE_NAMES)), np.nan)
+    prob = np.full(devices, np.nan)
+    fired: list[tuple[str, ...]] = [() for _ in range(devices)]
+    if has.any():
+        feats[has] = fall_features(a[has], rate, idx[has], upright_axis=limits.activity.upright_axis)
+        if method == "boosted_trees":
+            prob[has] = fall_probability(feats[has], model or fall_model())
+        else:
+            ok = np.ones(int(has.sum()), bool)
+            for name, side, value in THRESHOLD_RULE:
+                col = feats[has, FEATURE_NAMES.index(name)]
+                ok &= col >= value if side == ">=" else col <= value
+            prob[has] = ok.astype(float)
+    threshold = cfg.probability if method == "boosted_trees" else 0.5
+    suspected = has & (np.nan_to_num(prob, nan=0.0) >= threshold)
+    for d in np.flatnonzero(suspected):
+        fired[d] = tuple(f"{name}={feats[d, k]:.3g}" for k, name in enumerate(FEATURE_NAMES)) + (
+            f"p={prob[d]:.3f}>={threshold}",)
+    since = np.where(has, (a.shape[-1] - 1 - idx) / rate, np.nan)
+    return FallDecision(suspected, prob, idx, since, feats, FEATURE_NAMES, tuple(fired), threshold, method)
+
+
+def fit_fall_classifier(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_trees: int = 150,
+    depth: int = 4,
+    learning_rate: float = 0.1,
+    n_bins: int = 32,
+    l2: float = 1.0,
+    feature_names: tuple[str, ...] = FEATURE_NAMES,
+) -> ObliviousForest:
+    """Fit boosted oblivious trees (logistic loss) to candidate features; deterministic.
+
+    Parameters
+    ----------
+    features : array_like, shape (n, n_features)
+    labels : array_like of {0, 1}, shape (n,)
+    n_trees, depth, learning_rate, n_bins, l2
+        Boosting rounds, splits per tree, shrinkage, quantile bins per feature, leaf ridge.
+    feature_names : tuple of str
+
+    Returns
+    -------
+    ObliviousForest
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(200, 2)); y = (x[:, 0] > 0).astype(float)
+    >>> m = fit_fall_classifier(x, y, n_trees=20, depth=2, feature_names=("a", "b"))
+    >>> bool((fall_probability(x, m) > 0.5).mean() > 0.4)
+    True
+    """
+    x = np.asarray(features, dtype=float)
+    y = np.asarray(labels, dtype=float).reshape(-1)
+    if x.ndim != 2 or x.shape[0] != y.size or x.shape[1] != len(feature_names):
+        raise InvalidSignalError(f"features {x.shape} must be (n, {len(feature_names)}) with one label per row")
+    if x.shape[0] == 0 or y.min() == y.max():
+        raise InvalidSignalError("fitting needs rows of both classes")
+    nf = x.shape[1]
+    qs = np.linspace(0, 1, n_bins + 1)[1:-1]
+    edges = np.full((nf, n_bins - 1), np.inf)
+    for f in range(nf):
+        e = np.unique(np.quantile(x[:, f], qs))
+        edges[f, : e.size] = e
+    xb = np.stack([np.searchsorted(edges[f], x[:, f], side="left") for f in range(nf)], axis=1)
+    prior = np.clip(y.mean(), 1e-6, 1 - 1e-6)
+    base = float(np.log(prior / (1 - prior)))
+    pred = np.full(y.size, base)
+    feats = np.zeros((n_trees, depth), dtype=np.intp)
+    thresholds = np.zeros((n_trees, depth))
+    leaves = np.zeros((n_trees, 2 ** depth))
+    for t in range(n_trees):
+        p = 1.0 / (1.0 + np.exp(-pred))
+        g, h = p - y, p * (1 - p)
+        node = np.zeros(y.size, dtype=np.intp)
+        for level in range(depth):
+            nodes = 2 ** level
+            best = (-np.inf, 0, 0)
+            for f in range(nf):
+                key = node * n_bins + xb[:, f]
+                gs = np.bincount(key, g, nodes * n_bins).reshape(nodes, n_bins)
+                hs = np.bincount(key, h, nodes * n_bins).reshape(nodes, n_bins)
+                gl, hl = np.cumsum(gs, axis=1)[:, :-1], np.cumsum(hs, axis=1)[:, :-1]
+                gt, ht = gs.sum(axis=1, keepdims=True), hs.sum(axis=1, keepdims=True)
+                gain = (gl ** 2 / (hl + l2) + (gt - gl) ** 2 / (ht - hl + l2) - gt ** 2 / (ht + l2)).sum(axis=0)
+                gain[~np.isfinite(edges[f])] = -np.inf
+                b = int(np.argmax(gain))
+                if gain[b] > best[0]:
+                    best = (gain[b], f, b)
+            _, f, b = best
+            feats[t, level], thresholds[t, level] = f, edges[f, b]
+            node = node * 2 + (x[:, f] > edges[f, b])
+        gsum = np.bincount(node, g, 2 ** depth)
+        hsum = np.bincount(node, h, 2 ** depth)
+        leaves[t] = -learning_rate * gsum / (hsum + l2)
+        pred = pred + leaves[t][node]
+    return ObliviousForest(tuple(feature_names), feats, thresholds, leaves, base, learning_rate)

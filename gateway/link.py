@@ -200,9 +200,9 @@ class DeviceLink:
             await self._serve(client, disconnected, stop)
         finally:
             self._down(stop.is_set())
-            if client.is_connected:
-                with contextlib.suppress(BleakError, TimeoutError, EOFError, OSError):
-                    await asyncio.wait_for(client.disconnect(), 5)
+            # Also after a link loss: disconnect() is what releases the client's D-Bus connection.
+            with contextlib.suppress(BleakError, TimeoutError, EOFError, OSError):
+                await asyncio.wait_for(client.disconnect(), 5)
 
     def _up(self) -> None:
         was = self._state

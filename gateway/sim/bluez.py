@@ -372,6 +372,7 @@ class VirtualBlueZ:
         log.info("virtual BlueZ on %s", self._bus_address)
 
     async def stop(self) -> None:
+        _forget_bleak_manager()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -716,6 +717,25 @@ class VirtualBlueZ:
             if device.connection_owner == unique_name:
                 await device._set_disconnected("client left the bus")
             device._touch()
+
+
+def _forget_bleak_manager() -> None:
+    """bleak keeps one BlueZ manager per event loop, connected to whatever owned org.bluez when
+    it started. Before this virtual BlueZ goes away, close that manager quietly and drop it, so
+    that bleak starts afresh against the next virtual BlueZ in this loop (private bleak state;
+    simulator only)."""
+    try:
+        from bleak.backends.bluezdbus import manager as bleak_manager
+
+        instance = bleak_manager._global_instances.pop(asyncio.get_running_loop(), None)
+        if instance is None:
+            return
+        if instance._bus_watcher_task is not None:
+            instance._bus_watcher_task.cancel()
+        if instance._bus is not None:
+            instance._bus.disconnect()
+    except (ImportError, AttributeError):  # a bleak without this internal state: nothing to do
+        return
 
 
 class _CallError(Exception):

@@ -129,6 +129,7 @@ class SimulatedWearable:
         self.help_coming = asyncio.Event()
         self.help_coming_count = 0
         self.production_done = asyncio.Event()
+        self._sensing = True
         self._warned_levels: set[int] = set()
         self._tasks: set[asyncio.Task] = set()
 
@@ -143,6 +144,10 @@ class SimulatedWearable:
     def backlog(self) -> int:
         """Frames waiting on the device for the link."""
         return len(self._ring) + len(self._events)
+
+    def finish(self) -> None:
+        """Stop producing new frames; what is buffered still goes out."""
+        self._sensing = False
 
     def drained(self) -> bool:
         return self.production_done.is_set() and not self.backlog
@@ -266,7 +271,7 @@ class SimulatedWearable:
         next_status = 0.0
         k = 0
         try:
-            while not stop.is_set():
+            while not stop.is_set() and self._sensing:
                 if self.telemetry_frames is not None and k >= self.telemetry_frames:
                     break
                 elapsed = k * period_s

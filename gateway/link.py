@@ -119,6 +119,11 @@ class DeviceLink:
     def submit(self, command: DownlinkCommand) -> None:
         self._commands.put_nowait(command)
 
+    @property
+    def pending_commands(self) -> int:
+        """Commands waiting for the link (written as soon as the device is connected)."""
+        return self._commands.qsize()
+
     # ---- notifications ------------------------------------------------------------------------
 
     def _on_notification(self, _char, data: bytearray) -> None:

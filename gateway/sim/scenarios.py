@@ -51,11 +51,11 @@ def _a(at: float, activity: str) -> Step:
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("patrol", "patrol on foot: walking with stops", (
-        _a(0, "walking"), _a(30, "standing"), _a(42, "walking"), _a(80, "standing"), _a(90, "walking"))),
+        _a(0, "walking"), _a(25, "standing"), _a(35, "walking"), _a(50, "standing"), _a(58, "walking"))),
     Scenario("car_report", "sitting in a car writing a report for a long time; must never page", (
         _a(0, "sitting_car"),)),
     Scenario("pursuit", "foot pursuit: walking, a sprint, then standing with a high heart rate", (
-        _a(0, "walking"), _a(8, "running"), _a(45, "standing"), _a(70, "walking"))),
+        _a(0, "walking"), _a(8, "running"), _a(40, "standing"), _a(58, "walking"))),
     Scenario("man_down", "a fall followed by no motion; the device raises fall, pre-alert, alarm", (
         _a(0, "walking"), _a(12, "fall"),
         Step(13, "event", EVENT_FALL_SUSPECTED),

@@ -97,6 +97,8 @@ async def running_gateway(settings: GatewaySettings):
     stop = asyncio.Event()
     task = asyncio.get_running_loop().create_task(gateway.run(stop), name="gateway")
     try:
+        await wait_until(lambda: set(settings.devices) <= set(gateway.links) or task.done(), 10,
+                         what="the gateway's links")
         yield gateway
     finally:
         stop.set()

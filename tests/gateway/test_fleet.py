@@ -68,3 +68,20 @@ async def test_link_loss_mid_stream_backfill_arrives_without_gaps(mqtt_broker, a
     assert link.last_reconnect_s is not None and link.last_reconnect_s < 5
     assert gateway.metrics.value("vigil_gateway_reconnects_total", device=str(device)) == 1
     print(f"\nreconnect after link loss (back in range -> first frame): {link.last_reconnect_s * 1000:.0f} ms")
+
+
+async def test_refused_and_slow_devices_are_connected_eventually(mqtt_broker, agency, gateway_settings, caplog):
+    refusing, slow = 0x00D20001, 0x00D20002
+    keys = fleet_keys([refusing, slow])
+    async with UplinkRecorder(*mqtt_broker, agency) as recorder, \
+            SimulatedFleet(keys, scenarios="patrol", speed=5, telemetry_frames=20) as fleet:
+        fleet.radios[refusing].refuse_connects = 3
+        fleet.radios[slow].connect_delay = 1.5
+        fleet.radios[slow].write_delay = 0.5
+        async with running_gateway(gateway_settings([refusing, slow])) as gateway:
+            await wait_until(lambda: all(w.drained() for w in fleet.wearables.values()), 30, what="drained")
+            await wait_until(lambda: all(set(recorder.seqs(d)) >= set(w.produced)
+                                         for d, w in fleet.wearables.items()), 10, what="all frames")
+            failures = gateway.metrics.value("vigil_gateway_connect_failures_total", device=str(refusing))
+    assert failures == 3 and fleet.radios[refusing].connects == 1
+    assert caplog.text.count("VG-00D20001: cannot connect") == 1  # logged once, retried quietly

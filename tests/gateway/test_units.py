@@ -1,0 +1,227 @@
+"""Pure parts of the gateway and the simulator: backoff, queue policy, settings, provisioning,
+signals, scenarios, the wearable's command handling and ring buffer."""
+from __future__ import annotations
+
+import asyncio
+import random
+
+import httpx
+import numpy as np
+import pytest
+
+from firmware import frame
+from gateway.config import GatewaySettings
+from gateway.exceptions import ConfigError, ProvisioningError
+from gateway.link import RETRY_CAP_S, reconnect_delay
+from gateway.provisioning import ProvisionedDevices, parse_device_list
+from gateway.publisher import BROKER_RETRY_CAP_S, broker_retry_delay
+from gateway.sim import scenarios
+from gateway.sim.signals import ACTIVITIES, SensorModel
+from gateway.sim.wearable import SimClock, SimulatedWearable
+from gateway.store import FrameQueue, IncomingFrame
+
+
+class TestReconnectDelay:
+    def test_first_attempt_is_immediate(self):
+        assert reconnect_delay(0, None, 0.9) == 0.0
+
+    def test_relink_after_working_link_is_short(self):
+        assert reconnect_delay(1, None, 0.999) < 0.06
+
+    def test_grows_and_caps_with_full_jitter(self):
+        ceilings = [reconnect_delay(a, RuntimeError(), 0.999999) for a in range(1, 12)]
+        assert ceilings == sorted(ceilings) and max(ceilings) <= RETRY_CAP_S
+        assert reconnect_delay(5, RuntimeError(), 0.0) == 0.0  # full jitter reaches zero
+
+    def test_timeouts_back_off_from_a_higher_base(self):
+        assert reconnect_delay(1, TimeoutError(), 0.5) > reconnect_delay(1, RuntimeError(), 0.5)
+
+    def test_raises_on_bad_jitter(self):
+        with pytest.raises(ValueError):
+            reconnect_delay(1, None, 1.0)
+
+    def test_broker_backoff_caps(self):
+        assert broker_retry_delay(0, 0.5) == 0 and broker_retry_delay(50, 0.999) <= BROKER_RETRY_CAP_S
+
+
+def _frames(kind, n, device=1, start=0):
+    return [IncomingFrame(kind, device, start + i, bytes([i % 256]) * 30, 0.0) for i in range(n)]
+
+
+class TestFrameQueue:
+    def test_events_first_then_arrival_order(self, tmp_path):
+        with FrameQueue(tmp_path / "q.sqlite3", 1000) as q:
+            q.put_many(_frames("telemetry", 3))
+            q.put_many(_frames("event", 2, start=10))
+            q.put_many(_frames("status", 1, start=20))
+            assert [(f.kind, f.seq) for f in q.peek(10)] == [
+                ("event", 10), ("event", 11), ("status", 20), ("telemetry", 0), ("telemetry", 1), ("telemetry", 2)]
+
+    def test_full_queue_drops_oldest_telemetry_never_events(self, tmp_path):
+        with FrameQueue(tmp_path / "q.sqlite3", 100) as q:
+            q.put_many(_frames("event", 10, start=1000))
+            q.put_many(_frames("telemetry", 80))
+            q.put_many(_frames("status", 5, start=500))
+            dropped = q.put_many(_frames("telemetry", 20, start=80))
+            assert dropped == {"telemetry": 15} and q.depth == 100
+            left = q.peek(200)
+            assert [f.seq for f in left if f.kind == "telemetry"][0] == 15
+            assert sum(f.kind == "event" for f in left) == 10
+            dropped = q.put_many(_frames("event", 200, start=2000))  # more events than room: keep them all
+            assert dropped == {"telemetry": 85, "status": 5} and q.depth == 210
+            assert all(f.kind == "event" for f in q.peek(1000))
+
+    def test_survives_reopen_and_ack(self, tmp_path):
+        path = tmp_path / "q.sqlite3"
+        with FrameQueue(path, 1000) as q:
+            q.put_many(_frames("telemetry", 5))
+            q.ack([f.id for f in q.peek(2)])
+        with FrameQueue(path, 1000) as q:
+            assert q.depth == 3 and [f.seq for f in q.peek(10)] == [2, 3, 4]
+            q.put_many(_frames("telemetry", 1, start=5))
+            assert [f.seq for f in q.peek(10)] == [2, 3, 4, 5]  # ids keep growing across restarts
+
+
+class TestGatewaySettings:
+    def test_from_environment(self, monkeypatch, tmp_path):
+        monkeypatch.setenv("VIGIL_GATEWAY_AGENCY", "metro")
+        monkeypatch.setenv("VIGIL_GATEWAY_GATEWAY_ID", "car-17")
+        monkeypatch.setenv("VIGIL_GATEWAY_DEVICES", "1, 0x10,3")
+        monkeypatch.setenv("VIGIL_GATEWAY_LATITUDE", "48.1")
+        monkeypatch.setenv("VIGIL_GATEWAY_LONGITUDE", "11.5")
+        s = GatewaySettings.load()
+        assert s.devices == [1, 16, 3] and s.location == (48.1, 11.5) and s.mqtt_port == 1883
+
+    def test_config_file_and_environment_precedence(self, monkeypatch, tmp_path):
+        conf = tmp_path / "gateway.env"
+        conf.write_text("VIGIL_GATEWAY_AGENCY=metro\nVIGIL_GATEWAY_GATEWAY_ID=file\nVIGIL_GATEWAY_DEVICES=[5]\n")
+        monkeypatch.setenv("VIGIL_GATEWAY_GATEWAY_ID", "env")
+        s = GatewaySettings.load(conf)
+        assert (s.agency, s.gateway_id, s.devices) == ("metro", "env", [5])
+
+    @pytest.mark.parametrize("bad", [
+        {"agency": "a/b"}, {"mqtt_url": "mqtts://x:8883"}, {"latitude": 1.0},
+        {"backend_url": "http://x"}, {"queue_max_frames": 5}])
+    def test_rejects(self, bad):
+        with pytest.raises(ConfigError):
+            GatewaySettings.load(**{"agency": "a", "gateway_id": "g", **bad})
+
+
+class TestProvisioning:
+    def test_parse(self):
+        assert parse_device_list({"devices": [{"device_id": 3}, {"device_id": 9}]}) == {3, 9}
+        for bad in ({}, {"devices": [{"id": 1}]}, {"devices": [{"device_id": -1}]}, []):
+            with pytest.raises(ProvisioningError):
+                parse_device_list(bad)
+
+    async def test_fetch_with_bearer_token_and_keep_last_list(self, tmp_path):
+        calls = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            calls.append(request)
+            if len(calls) > 1:
+                return httpx.Response(503)
+            return httpx.Response(200, json={"devices": [{"device_id": 7}, {"device_id": 8}]})
+        s = GatewaySettings(agency="a", gateway_id="g1", backend_url="http://backend", backend_token="tok",
+                            device_refresh_s=0.01)
+        changes = []
+        with FrameQueue(tmp_path / "q.sqlite3", 1000) as store:
+            p = ProvisionedDevices(s, store, changes.append, transport=httpx.MockTransport(handler))
+            stop = asyncio.Event()
+            task = asyncio.create_task(p.run(stop))
+            while len(calls) < 2:
+                await asyncio.sleep(0.01)
+            stop.set()
+            await task
+            assert p.ids == {7, 8} and changes[-1] == {7, 8}
+            assert calls[0].url == "http://backend/api/v1/gateways/g1/devices"
+            assert calls[0].headers["authorization"] == "Bearer tok"
+            again = ProvisionedDevices(s, store, changes.append)  # restart without the backend
+            assert again.ids == {7, 8}
+
+
+class TestSensorModel:
+    def test_every_activity(self):
+        model = SensorModel(np.random.default_rng(0), sampling_rate=50)
+        for activity in ACTIVITIES:
+            ppg, accel = model.block(20, activity)
+            assert ppg.shape == (20,) and accel.shape == (20, 3)
+            assert ppg.min() >= 0 and ppg.max() < 2 ** 24
+
+    def test_heart_rate_follows_activity(self):
+        model = SensorModel(np.random.default_rng(0), sampling_rate=50)
+        for _ in range(300):
+            model.block(20, "running")
+        running = model.hr
+        for _ in range(600):
+            model.block(20, "sitting_car")
+        assert running > 140 and model.hr < 90
+
+    def test_fall_has_free_fall_and_impact(self):
+        model = SensorModel(np.random.default_rng(0), sampling_rate=50)
+        accel = np.vstack([model.block(20, "fall")[1] for _ in range(5)])
+        g = np.linalg.norm(accel, axis=1)
+        assert g.min() < 400 and g.max() > 3000 and g[-20:].std() < 20
+
+    def test_seeded_replay_and_bad_input(self):
+        a = SensorModel(np.random.default_rng(4), 50).block(20, "walking")
+        b = SensorModel(np.random.default_rng(4), 50).block(20, "walking")
+        assert (a[0] == b[0]).all()
+        with pytest.raises(ValueError, match="valid"):
+            SensorModel(np.random.default_rng(0), 50).block(20, "dancing")
+        with pytest.raises(ValueError):
+            SensorModel(np.random.default_rng(0), 0)
+
+
+KEY = bytes(range(32))
+
+
+class TestScenarios:
+    def test_every_scenario_happens_within_a_minute(self):
+        assert all(s.duration_s <= 60 for s in scenarios.SCENARIOS.values())
+        assert set(scenarios.shift_assignment(8)) == set(scenarios.SCENARIOS)
+        with pytest.raises(ValueError, match="valid"):
+            scenarios.get("nope")
+
+    @pytest.mark.parametrize("name,expected", [
+        ("man_down", [frame.EVENT_FALL_SUSPECTED, frame.EVENT_PREALERT_STARTED, frame.EVENT_MANDOWN_ALARM]),
+        ("sos", [frame.EVENT_SOS])])
+    async def test_device_events_without_a_radio(self, name, expected):
+        w = SimulatedWearable(1, KEY, scenario=name, clock=SimClock(speed=2000), telemetry_frames=150)
+        stop = asyncio.Event()
+        task = asyncio.create_task(w.run(stop))
+        await asyncio.wait_for(w.production_done.wait(), 10)
+        stop.set()
+        await task
+        events = [frame.decode_event(frame.open_frame(d, w.keys)[1])[0] for _, d in w._events]
+        assert events == expected
+        assert len(w.produced) == w.next_seq == w.backlog  # nothing sent, nothing lost, seq unique
+        assert all(frame.parse_header(d).flags & frame.FLAG_BACKFILL for _, d in w._events)
+
+
+class TestWearableCommands:
+    def _cmd(self, seq, code=frame.COMMAND_HELP_COMING, key=KEY, device=1):
+        return frame.seal(frame.DeviceKeys(key), frame.TYPE_COMMAND, device, seq, 5, frame.encode_command(code, 3))
+
+    def test_help_coming_verified_replay_and_forgery_refused(self):
+        w = SimulatedWearable(1, KEY, clock=SimClock())
+        w._on_write("5a1e0004-7c3a-4d6e-9b1f-7a6e5c0f1a00", self._cmd(1))
+        assert w.help_coming.is_set() and w.help_coming_count == 1
+        for bad in (self._cmd(1), self._cmd(2, key=bytes(32)), self._cmd(3, device=2), b"junk"):
+            with pytest.raises(frame.FrameError):
+                w._on_write("5a1e0004-7c3a-4d6e-9b1f-7a6e5c0f1a00", bad)
+        assert w.rejected_commands == 4 and w.help_coming_count == 1
+
+    def test_ring_overwrites_oldest_and_counts(self):
+        w = SimulatedWearable(1, KEY, clock=SimClock(), ring_capacity=10)
+        for _ in range(15):
+            w._send_telemetry()
+        assert w.backlog == 10 and w.ring_dropped == 5 and w.dropped_samples == 100
+        assert [s for s, _, _ in w._ring] == list(range(5, 15))
+
+    def test_rng_and_clock_injected(self):
+        a = SimulatedWearable(1, KEY, clock=SimClock(start_epoch_s=1000.0), seed=3)
+        b = SimulatedWearable(1, KEY, clock=SimClock(start_epoch_s=1000.0), seed=3)
+        a._send_telemetry(), b._send_telemetry()
+        assert a._ring[0][2] == b._ring[0][2]
+        assert random.Random(1).random() == random.Random(1).random()

@@ -11,13 +11,14 @@ from models.thresholds import ActivityConfig, thresholds_for
 
 ACTIVITIES = ("still", "walking", "running")
 POSTURES = ("upright", "lying", "unknown")
-MOTION_METHODS = ("magnitude_rms",)
+MOTION_METHODS = ("vector_rms",)
 
 
-def motion_energy(accel: np.ndarray, sampling_rate: float, *, method: str = "magnitude_rms") -> np.ndarray:
-    """Motion energy of each window: RMS (g) of the acceleration magnitude around its mean.
+def motion_energy(accel: np.ndarray, sampling_rate: float, *, method: str = "vector_rms") -> np.ndarray:
+    """Motion energy of each window: RMS (g) of the acceleration vector around its mean.
 
-    Orientation-free, so a device that only turns slowly reads as still.
+    The square root of the summed per-axis variances: independent of how the device is
+    mounted, and it sees motion across gravity that the magnitude alone would miss.
 
     Parameters
     ----------
@@ -25,7 +26,7 @@ def motion_energy(accel: np.ndarray, sampling_rate: float, *, method: str = "mag
         Accelerometer in g.
     sampling_rate : float
         Samples per second (Hz).
-    method : {"magnitude_rms"}
+    method : {"vector_rms"}
 
     Returns
     -------
@@ -42,8 +43,7 @@ def motion_energy(accel: np.ndarray, sampling_rate: float, *, method: str = "mag
     a = as_device_channels(accel, "accel", channels=3)
     if a.shape[0] == 0 or a.shape[-1] == 0:
         return np.zeros(a.shape[0])
-    mag = np.sqrt((a ** 2).sum(axis=1))
-    return mag.std(axis=-1)
+    return np.sqrt(a.var(axis=-1).sum(axis=1))
 
 
 @dataclass(frozen=True)

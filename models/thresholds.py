@@ -48,7 +48,7 @@ class HeartRateConfig:
     # the tracked value snaps to the raw PPG peak within this distance (motion masks blur it)
     snap_bpm: float = 3.0
     # signal quality below which the estimate is withheld
-    min_quality: float = 0.25
+    min_quality: float = 0.35
     quality_halfwidth_bpm: float = 6.0
 
 

@@ -110,6 +110,7 @@ class DeviceCore:
         self._status: bytes | None = None
         self._clock_offset = -1  # epoch ms minus uptime ms, -1 until a time sync
         self._commands = F.ReplayGuard(COMMAND_REPLAY_WINDOW, cmd_seq)
+        self._cmd_floor = cmd_seq  # after a reboot, every number up to the stored one is spent
         self._persist_cmd_seq = persist_cmd_seq
         self._removed = 0  # records removed from the ring's head (sent or overwritten)
         self._cache_id = -1  # which head record _cache holds sealed
@@ -172,6 +173,7 @@ class DeviceCore:
 
     def link_up(self, now_ms: int) -> None:
         self.outbox.link_up(now_ms)
+        self._cache_id = -1  # re-seal the head block: its backfill flag may have changed
 
     def next_uplink(self, now_ms: int):
         """(channel, frame) to send next, or None: due events, then status, then telemetry
@@ -228,6 +230,8 @@ class DeviceCore:
         if header.device_id != self.device_id:
             raise F.FrameError("bad_payload", "command for device %d" % header.device_id)
         code, arg, word = F.decode_command(payload)
+        if header.seq <= self._cmd_floor:
+            raise F.FrameError("replayed", "command seq %d from before the last start" % header.seq)
         self._commands.check(header.seq)
         if header.seq > self._commands.highest and self._persist_cmd_seq is not None:
             self._persist_cmd_seq(header.seq)

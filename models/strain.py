@@ -106,7 +106,9 @@ def update_strain(
     dt = np.where(np.isnan(state.last_time), 0.0, np.clip(now_arr - state.last_time, 0.0, None))
     good = np.isfinite(hr) & (q >= cfg.min_quality)
 
-    learn = good & (act == "still")
+    # learn only from quiet, plausible windows: a racing heart while still must not lift the baseline
+    current = np.where(state.baseline_s >= cfg.baseline_min_s, state.baseline_bpm, cfg.default_baseline_bpm)
+    learn = good & (act == "still") & (hr <= current + cfg.margin_still_bpm)
     weight = 1.0 - 0.5 ** (dt / cfg.baseline_halflife_s)
     first = learn & (state.baseline_s == 0)
     baseline = np.where(first, hr, np.where(learn, state.baseline_bpm + weight * (hr - state.baseline_bpm), state.baseline_bpm))

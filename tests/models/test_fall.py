@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+
+from models.fall import FEATURE_NAMES, detect_fall, fall_features, fall_probability, find_impact, fit_fall_classifier
+from models.thresholds import fall_model
+from tests.models.conftest import FS
+
+
+def fall_recording(rng, seconds=8.0, impact_s=5.5):
+    """Walking upright, 0.4 s free fall, 5 g impact, then lying still."""
+    n = int(seconds * FS)
+    t = np.arange(n) / FS
+    a = np.zeros((3, n))
+    a[1] = -1.0 + 0.2 * np.sin(2 * np.pi * 1.8 * t)
+    i = int(impact_s * FS)
+    a[:, i - 20:i] = 0.0
+    a[1, i - 20:i] = -0.2
+    a[:, i] = [3.0, -3.0, 2.0]
+    a[:, i + 1:] = 0.0
+    a[2, i + 1:] = 1.0
+    return a + 0.01 * rng.standard_normal(a.shape), i
+
+
+def sit_down(rng, seconds=8.0):
+    n = int(seconds * FS)
+    a = np.zeros((3, n))
+    a[1] = -1.0
+    a[1, 200:210] = -1.9
+    a[0, 210:] = 0.3
+    return a + 0.01 * rng.standard_normal(a.shape)
+
+
+class TestFindImpact:
+    def test_empty(self):
+        assert find_impact(np.zeros((0, 3, 400)), FS).shape == (0,)
+
+    def test_finds_the_impact_once(self, rng):
+        a, i = fall_recording(rng)
+        assert find_impact(a[None], FS)[0] == i
+        # a later window whose new samples do not contain the impact reports nothing new
+        assert find_impact(a[None, :, :-5], FS, new_samples=1)[0] == -1
+
+    def test_no_impact(self):
+        a = np.zeros((1, 3, 400)); a[0, 1] = -1.0
+        assert find_impact(a, FS)[0] == -1
+
+
+class TestFallFeatures:
+    def test_empty(self):
+        assert fall_features(np.zeros((0, 3, 400)), FS, np.zeros(0, int)).shape == (0, len(FEATURE_NAMES))
+
+    def test_values(self, rng):
+        a, i = fall_recording(rng)
+        f = dict(zip(FEATURE_NAMES, fall_features(a[None], FS, [i])[0]))
+        assert f["impact_g"] == pytest.approx(np.sqrt(22), rel=0.02)
+        assert f["free_fall_min_g"] < 0.3
+        assert f["orientation_change_deg"] > 60
+        assert f["post_tilt_deg"] > 80 and f["pre_tilt_deg"] < 20
+        assert f["post_activity_g"] < 0.05
+
+    def test_wrong_index_count(self):
+        with pytest.raises(ValueError):
+            fall_features(np.zeros((2, 3, 400)), FS, [1])
+
+
+class TestDetectFall:
+    def test_empty(self):
+        assert detect_fall(np.zeros((0, 3, 400)), FS).suspected.shape == (0,)
+
+    @pytest.mark.parametrize("method", ["boosted_trees", "threshold"])
+    def test_fall_and_sitting(self, rng, method):
+        fall, _ = fall_recording(rng)
+        d = detect_fall(np.stack([fall, sit_down(rng)]), FS, method=method)
+        assert d.suspected.tolist() == [True, False]
+        assert d.fired[0] and not d.fired[1]
+        assert d.seconds_since_impact[0] == pytest.approx(2.48, abs=0.05)
+
+    def test_batch_equals_single(self, rng):
+        batch = np.stack([fall_recording(rng)[0], sit_down(rng), fall_recording(rng, impact_s=4.0)[0]])
+        d = detect_fall(batch, FS)
+        for k in range(3):
+            one = detect_fall(batch[k:k + 1], FS)
+            assert one.suspected[0] == d.suspected[k] and one.impact_index[0] == d.impact_index[k]
+            np.testing.assert_allclose(one.probability[0], d.probability[k])
+
+    def test_wrong_method(self):
+        with pytest.raises(ValueError, match="boosted_trees, threshold"):
+            detect_fall(np.zeros((1, 3, 400)), FS, method="svm")
+
+    def test_wrong_placement(self):
+        with pytest.raises(ValueError, match="wrist, upper_arm, chest, waist"):
+            detect_fall(np.zeros((1, 3, 400)), FS, placement="pocket")
+
+
+class TestFitFallClassifier:
+    def test_separable(self, rng):
+        x = rng.normal(size=(300, 2))
+        y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(float)
+        m = fit_fall_classifier(x, y, n_trees=40, depth=3, feature_names=("a", "b"))
+        assert ((fall_probability(x, m) > 0.5) == y).mean() > 0.95
+
+    def test_needs_both_classes(self):
+        with pytest.raises(ValueError):
+            fit_fall_classifier(np.zeros((5, 2)), np.zeros(5), feature_names=("a", "b"))
+
+    def test_round_trip(self):
+        m = fall_model()
+        again = type(m).from_dict(m.to_dict())
+        x = np.random.default_rng(0).normal(size=(10, len(FEATURE_NAMES)))
+        np.testing.assert_allclose(fall_probability(x, m), fall_probability(x, again))
+
+
+class TestFallProbability:
+    def test_empty(self):
+        assert fall_probability(np.zeros((0, len(FEATURE_NAMES))), fall_model()).shape == (0,)
+
+    def test_wrong_width(self):
+        with pytest.raises(ValueError):
+            fall_probability(np.zeros((1, 3)), fall_model())

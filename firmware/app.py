@@ -27,7 +27,7 @@ try:
     from micropython import const
 except ImportError:  # CPython
 
-    def const(x):  # type: ignore[no-redef]
+    def const(x):  # type: ignore
         return x
 
 
@@ -233,7 +233,9 @@ class Wearable:
 
 
 def _pin_in(gpio: int, pull_up: bool):
-    return machine.Pin(gpio, machine.Pin.IN, machine.Pin.PULL_UP if pull_up else None)
+    if pull_up:
+        return machine.Pin(gpio, machine.Pin.IN, machine.Pin.PULL_UP)
+    return machine.Pin(gpio, machine.Pin.IN)
 
 
 async def _run(w: Wearable, clock: UptimeClock, imu_flag, radio_flag, imu_int) -> None:

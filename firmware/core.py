@@ -14,7 +14,7 @@ try:
     from micropython import const
 except ImportError:  # CPython
 
-    def const(x):  # type: ignore[no-redef]
+    def const(x):  # type: ignore
         return x
 
 
@@ -115,7 +115,7 @@ class DeviceCore:
         self._removed = 0  # records removed from the ring's head (sent or overwritten)
         self._cache_id = -1  # which head record _cache holds sealed
         self._cache = b""
-        self._pending = None  # what next_uplink returned: ("e", entry) / ("s", None) / ("t", id)
+        self._pending: tuple | None = None  # what next_uplink returned: ("e", entry) / ("s", None) / ("t", id)
         self.sent_frames = 0
 
     # ---- time ------------------------------------------------------------------------------

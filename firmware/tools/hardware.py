@@ -97,7 +97,7 @@ def board_source(pinmap: dict) -> str:
         "    from micropython import const",
         "except ImportError:  # CPython",
         "",
-        "    def const(x):  # type: ignore[no-redef]",
+        "    def const(x):  # type: ignore",
         "        return x",
         "",
         "",

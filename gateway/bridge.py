@@ -42,7 +42,6 @@ class Gateway:
         self.store = FrameQueue(settings.queue_path, settings.queue_max_frames)
         self._pending: list[IncomingFrame] = []
         self._flush_scheduled = False
-        self._frames_waiting: asyncio.Event | None = None
         self._link_tasks: dict[int, asyncio.Task] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._stop: asyncio.Event | None = None
@@ -80,8 +79,8 @@ class Gateway:
             self.metrics.queue_dropped.labels(kind).inc(n)
             log.warning("frame queue full (%d): dropped %d oldest %s frames", self.settings.queue_max_frames, n, kind)
         self.metrics.queue_depth.set(self.store.depth)
-        if self._frames_waiting is not None:
-            self._frames_waiting.set()
+        if self.mqtt is not None:
+            self.mqtt.wake(events=any(f.kind == "event" for f in frames))
 
     # ---- devices ----------------------------------------------------------------------------------
 
@@ -119,11 +118,8 @@ class Gateway:
         """Serve until ``stop`` is set. Signal handlers, if any, only set ``stop``."""
         s = self.settings
         self._stop = stop
-        self._frames_waiting = asyncio.Event()
         self.store.open()
         self.metrics.queue_depth.set(self.store.depth)
-        if self.store.depth:
-            self._frames_waiting.set()
         server = None
         if s.metrics_port is not None:
             server, self.metrics_port = self.metrics.serve(s.metrics_host, s.metrics_port)
@@ -131,7 +127,7 @@ class Gateway:
         try:
             self.provisioned = ProvisionedDevices(s, self.store, self._provisioned_changed)
             self.discovery = Discovery(lambda device_id: device_id in self.provisioned, self.metrics, s.adapter)
-            self.mqtt = MqttBridge(s, self.store, self.metrics, lambda: self.links, self._frames_waiting,
+            self.mqtt = MqttBridge(s, self.store, self.metrics, lambda: self.links,
                                    rng=random.Random(self._rng.random()))
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg

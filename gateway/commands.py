@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="device counts to try, each at 50 Hz real time")
     bench.add_argument("--seconds", type=float, default=20.0, help="measurement window per step")
     bench.add_argument("--link-losses", type=int, default=10, help="link losses for the reconnect timing")
+    bench.add_argument("--speed", type=float, default=1.0,
+                       help="simulated seconds per real second (x devices = equivalent 50 Hz devices)")
     bench.set_defaults(func=_cmd_gateway_bench)
     gateway.set_defaults(func=lambda args: gateway.print_help() or 2)
 
@@ -146,5 +148,5 @@ def _cmd_gateway_bench(args) -> int:
     from gateway.bench import run_benchmark
 
     _setup_logging("WARNING")
-    asyncio.run(run_benchmark(args.mqtt_url, args.devices, args.seconds, args.link_losses))
+    asyncio.run(run_benchmark(args.mqtt_url, args.devices, args.seconds, args.link_losses, args.speed))
     return 0

@@ -32,8 +32,12 @@ from gateway.store import FrameQueue, QueuedFrame
 
 log = logging.getLogger("vigil.gateway.mqtt")
 
-# Frames published per round trip to the queue; the broker acknowledges them in a pipeline.
-PUBLISH_BATCH = 100
+# Telemetry/status frames published per round trip to the queue; the broker acknowledges them
+# in a pipeline. 500 keeps one gateway above 6000 frames/s on a loopback broker; larger batches
+# only delay the acknowledgement of the first frames.
+PUBLISH_BATCH = 500
+# Events have their own lane, so an SOS never waits behind a batch of telemetry.
+EVENT_BATCH = 50
 # Broker reconnect backoff: short enough that a restarted broker gets its backlog in seconds.
 BROKER_RETRY_BASE_S = 0.25
 BROKER_RETRY_CAP_S = 4.0
@@ -52,16 +56,22 @@ def broker_retry_delay(attempt: int, jitter: float) -> float:
 
 class MqttBridge:
     def __init__(self, settings: GatewaySettings, store: FrameQueue, metrics: GatewayMetrics,
-                 links: Callable[[], dict[int, DeviceLink]], frames_waiting: asyncio.Event,
-                 *, rng: random.Random | None = None):
+                 links: Callable[[], dict[int, DeviceLink]], *, rng: random.Random | None = None):
         self.settings = settings
         self._store = store
         self._metrics = metrics
         self._links = links
-        self._frames_waiting = frames_waiting
+        self._lanes = {"events": asyncio.Event(), "bulk": asyncio.Event()}
+        self.wake(events=True)  # whatever a previous run left in the queue
         self._rng = rng or random.Random()
         self.connected = asyncio.Event()
         self._state_topic = topics.gateway_state(settings.agency, settings.gateway_id)
+
+    def wake(self, events: bool) -> None:
+        """New frames are in the queue (``events``: some of them are events)."""
+        self._lanes["bulk"].set()
+        if events:
+            self._lanes["events"].set()
 
     def _state_payload(self, state: str) -> bytes:
         return json.dumps({"state": state, "agency": self.settings.agency,
@@ -119,7 +129,8 @@ class MqttBridge:
         """Run the connection's loops until stop (return) or a broker error (raises an
         ExceptionGroup holding the MqttError)."""
         async with asyncio.TaskGroup() as tg:
-            loops = [tg.create_task(self._forward(client), name="mqtt-forward"),
+            loops = [tg.create_task(self._forward(client, "events", EVENT_BATCH), name="mqtt-forward-events"),
+                     tg.create_task(self._forward(client, "bulk", PUBLISH_BATCH), name="mqtt-forward-bulk"),
                      tg.create_task(self._downlink(client), name="mqtt-downlink"),
                      tg.create_task(self._link_quality(client), name="mqtt-link-quality")]
             await stop.wait()  # a failing loop cancels this wait and the TaskGroup raises its error
@@ -128,12 +139,14 @@ class MqttBridge:
 
     # ---- uplink -------------------------------------------------------------------------------
 
-    async def _forward(self, client: aiomqtt.Client) -> None:
+    async def _forward(self, client: aiomqtt.Client, lane: str, batch_size: int) -> None:
+        """Publish one lane of the queue in order; a frame leaves the queue on its PUBACK."""
+        waiting = self._lanes[lane]
         while True:
-            batch = self._store.peek(PUBLISH_BATCH)
+            waiting.clear()
+            batch = self._store.peek(batch_size, lane)
             if not batch:
-                self._frames_waiting.clear()
-                await self._frames_waiting.wait()
+                await waiting.wait()
                 continue
             results = await asyncio.gather(*(self._publish(client, f) for f in batch), return_exceptions=True)
             acked = [f for f, r in zip(batch, results) if r is None]

@@ -141,11 +141,13 @@ class FrameQueue:
             raise QueueError(f"cannot store frames in {self.path}: {exc}") from exc
         return dropped
 
-    def peek(self, limit: int) -> list[QueuedFrame]:
-        """The next frames to send, events first, each class oldest first."""
+    def peek(self, limit: int, lane: str | None = None) -> list[QueuedFrame]:
+        """The next frames to send, events first, each class oldest first. ``lane``: "events"
+        for events only, "bulk" for status and telemetry only, None for all."""
+        where = {"events": " WHERE priority = 0", "bulk": " WHERE priority > 0", None: ""}[lane]
         cur = self._conn().execute(
             "SELECT id, kind, device_id, seq, payload, received_at, lat, lon FROM frames"
-            " ORDER BY priority, id LIMIT ?", (limit,))
+            + where + " ORDER BY priority, id LIMIT ?", (limit,))
         return [QueuedFrame(*row) for row in cur.fetchall()]
 
     def ack(self, ids: list[int]) -> None:

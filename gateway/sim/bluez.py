@@ -322,6 +322,10 @@ class VirtualBlueZ:
         return self._bus_address
 
     @property
+    def daemon_pid(self) -> int | None:
+        return self._daemon.pid if self._daemon is not None else None
+
+    @property
     def discovering(self) -> bool:
         return self.discovery_sessions > 0
 

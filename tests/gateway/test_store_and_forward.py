@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiomqtt
 import httpx
 
 from backend.infra import free_port
@@ -124,3 +126,30 @@ async def test_gateway_sigkilled_with_queued_frames_loses_nothing(private_mosqui
                     except subprocess.TimeoutExpired:
                         proc.kill()
     _assert_complete_and_ordered(recorder, wearables)
+
+
+async def test_gateway_state_retained_and_last_will_offline(mqtt_broker, agency, tmp_path):
+    from gateway.sim.bluez import VirtualBlueZ
+
+    state_topic = f"vigil/{agency}/gw/gw-will/state"
+    async with UplinkRecorder(*mqtt_broker, agency) as recorder, VirtualBlueZ() as bluez:
+        env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bluez.bus_address, "VIGIL_GATEWAY_AGENCY": agency,
+               "VIGIL_GATEWAY_GATEWAY_ID": "gw-will", "VIGIL_GATEWAY_MQTT_URL": f"mqtt://{mqtt_broker[0]}:{mqtt_broker[1]}",
+               "VIGIL_GATEWAY_QUEUE_PATH": str(tmp_path / "q.sqlite3")}
+        proc = _gateway_process(env)
+        try:
+            def states():
+                return [json.loads(p)["state"] for t, p in recorder.other if t == state_topic]
+            await wait_until(lambda: states() == ["online"], 20, what="state online")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            await wait_until(lambda: states() == ["online", "offline"], 20, what="the last will")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    async with aiomqtt.Client(*mqtt_broker) as client:  # retained for whoever subscribes later
+        await client.subscribe(state_topic, qos=1)
+        async with asyncio.timeout(5):
+            async for msg in client.messages:
+                assert json.loads(msg.payload)["state"] == "offline" and msg.retain
+                break

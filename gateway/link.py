@@ -257,10 +257,11 @@ class DeviceLink:
                         client.write_gatt_char(profile.CONTROL_CHAR_UUID, command.payload, response=True),
                         WRITE_TIMEOUT_S)
                 except (BleakError, TimeoutError, EOFError, OSError) as exc:
-                    if command.pending:
-                        command.done.set_exception(DownlinkError(self.device_id, _describe(exc)))
                     if disconnected.is_set() or not client.is_connected:
+                        self._requeue_front(command)  # the link went: try again on the next one
                         return
+                    if command.pending:  # the device answered with an error (refused command)
+                        command.done.set_exception(DownlinkError(self.device_id, _describe(exc)))
                 else:
                     if command.pending:
                         command.done.set_result(None)

@@ -141,7 +141,10 @@ class PrivatePostgres:
     def _run_as(self, args: list[str], **kw) -> subprocess.CompletedProcess:
         if os.geteuid() == 0:
             args = ["runuser", "-u", "postgres", "--", *args]
-        return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
+        try:
+            return subprocess.run(args, check=True, capture_output=True, text=True, **kw)
+        except subprocess.CalledProcessError as exc:
+            raise InfraError(f"{' '.join(args)} failed: {exc.stderr.strip() or exc.stdout.strip()}") from exc
 
     def start(self) -> "PrivatePostgres":
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ Tests isolate themselves by a unique agency (MQTT topic prefix) and a database p
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 
 import pytest
@@ -47,14 +48,16 @@ def pg_server():
 
 
 @pytest.fixture
-def private_postgres(tmp_path):
-    """A PostgreSQL cluster owned by this test, which it may stop and start again."""
-    pg = infra.PrivatePostgres(workdir=tmp_path / "pg").start()
+def private_postgres():
+    """A PostgreSQL cluster owned by this test, which it may stop and start again.
+    (Not under tmp_path: as root the cluster runs as 'postgres', who cannot enter pytest's dirs.)"""
+    pg = infra.PrivatePostgres().start()
     yield pg
     try:
         pg.stop("immediate")
     except Exception:  # already stopped by the test
         pass
+    shutil.rmtree(pg.workdir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,0 +1,47 @@
+"""Alert types, their priorities and how device events map to them: the one definition.
+
+Priority 1 = life threat, 2 = urgent, 3 = check on officer (lone-worker practice)."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from firmware import frame as F
+
+
+@dataclass(frozen=True, slots=True)
+class AlertType:
+    kind: str
+    priority: int
+    title: str
+
+
+ALERT_TYPES = {
+    t.kind: t
+    for t in (
+        AlertType("sos", 1, "SOS pressed"),
+        AlertType("man_down", 1, "Man down"),
+        AlertType("device_alarm", 1, "Device man-down alarm"),
+        AlertType("fall", 2, "Fall"),
+        AlertType("extreme_heart_rate", 2, "Extreme heart rate"),
+        AlertType("physiological_strain", 3, "Sustained physiological strain"),
+    )
+}
+
+# Device events that raise an alert at once, bypassing the analysis windows.
+EVENT_ALERTS = {
+    F.EVENT_SOS: "sos",
+    F.EVENT_MANDOWN_ALARM: "device_alarm",
+    F.EVENT_FALL_SUSPECTED: "fall",
+}
+
+ALERT_STATES = ("raised", "delivered", "acknowledged", "resolved")
+OUTCOMES = ("real_emergency", "false_alarm", "test", "cancelled_by_officer", "other")
+
+_ALERT_NAMESPACE = uuid.UUID("7f1d3a52-1c0e-4a55-9a8e-6b0d6f2c9e11")
+
+
+def alert_id(device_id: int, seq: int, kind: str) -> uuid.UUID:
+    """Deterministic: the same device event can never become two alerts, even when MQTT
+    redelivers it after a restart."""
+    return uuid.uuid5(_ALERT_NAMESPACE, f"{device_id}/{seq}/{kind}")

@@ -1,0 +1,158 @@
+"""Uplink ingest: every frame from MQTT is verified end to end, then acted on.
+
+Verification order: topic layout, cleartext header, device known and active in the topic's
+agency, tag with the device's key, sequence window against replay, payload, assignment.
+Every refusal is counted by reason; nothing unverified reaches storage or alerts."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+
+import aiomqtt
+
+from backend.alert_rules import EVENT_ALERTS
+from backend.alerts import AlertService
+from backend.core.config import BackendSettings
+from backend.exceptions import FrameRejected
+from backend.metrics import BackendMetrics
+from backend.mqtt import client_for, reconnect_delay, user_properties
+from backend.registry import DeviceRecord, DeviceRegistry
+from firmware import frame as F
+from gateway import topics
+
+log = logging.getLogger("vigil.ingest")
+
+_KIND_BY_TYPE = {F.TYPE_EVENT: "event", F.TYPE_TELEMETRY: "telemetry", F.TYPE_STATUS: "status"}
+
+
+@dataclass(slots=True)
+class VerifiedFrame:
+    device: DeviceRecord
+    gateway: str
+    header: F.Header
+    decoded: tuple
+    location: dict | None
+
+
+def device_time(header: F.Header) -> dt.datetime | None:
+    if header.flags & F.FLAG_CLOCK_UNSYNCED:
+        return None
+    return dt.datetime.fromtimestamp(header.time_ms / 1000, dt.timezone.utc)
+
+
+class FrameVerifier:
+    def __init__(self, registry: DeviceRegistry):
+        self._registry = registry
+
+    def verify(self, topic: str, payload: bytes, props: dict[str, str] | None = None) -> VerifiedFrame:
+        """Raise FrameRejected, or return the verified, decoded frame (its seq now consumed)."""
+        try:
+            where = topics.parse(topic)
+        except topics.TopicError as exc:
+            raise FrameRejected("bad_topic", str(exc)) from exc
+        if where.direction != "up":
+            raise FrameRejected("bad_topic", topic)
+        try:
+            header = F.parse_header(payload)
+        except F.FrameError as exc:
+            raise FrameRejected(exc.reason, exc.detail) from exc
+        if header.device_id != where.device_id or _KIND_BY_TYPE.get(header.frame_type) != where.kind:
+            raise FrameRejected("topic_mismatch", f"{topic} carries a {header.type_name} frame of device {header.device_id}")
+        device = self._registry.get(header.device_id)
+        if device is None:
+            raise FrameRejected("unknown_device", str(header.device_id))
+        if device.agency_id != where.agency:
+            raise FrameRejected("wrong_agency", f"device {header.device_id} belongs to {device.agency_id}, not {where.agency}")
+        if device.status != "active":
+            raise FrameRejected("retired_device", str(header.device_id))
+        try:
+            device.replay.check(header.seq)
+            header, body = F.open_frame(payload, device.keys)
+            device.replay.accept(header.seq)
+            decoded = F.decode_payload(header.frame_type, body)
+        except F.FrameError as exc:
+            raise FrameRejected(exc.reason, exc.detail) from exc
+        if device.officer_id is None:
+            raise FrameRejected("unassigned_device", str(header.device_id))
+        return VerifiedFrame(device, where.gateway, header, decoded, _location(props) if header.frame_type == F.TYPE_EVENT else None)
+
+
+def _location(props: dict[str, str] | None) -> dict | None:
+    if not props or "lat" not in props or "lon" not in props:
+        return None
+    try:
+        lat, lon = float(props["lat"]), float(props["lon"])
+    except ValueError:
+        return None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        return None
+    return {"lat": lat, "lon": lon, "source": props.get("loc_source", "gateway")}
+
+
+class IngestService:
+    def __init__(self, settings: BackendSettings, registry: DeviceRegistry, alerts: AlertService, metrics: BackendMetrics):
+        self._settings = settings
+        self._verifier = FrameVerifier(registry)
+        self._alerts = alerts
+        self._metrics = metrics
+        self.connected = asyncio.Event()
+        self._reject_logged: set[str] = set()
+
+    async def handle(self, topic: str, payload: bytes, props: dict[str, str] | None = None) -> VerifiedFrame | None:
+        received = time.monotonic()
+        try:
+            frame = self._verifier.verify(topic, payload, props)
+        except FrameRejected as exc:
+            self._metrics.frames_rejected.labels(exc.reason).inc()
+            if exc.reason not in self._reject_logged:  # once per reason; the counter has the rest
+                self._reject_logged.add(exc.reason)
+                log.warning("frame rejected (%s) on %s: %s", exc.reason, topic, exc.detail)
+            return None
+        kind = _KIND_BY_TYPE[frame.header.frame_type]
+        self._metrics.frames_accepted.labels(kind).inc()
+        if frame.header.frame_type == F.TYPE_EVENT:
+            await self._on_event(frame, received)
+        return frame
+
+    async def _on_event(self, frame: VerifiedFrame, received: float) -> None:
+        code, priority_hint, detail = frame.decoded
+        kind = EVENT_ALERTS.get(code)
+        if kind is None:
+            return
+        d = frame.device
+        await self._alerts.raise_alert(
+            agency_id=d.agency_id, device_id=d.device_id, seq=frame.header.seq, kind=kind,
+            officer_id=d.officer_id, officer_name=d.officer_name,
+            explanation={"detector": "device", "event": F.EVENT_NAMES[code], "detail": detail,
+                         "gateway": frame.gateway, "device_priority": priority_hint},
+            device_time=device_time(frame.header), location=frame.location,
+            received_monotonic=received,
+        )
+
+    async def run(self) -> None:
+        """Consume uplink frames forever, reconnecting with jittered backoff; cancel to stop."""
+        attempt = 0
+        lost_logged = False
+        while True:
+            try:
+                async with client_for(self._settings.mqtt_url, self._settings.mqtt_client_id) as client:
+                    for agency in self._settings.agencies:
+                        await client.subscribe(topics.uplink_filter(agency), qos=1)
+                    if lost_logged:
+                        log.warning("broker connection recovered")
+                    else:
+                        log.info("ingest subscribed at %s for agencies %s", self._settings.mqtt_url, self._settings.agencies)
+                    attempt, lost_logged = 0, False
+                    self.connected.set()
+                    async for message in client.messages:
+                        await self.handle(str(message.topic), bytes(message.payload), user_properties(message))
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                if not lost_logged:
+                    log.error("broker connection lost (%s); reconnecting", exc)
+                    lost_logged = True
+                await asyncio.sleep(reconnect_delay(attempt))
+                attempt += 1

@@ -1,0 +1,24 @@
+"""Prometheus metrics of the backend (served at /metrics)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class BackendMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.frames_accepted = Counter("vigil_frames_accepted", "Uplink frames verified and accepted", ["kind"], registry=self.registry)
+        self.frames_rejected = Counter("vigil_frames_rejected", "Uplink frames refused, by reason", ["reason"], registry=self.registry)
+        self.alerts_raised = Counter("vigil_alerts_raised", "Alerts raised", ["kind"], registry=self.registry)
+        self.alerts_pending_storage = Gauge("vigil_alerts_pending_storage", "Alert changes waiting for the database", registry=self.registry)
+        self.storage_failures = Counter("vigil_storage_failures", "Database writes that failed and were kept for retry", registry=self.registry)
+        self.event_to_push = Histogram(
+            "vigil_event_to_push_seconds", "From an event frame's arrival to the live push",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0), registry=self.registry,
+        )
+
+    def rejected_count(self, reason: str) -> float:
+        return self.frames_rejected.labels(reason)._value.get()
+
+    def accepted_count(self, kind: str) -> float:
+        return self.frames_accepted.labels(kind)._value.get()

@@ -1,0 +1,80 @@
+"""The backend's long-running parts, wired together and supervised.
+
+One object owns the engine, registry, live hub, alert service and ingest; ``run`` keeps their
+loops in one TaskGroup until cancelled."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import sqlalchemy as sa
+
+from backend.alerts import AlertService
+from backend.core import db
+from backend.core.config import BackendSettings
+from backend.hub import LiveHub
+from backend.ingest import IngestService
+from backend.metrics import BackendMetrics
+from backend.registry import DeviceRegistry
+
+log = logging.getLogger("vigil.runtime")
+
+PARTITION_MAINTENANCE_S = 3600.0
+
+
+class Runtime:
+    def __init__(self, settings: BackendSettings):
+        self.settings = settings
+        self.engine = db.create_engine(settings)
+        self.metrics = BackendMetrics()
+        self.hub = LiveHub()
+        self.registry = DeviceRegistry(self.engine, settings.secret_key.get_secret_value())
+        self.alerts = AlertService(self.engine, self.hub, self.metrics)
+        self.ingest = IngestService(settings, self.registry, self.alerts, self.metrics)
+        self.storage_mode: str | None = None
+        self.stop = asyncio.Event()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._registry_loop(), name="registry")
+            tg.create_task(self.alerts.run_storage_retry(self.stop, self.settings.db_retry_interval_s), name="alert-storage")
+            tg.create_task(self._maintenance_loop(), name="partitions")
+            # Ingest waits for the first registry load so early frames are not refused as unknown.
+            tg.create_task(self._ingest_after_registry(), name="ingest")
+
+    async def _ingest_after_registry(self) -> None:
+        while not self.registry.loaded:
+            await asyncio.sleep(0.05)
+        await self.ingest.run()
+
+    async def _registry_loop(self) -> None:
+        failing = False
+        while True:
+            try:
+                await self.registry.refresh()
+                if self.storage_mode is None:
+                    self.storage_mode = await db.storage_mode(self.engine)
+                    log.info("time-series storage: %s", self.storage_mode)
+                if failing:
+                    log.warning("database reachable again: registry refreshed")
+                failing = False
+                delay = self.settings.registry_refresh_s
+            except (sa.exc.SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
+                if not failing:
+                    log.error("registry refresh failed (%s); keeping the cached devices", exc.__class__.__name__)
+                failing = True
+                delay = self.settings.db_retry_interval_s
+            await asyncio.sleep(delay)
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            try:
+                await db.ensure_partitions(self.engine)
+                delay = PARTITION_MAINTENANCE_S
+            except (sa.exc.SQLAlchemyError, OSError, asyncio.TimeoutError):
+                delay = self.settings.db_retry_interval_s * 5
+            await asyncio.sleep(delay)
+
+    async def close(self) -> None:
+        self.stop.set()
+        await self.engine.dispose()

@@ -1,0 +1,42 @@
+"""Run the backend's HTTP server in-process (for ``vigil backend run``, the demo and tests)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import uvicorn
+
+from backend.core.config import BackendSettings
+from backend.main import create_app
+from backend.runtime import Runtime
+
+
+@dataclass
+class RunningBackend:
+    url: str
+    server: uvicorn.Server
+    app: object
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.app.state.runtime
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: BackendSettings, log_level: str = "warning"):
+    """Start the backend on settings.http_host:http_port; stop it on exit."""
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level=log_level, lifespan="on", ws="websockets-sansio")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # the caller owns signals
+    task = asyncio.create_task(server.serve(), name="uvicorn")
+    while not server.started:
+        if task.done():
+            task.result()  # raises the start-up error
+        await asyncio.sleep(0.02)
+    try:
+        yield RunningBackend(f"http://{settings.http_host}:{settings.http_port}", server, app)
+    finally:
+        server.should_exit = True
+        await task

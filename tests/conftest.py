@@ -11,6 +11,7 @@ import shutil
 import uuid
 
 import pytest
+import sqlalchemy as sa
 
 from backend import infra
 
@@ -64,3 +65,14 @@ def private_postgres():
 def agency():
     """A unique agency (tenant) name, so tests sharing a broker never see each other's frames."""
     return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def database_url(pg_server):
+    """A fresh database on the session's PostgreSQL (async URL), dropped afterwards; not yet migrated."""
+    url = pg_server.replace("postgresql://", "postgresql+asyncpg://") + "/vigil_test_" + uuid.uuid4().hex[:12]
+    yield url
+    admin = sa.create_engine(pg_server.replace("postgresql://", "postgresql+psycopg2://") + "/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"drop database if exists {url.rsplit('/', 1)[1]} with (force)"))
+    admin.dispose()

@@ -1,0 +1,88 @@
+"""The whole path, real at every hop: a simulated wearable (the firmware's frame encoder) behind
+a virtual BlueZ on a private D-Bus -> the gateway (bleak's real BlueZ backend) -> Mosquitto
+(QoS 1) -> backend ingest (aiomqtt) -> tag and sequence verified -> alert in PostgreSQL and on a
+supervisor's WebSocket. The SOS -> WebSocket latency is printed, not asserted."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+import websockets
+
+from backend import fleet
+from backend.core import db
+from backend.server import serve
+from gateway.sim.fleet import SimulatedFleet
+from tests.backend.conftest import backend_settings, supervisor_token
+from tests.gateway.conftest import gateway_settings, running_gateway, wait_until  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.integration
+
+DEVICE = 0x00C0FFEE
+
+
+async def _seed(settings, agency) -> bytes:
+    db.upgrade(settings)
+    engine = db.create_engine(settings)
+    try:
+        await fleet.ensure_agency(engine, agency)
+        officer = await fleet.create_officer(engine, agency, "B-7", "Officer Okafor", "Patrol 3")
+        device = await fleet.provision_device(engine, settings.secret_key.get_secret_value(), agency, DEVICE)
+        await fleet.assign_device(engine, DEVICE, officer)
+    finally:
+        await engine.dispose()
+    return device.key
+
+
+async def test_sos_reaches_supervisor_websocket(database_url, mqtt_broker, agency, gateway_settings):
+    settings = backend_settings(database_url, *mqtt_broker, agency)
+    key = await _seed(settings, agency)
+    async with SimulatedFleet({DEVICE: key}, scenarios="patrol") as sim, serve(settings) as backend:
+        await asyncio.wait_for(backend.runtime.ingest.connected.wait(), 10)
+        async with running_gateway(gateway_settings([DEVICE], latitude=40.7128, longitude=-74.006)):
+            await wait_until(lambda: backend.runtime.metrics.accepted_count("telemetry") > 0, 20, what="telemetry at the backend")
+            token = supervisor_token(settings, agency)
+            async with websockets.connect(backend.url.replace("http", "ws") + f"/api/v1/ws?token={token}") as ws:
+                pressed = time.perf_counter()
+                sim.wearables[DEVICE].press_sos()
+                alert = await _next_alert(ws)
+                latency = time.perf_counter() - pressed
+            print(f"\nSOS pressed -> alert on the supervisor's WebSocket: {latency * 1000:.1f} ms")
+            assert (alert["kind"], alert["officer_name"], alert["device_id"]) == ("sos", "Officer Okafor", DEVICE)
+            assert alert["location"] == {"lat": 40.7128, "lon": -74.006, "source": "gateway"}
+            await wait_until(lambda: backend.runtime.alerts.pending == 0, 10, what="the alert stored")
+            async with httpx.AsyncClient(base_url=backend.url, headers={"Authorization": f"Bearer {token}"}) as http:
+                stored = (await http.get("/api/v1/alerts")).json()
+            assert [a["id"] for a in stored] == [alert["id"]]
+            assert backend.runtime.metrics.rejected_count("bad_tag") == 0
+
+
+async def test_sos_reaches_websocket_with_database_down(private_postgres, mqtt_broker, agency, gateway_settings):
+    url = private_postgres.url.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + "/vigil"
+    settings = backend_settings(url, *mqtt_broker, agency)
+    key = await _seed(settings, agency)
+    async with SimulatedFleet({DEVICE: key}, scenarios="patrol") as sim, serve(settings) as backend:
+        await asyncio.wait_for(backend.runtime.ingest.connected.wait(), 10)
+        async with running_gateway(gateway_settings([DEVICE])):
+            await wait_until(lambda: backend.runtime.metrics.accepted_count("telemetry") > 0, 20, what="telemetry at the backend")
+            private_postgres.stop("immediate")
+            token = supervisor_token(settings, agency)
+            async with websockets.connect(backend.url.replace("http", "ws") + f"/api/v1/ws?token={token}") as ws:
+                pressed = time.perf_counter()
+                sim.wearables[DEVICE].press_sos()
+                alert = await _next_alert(ws)
+                print(f"\nSOS -> WebSocket with the database down: {(time.perf_counter() - pressed) * 1000:.1f} ms")
+            assert alert["kind"] == "sos"
+            await wait_until(lambda: backend.runtime.alerts.pending == 1, 10, what="the alert kept for retry")
+            private_postgres.start()
+            await wait_until(lambda: backend.runtime.alerts.pending == 0, 20, what="the kept alert stored")
+
+
+async def _next_alert(ws) -> dict:
+    while True:
+        msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if msg["type"] == "alert":
+            return msg["data"]

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Everything Vigil needs on a fresh Debian/Ubuntu machine with Python 3.11+: system packages
+# (Mosquitto, PostgreSQL server binaries, D-Bus, Node.js for the MicroPython checks, Chromium for
+# the dashboard tests) and a virtual environment with the project installed. Idempotent: a
+# second run installs nothing. Services are not started here: the demo and the tests start
+# private ones when none is configured (backend/infra.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+missing=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+have mosquitto || missing+=(mosquitto)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || have initdb || missing+=(postgresql)
+have dbus-daemon || missing+=(dbus)
+have node || missing+=(nodejs)
+have npm || missing+=(npm)
+"$PYTHON" -c "import venv, ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
+if [ "${VIGIL_BROWSER_TESTS:-1}" = "1" ]; then
+  have chromium || missing+=(chromium)
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing system packages: ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+      echo "setup: not root and no sudo; please install: ${missing[*]}" >&2; exit 1
+    fi
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  # Services are started by the project itself; keep apt from starting system ones.
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.vigil-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing the project and its test, evaluation and firmware tools"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[test,eval,firmware]"
+  touch "$stamp"
+fi
+echo "setup: ready"

@@ -40,8 +40,10 @@ def alembic_config(settings: BackendSettings):
     return cfg
 
 
-def upgrade(settings: BackendSettings, revision: str = "head") -> None:
-    """Create the database if it is missing, then run the migrations up to ``revision``."""
+def upgrade(settings: BackendSettings, revision: str = "heads") -> None:
+    """Create the database if it is missing, then run the migrations up to ``revision``.
+    Migrations of independent areas branch from 0001 (each area its own chain); "heads"
+    applies them all."""
     from alembic import command
 
     ensure_database_exists(settings.sync_database_url)

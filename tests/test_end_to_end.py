@@ -53,9 +53,13 @@ async def test_sos_reaches_supervisor_websocket(database_url, mqtt_broker, agenc
             print(f"\nSOS pressed -> alert on the supervisor's WebSocket: {latency * 1000:.1f} ms")
             assert (alert["kind"], alert["officer_name"], alert["device_id"]) == ("sos", "Officer Okafor", DEVICE)
             assert alert["location"] == {"lat": 40.7128, "lon": -74.006, "source": "gateway"}
-            await wait_until(lambda: backend.runtime.alerts.pending == 0, 10, what="the alert stored")
             async with httpx.AsyncClient(base_url=backend.url, headers={"Authorization": f"Bearer {token}"}) as http:
-                stored = (await http.get("/api/v1/alerts")).json()
+                stored: list = []
+
+                async def listed() -> bool:
+                    stored[:] = (await http.get("/api/v1/alerts")).json()
+                    return bool(stored)
+                await wait_for_async(listed, 10, what="the alert listed by the REST API")
             assert [a["id"] for a in stored] == [alert["id"]]
             assert backend.runtime.metrics.rejected_count("bad_tag") == 0
 
@@ -79,6 +83,13 @@ async def test_sos_reaches_websocket_with_database_down(private_postgres, mqtt_b
             await wait_until(lambda: backend.runtime.alerts.pending == 1, 10, what="the alert kept for retry")
             private_postgres.start()
             await wait_until(lambda: backend.runtime.alerts.pending == 0, 20, what="the kept alert stored")
+
+
+async def wait_for_async(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
 
 
 async def _next_alert(ws) -> dict:

@@ -1,0 +1,1 @@
+"""Benchmarks that print their figures (``vigil bench ...``); never timing assertions in tests."""

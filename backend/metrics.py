@@ -16,6 +16,19 @@ class BackendMetrics:
             "vigil_event_to_push_seconds", "From an event frame's arrival to the live push",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0), registry=self.registry,
         )
+        # ingest and detection (backend/detection)
+        self.detection_hop = Histogram(
+            "vigil_detection_hop_seconds", "Duration of one detection round (all models over all due windows)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0), registry=self.registry,
+        )
+        self.detection_windows = Counter("vigil_detection_windows", "Windows analysed by the models", registry=self.registry)
+        self.detection_stream = Counter("vigil_detection_stream_events", "Telemetry stream irregularities, by kind",
+                                        ["kind"], registry=self.registry)
+        self.detection_alerts_stale = Counter("vigil_detection_alerts_stale", "Model alerts withheld because their window was too old",
+                                              ["kind"], registry=self.registry)
+        self.detection_failures = Counter("vigil_detection_failures", "Detection rounds that failed", registry=self.registry)
+        self.detection_rows_written = Counter("vigil_detection_rows_written", "Rows written by the batch writers", ["table"], registry=self.registry)
+        self.detection_rows_dropped = Counter("vigil_detection_rows_dropped", "Rows dropped from a full write buffer", ["table"], registry=self.registry)
 
     def rejected_count(self, reason: str) -> float:
         return self.frames_rejected.labels(reason)._value.get()

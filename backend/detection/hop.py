@@ -1,0 +1,274 @@
+"""One detection hop: every model once over all due windows of one placement, then decisions.
+
+Pure: arrays and per-device state in, results and new state out; wall time is an argument.
+The service runs :func:`analyse` in a worker thread so the event loop (and SOS ingest) never
+waits for numpy.
+
+Axes. The wearable's accelerometer reads +1 g on +Y when the officer stands upright (the
+board's +Y points up the upper arm, hardware/README.md; the simulator follows it). The models
+follow SisFall's mounting, where upright reads -1 g on Y (``ActivityConfig.upright_axis``).
+:data:`DEVICE_TO_MODEL_AXES` (a 180 degree turn about Z) maps one onto the other; without it
+an upright officer reads as lying and a car seat would page.
+
+Decisions (one :class:`AlertCandidate` per page):
+
+* ``fall``: the fall model suspects a fall in the newly decidable part of the window.
+* ``man_down``: the man-down state machine reached its alarm (its pre-alert is only an
+  officer-status "check", never a page). Stillness counts only while lying or after a
+  suspected fall, and never while the device is off the body, as on the device itself: an
+  officer sitting still upright in a car never pages. The alarm latches in the model; the
+  backend re-arms it after ``rearm_motion_s`` of motion (the incident stays open until a
+  supervisor resolves it) or when :func:`reset_man_down` is called.
+* ``extreme_heart_rate`` / ``physiological_strain``: level conditions of the strain model,
+  paged once when they start and again only after they cleared for ``rearm_s``.
+
+Backfill. Windows are analysed in device-time order whether their samples came live or from
+the device's ring buffer after an outage, so the models' timers stay right. A page is sent
+only if the window ended at most ``live_alert_max_age_s`` ago; an older fall is not paged
+(counted as stale), while a level condition (man-down alarm, heart rate) that is still
+active is paged as soon as a recent window shows it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from backend.detection.windows import Window
+from models.activity import classify_activity
+from models.fall import FEATURE_NAMES, detect_fall
+from models.heart_rate import HeartRateState, estimate_heart_rate
+from models.man_down import ALARM, ManDownState, reset_man_down, update_man_down
+from models.quality import skin_contact
+from models.strain import StrainState, update_strain
+from models.thresholds import THRESHOLDS_VERSION, thresholds_for
+
+DEVICE_TO_MODEL_AXES = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionConfig:
+    live_alert_max_age_s: float = 60.0
+    rearm_s: float = 300.0          # a heart-rate condition pages again only after clearing this long
+    rearm_motion_s: float = 30.0    # motion that re-arms a latched man-down alarm
+
+
+@dataclass
+class DeviceModelState:
+    """Everything the models and the decisions remember about one device between hops."""
+
+    hr: HeartRateState | None = None
+    man_down: ManDownState = field(default_factory=lambda: ManDownState.initial(1))
+    strain: StrainState | None = None
+    last_bpm: float = float("nan")
+    last_quality: float = 0.0
+    man_down_paged: bool = False
+    paged_since: dict[str, float] = field(default_factory=dict)   # level kind -> device s it was paged
+    clear_since: dict[str, float] = field(default_factory=dict)   # level kind -> device s it cleared
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRow:
+    wall_ms: int
+    heart_rate: float | None
+    hr_quality: float
+    activity: str
+    posture: str
+    cadence: float | None
+    motion_energy: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlertCandidate:
+    kind: str
+    evidence_ms: float      # device time where the evidence began (names the pseudo-seq)
+    window_seq: int         # seq of the window's last frame (fallback pseudo-seq)
+    wall_ms: int            # wall time of the window end
+    explanation: dict
+
+
+@dataclass
+class DeviceResult:
+    device_id: int
+    features: list[FeatureRow]
+    alerts: list[AlertCandidate]
+    stale: list[str]          # kinds withheld because the window is too old
+    man_down_phase: str
+    worn: bool
+    backfill: bool
+
+
+@dataclass(frozen=True)
+class HopInput:
+    placement: str
+    rate_hz: int
+    window_samples: int
+    hop_samples: int
+    step_samples: int
+    new_samples: int | None          # None: first window of a stream, the whole window is new
+    windows: list[Window]
+    states: list[DeviceModelState]
+    worn_reported: np.ndarray        # (devices,) bool: the last status frame did not say "removed"
+
+
+def stack(states: list, cls):
+    """Concatenate one-row model states (frozen dataclasses of arrays) into one batch."""
+    return cls(*[np.concatenate([getattr(s, f.name) for s in states]) for f in dataclasses.fields(cls)])
+
+
+def row(state, i: int):
+    """The one-row state of device ``i`` of a batch."""
+    return type(state)(*[getattr(state, f.name)[i:i + 1].copy() for f in dataclasses.fields(state)])
+
+
+def to_model_g(accel_mg: np.ndarray) -> np.ndarray:
+    """(devices, samples, 3) milli-g in device axes -> (devices, 3, samples) g in model axes."""
+    return np.einsum("dsc,ck->dks", accel_mg.astype(float), DEVICE_TO_MODEL_AXES) / 1000.0
+
+
+def _num(x: float, digits: int = 3) -> float | None:
+    return None if not np.isfinite(x) else round(float(x), digits)
+
+
+def analyse(batch: HopInput, now_wall_ms: int, config: DecisionConfig = DecisionConfig()) -> tuple[list[DeviceResult], list[DeviceModelState]]:
+    """Run every model once over the batch; returns per-device results and new states."""
+    d = len(batch.windows)
+    limits = thresholds_for(batch.placement)
+    rate, w, hop, step = batch.rate_hz, batch.window_samples, batch.hop_samples, batch.step_samples
+    k_steps = hop // step
+    ppg_all = np.stack([win.ppg for win in batch.windows]).astype(float)          # (d, span)
+    accel_all = to_model_g(np.stack([win.accel_mg for win in batch.windows]))      # (d, 3, span)
+    span = ppg_all.shape[-1]
+    ppg, accel = ppg_all[:, span - w:], accel_all[:, :, span - w:]
+
+    # feature sub-windows ending at every step of the hop; the last one is the hop's window
+    ends = [span - (k_steps - 1 - k) * step for k in range(k_steps)]
+    sub = np.concatenate([accel_all[:, :, e - w:e] for e in ends])                 # (k*d, 3, w)
+    act_all = classify_activity(sub, rate, placement=batch.placement)
+    contact = skin_contact(ppg_all[:, span - w:], rate, placement=batch.placement)
+
+    hr_cfg = limits.heart_rate
+    hr_state = HeartRateState.concatenate([s.hr or HeartRateState.initial(1, hr_cfg) for s in batch.states])
+    est, hr_state = estimate_heart_rate(ppg, accel, rate, hr_state, placement=batch.placement, contact=contact.contact)
+    fall = detect_fall(accel, rate, new_samples=batch.new_samples, placement=batch.placement)
+
+    last = slice((k_steps - 1) * d, k_steps * d)
+    activity = act_all.activity[last]
+    posture = act_all.posture[last]
+    off_body = (contact.dc_counts < limits.skin_contact.min_dc_counts) | ~batch.worn_reported
+    moving = (activity != "still") | off_body
+    now_s = np.array([win.end_ms / 1000.0 for win in batch.windows])
+    md_state, md = update_man_down(
+        stack([s.man_down for s in batch.states], ManDownState), now_s, moving=moving,
+        lying=(posture == "lying") & ~off_body, fall_suspected=fall.suspected & ~off_body, placement=batch.placement)
+    rearm = (md_state.phase == ALARM) & moving & (now_s - md_state.moving_since >= config.rearm_motion_s)
+    if rearm.any():
+        md_state = reset_man_down(md_state, rearm)
+    strain_cfg = limits.strain
+    st_state, st = update_strain(
+        stack([s.strain or StrainState.initial(1, strain_cfg) for s in batch.states], StrainState), now_s,
+        bpm=est.bpm, quality=est.quality, activity=activity, placement=batch.placement)
+
+    results, states = [], []
+    for i, win in enumerate(batch.windows):
+        old = batch.states[i]
+        state = DeviceModelState(
+            hr=row(hr_state, i), man_down=row(md_state, i), strain=row(st_state, i),
+            last_bpm=float(est.bpm[i]), last_quality=float(est.quality[i]),
+            man_down_paged=old.man_down_paged and md_state.phase[i] == ALARM,
+            paged_since=dict(old.paged_since), clear_since=dict(old.clear_since))
+        features = []
+        for k, e in enumerate(ends):
+            j = k * d + i
+            is_last = k == k_steps - 1
+            bpm = est.bpm[i] if is_last else old.last_bpm
+            quality = est.quality[i] if is_last else old.last_quality
+            features.append(FeatureRow(
+                wall_ms=win.wall_end_ms - (span - e) * 1000 // rate,
+                heart_rate=_num(bpm, 1), hr_quality=round(float(quality), 3),
+                activity=str(act_all.activity[j]), posture=str(act_all.posture[j]),
+                cadence=_num(act_all.cadence_spm[j], 1), motion_energy=round(float(act_all.motion_energy_g[j]), 4)))
+        candidates = _decide(i, win, batch, state, fall, md, st, act_all, last, contact, est, limits)
+        recent = now_wall_ms - win.wall_end_ms <= config.live_alert_max_age_s * 1000
+        alerts, stale = [], []
+        for c in candidates:
+            (alerts if recent else stale).append(c)
+        _remember(state, alerts, st, i, now_s[i], config)
+        results.append(DeviceResult(win.device_id, features, alerts, [c.kind for c in stale],
+                                    str(md.phase[i]), not bool(off_body[i]), win.backfill))
+        states.append(state)
+    return results, states
+
+
+def _decide(i, win, batch, state, fall, md, st, act_all, last, contact, est, limits) -> list[AlertCandidate]:
+    out = []
+    rate = batch.rate_hz
+    end_ms = win.end_ms
+    base = {"thresholds_version": THRESHOLDS_VERSION, "placement": batch.placement,
+            "validated": list(limits.validated), "from_backfill": win.backfill}
+    if fall.suspected[i]:
+        f = dict(zip(FEATURE_NAMES, fall.features[i]))
+        impact_ms = end_ms - fall.seconds_since_impact[i] * 1000.0
+        out.append(AlertCandidate("fall", impact_ms, int(win.seq[-1]), win.wall_end_ms, {
+            **base, "detector": "backend.fall", "method": fall.method,
+            "summary": (f"fall: impact {f['impact_g']:.1f} g, free fall to {f['free_fall_min_g']:.2f} g, "
+                        f"trunk turned {f['orientation_change_deg']:.0f} deg"),
+            "evidence": {k: round(float(v), 3) for k, v in f.items()},
+            "probability": round(float(fall.probability[i]), 3), "probability_threshold": fall.threshold,
+            "impact_threshold_g": limits.fall.impact_g,
+        }))
+    lvl = last.start + i
+    if md.phase[i] == "alarm" and not state.man_down_paged:
+        since_ms = end_ms - md.still_seconds[i] * 1000.0
+        why = "after a suspected fall" if md.after_fall[i] else "lying"
+        out.append(AlertCandidate("man_down", since_ms, int(win.seq[-1]), win.wall_end_ms, {
+            **base, "detector": "backend.man_down",
+            "summary": f"man down: {why}, no motion {md.still_seconds[i]:.0f} s",
+            "evidence": {"still_s": round(float(md.still_seconds[i]), 1), "lying": bool(md.lying[i]),
+                         "after_fall": bool(md.after_fall[i]), "posture": str(act_all.posture[lvl]),
+                         "tilt_deg": round(float(act_all.tilt_deg[lvl]), 1),
+                         "motion_energy_g": round(float(act_all.motion_energy_g[lvl]), 4)},
+            "thresholds": {"pre_alert_s": md.pre_alert_s, "alarm_s": md.alarm_s,
+                           "still_energy_g": act_all.thresholds.still_energy_g,
+                           "lying_tilt_deg": act_all.thresholds.lying_tilt_deg},
+        }))
+    cfg = st.thresholds
+    hr_evidence = {"heart_rate_bpm": _num(est.bpm[i], 1), "quality": round(float(est.quality[i]), 3),
+                   "activity": str(act_all.activity[lvl]), "baseline_bpm": round(float(st.baseline_bpm[i]), 1)}
+    if st.extreme[i] and "extreme_heart_rate" not in state.paged_since:
+        out.append(AlertCandidate("extreme_heart_rate", end_ms - st.extreme_seconds[i] * 1000.0, int(win.seq[-1]), win.wall_end_ms, {
+            **base, "detector": "backend.strain.extreme",
+            "summary": f"extreme heart rate: {est.bpm[i]:.0f} bpm for {st.extreme_seconds[i]:.0f} s",
+            "evidence": {**hr_evidence, "seconds": round(float(st.extreme_seconds[i]), 1)},
+            "thresholds": {"low_bpm": cfg.extreme_low_bpm, "high_bpm": cfg.extreme_high_bpm,
+                           "sustain_s": cfg.extreme_sustain_s, "min_quality": cfg.min_quality},
+        }))
+    if st.strain[i] and "physiological_strain" not in state.paged_since:
+        out.append(AlertCandidate("physiological_strain", end_ms - st.high_seconds[i] * 1000.0, int(win.seq[-1]), win.wall_end_ms, {
+            **base, "detector": "backend.strain",
+            "summary": (f"physiological strain: {est.bpm[i]:.0f} bpm above {st.limit_bpm[i]:.0f} "
+                        f"while {act_all.activity[lvl]} for {st.high_seconds[i]:.0f} s"),
+            "evidence": {**hr_evidence, "limit_bpm": round(float(st.limit_bpm[i]), 1),
+                         "seconds": round(float(st.high_seconds[i]), 1)},
+            "thresholds": {"margin_still_bpm": cfg.margin_still_bpm, "margin_walking_bpm": cfg.margin_walking_bpm,
+                           "margin_running_bpm": cfg.margin_running_bpm, "sustain_s": cfg.sustain_s},
+        }))
+    return out
+
+
+def _remember(state: DeviceModelState, paged: list[AlertCandidate], st, i: int, now_s: float, config: DecisionConfig) -> None:
+    for c in paged:
+        if c.kind == "man_down":
+            state.man_down_paged = True
+        elif c.kind in ("extreme_heart_rate", "physiological_strain"):
+            state.paged_since[c.kind] = now_s
+            state.clear_since.pop(c.kind, None)
+    for kind, active in (("extreme_heart_rate", st.extreme[i]), ("physiological_strain", st.strain[i])):
+        if kind not in state.paged_since:
+            continue
+        if active:
+            state.clear_since.pop(kind, None)
+        elif now_s - state.clear_since.setdefault(kind, now_s) >= config.rearm_s:
+            del state.paged_since[kind]
+            del state.clear_since[kind]

@@ -1,0 +1,128 @@
+"""Batched, outage-proof writes of append-only rows (features, raw windows).
+
+Rows wait in a bounded in-memory buffer and go to PostgreSQL by COPY (asyncpg's binary
+``copy_records_to_table``), ``batch_size`` at a time. A failed write keeps its rows and is
+retried every ``retry_s``; while the database is away the buffer fills, and past
+``max_buffered`` the oldest rows are dropped and counted. Each change of state (write failed,
+rows dropped, recovered) is logged once, loudly, not per batch. Nothing here blocks the
+caller: ``add`` only appends.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend.metrics import BackendMetrics
+
+log = logging.getLogger("vigil.detection.store")
+
+DB_ERRORS = (sa.exc.SQLAlchemyError, OSError, asyncio.TimeoutError, ConnectionError)
+
+
+def _is_db_error(exc: BaseException) -> bool:
+    # asyncpg's own errors (PostgresError, InterfaceError) reach us unwrapped from COPY
+    return isinstance(exc, DB_ERRORS) or type(exc).__module__.startswith("asyncpg")
+
+
+class BatchWriter:
+    def __init__(self, engine: AsyncEngine, table: str, columns: Sequence[str], metrics: BackendMetrics, *,
+                 batch_size: int, max_buffered: int, retry_s: float,
+                 prepare: Callable[[list], tuple] | None = None):
+        self._engine = engine
+        self.table = table
+        self._columns = list(columns)
+        self._metrics = metrics
+        self._batch_size = batch_size
+        self._max = max_buffered
+        self._retry_s = retry_s
+        self._prepare = prepare or tuple
+        self._rows: collections.deque[list] = collections.deque()
+        self._full = asyncio.Event()
+        self._failing = False
+        self._dropping = False
+        self.written = 0
+        self.dropped = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._rows)
+
+    def add(self, row: list) -> None:
+        if len(self._rows) >= self._max:
+            self._rows.popleft()
+            self.dropped += 1
+            self._metrics.detection_rows_dropped.labels(self.table).inc()
+            if not self._dropping:
+                self._dropping = True
+                log.error("%s BUFFER FULL (%d rows): dropping the oldest rows until the database is back",
+                          self.table.upper(), self._max)
+        self._rows.append(row)
+        if len(self._rows) >= self._batch_size:
+            self._full.set()
+
+    async def flush(self) -> int:
+        """Write everything buffered, a batch at a time; returns the rows written. Raises the
+        database error (rows kept) when a batch fails."""
+        done = 0
+        while self._rows:
+            n = min(self._batch_size, len(self._rows))
+            batch = [self._prepare(self._rows[i]) for i in range(n)]
+            await self._copy(batch)
+            for _ in range(n):
+                self._rows.popleft()
+            done += n
+        self.written += done
+        if done:
+            self._metrics.detection_rows_written.labels(self.table).inc(done)
+        return done
+
+    async def _copy(self, batch: list[tuple]) -> None:
+        async with self._engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            await raw.driver_connection.copy_records_to_table(self.table, records=batch, columns=self._columns)
+
+    async def run(self, stop: asyncio.Event, interval_s: float) -> None:
+        """Flush every ``interval_s`` (sooner when a batch is full) until ``stop``; a last flush on stop."""
+        while not stop.is_set():
+            self._full.clear()
+            try:
+                await self.flush()
+                if self._failing:
+                    log.warning("%s writes recovered (%d rows dropped meanwhile)", self.table, self.dropped)
+                self._failing = self._dropping = False
+                delay = interval_s
+            except Exception as exc:  # noqa: BLE001 - only database errors are expected; others re-raised
+                if not _is_db_error(exc):
+                    raise
+                self._metrics.storage_failures.inc()
+                if not self._failing:
+                    self._failing = True
+                    log.error("%s WRITE FAILED (%s); %d rows kept in memory, retrying every %.1f s",
+                              self.table.upper(), exc.__class__.__name__, len(self._rows), self._retry_s)
+                delay = self._retry_s
+            if self._failing:
+                await _sleep_or(stop, delay)
+            else:
+                await _sleep_or(stop, delay, self._full)
+        try:
+            await self.flush()
+        except Exception as exc:  # noqa: BLE001
+            if not _is_db_error(exc):
+                raise
+            log.error("%s: %d rows not written at shutdown (database unavailable)", self.table, len(self._rows))
+
+
+async def _sleep_or(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if wake is not None:
+        waiters.append(asyncio.ensure_future(wake.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

@@ -1,0 +1,234 @@
+"""Per-device sample streams: reorder, gap handling and the sliding-window scheduler.
+
+Pure bookkeeping over arrays: no I/O, no clock. The caller passes the wall time in (``now``)
+so tests replay exactly.
+
+A :class:`DeviceStream` receives verified telemetry chunks (one frame = 20 samples) in any
+order. A small jitter buffer releases them in device-time order: at once when a chunk
+continues the stream, otherwise when more than ``reorder_frames`` wait or the oldest waited
+``reorder_wait_s``. Released samples go into a ring buffer indexed by an absolute sample
+number (0 = first sample since the stream (re)started), so the stream is always contiguous in
+time:
+
+* a gap of at most ``gap_fill_s`` (a lost notification) is filled by holding the last
+  sample and counted;
+* a longer gap (link lost without backfill, clock changed, rate changed) restarts the stream:
+  the windows refill from the next chunk, and the restart is counted;
+* a chunk older than what was already released arrives too late to be analysed; it is
+  counted and dropped from detection (the raw store still receives it).
+
+Windows are analysed in hops: the first window ends once ``window + hop - feature_step``
+samples are in (features are computed for every ``feature_step`` inside a hop, so a hop
+needs that much history), then every ``hop`` samples. A device whose stream ran ahead (a
+backfill burst, simulated time) has several windows due; the service analyses them in
+rounds, oldest first, so every model sees each window exactly once and in order.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class WindowConfig:
+    window_s: float = 8.0
+    hop_s: float = 2.0
+    feature_step_s: float = 1.0
+    reorder_frames: int = 3
+    reorder_wait_s: float = 1.0
+    gap_fill_s: float = 1.0
+    backlog_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not (0 < self.hop_s <= self.window_s):
+            raise ValueError("detection hop must be positive and at most the window")
+        steps = self.hop_s / self.feature_step_s
+        if self.feature_step_s <= 0 or abs(steps - round(steps)) > 1e-9:
+            raise ValueError("the hop must be a whole number of feature steps")
+
+    def samples(self, rate_hz: int) -> tuple[int, int, int]:
+        """(window, hop, feature step) in samples at ``rate_hz``."""
+        return (int(round(self.window_s * rate_hz)), int(round(self.hop_s * rate_hz)),
+                int(round(self.feature_step_s * rate_hz)))
+
+
+@dataclass(slots=True)
+class TelemetryChunk:
+    """The samples of one verified telemetry frame."""
+
+    seq: int
+    time_ms: int                # device time of the first sample
+    rate_hz: int
+    ppg: np.ndarray             # (n,) raw uint24 counts
+    accel_mg: np.ndarray        # (n, 3) milli-g, device axes
+    backfill: bool
+    wall_offset_ms: int = 0     # add to device time for wall time (non-zero when the clock is unsynced)
+
+
+@dataclass(slots=True)
+class StreamCounters:
+    gaps_filled: int = 0
+    samples_filled: int = 0
+    restarts: int = 0
+    late_frames: int = 0
+    skipped_windows: int = 0
+
+
+@dataclass(slots=True)
+class Window:
+    """One due window of one device, copied out of the ring for analysis."""
+
+    device_id: int
+    end_index: int              # absolute index of the sample after the window
+    end_ms: int                 # device time of that sample
+    wall_end_ms: int
+    ppg: np.ndarray             # (span,) counts
+    accel_mg: np.ndarray        # (span, 3)
+    seq: np.ndarray             # (span,) frame seq of every sample
+    first: bool                 # first window since the stream (re)started
+    backfill: bool              # the newest samples came from backfill frames
+
+
+_tiebreak = itertools.count()
+
+
+@dataclass
+class DeviceStream:
+    device_id: int
+    config: WindowConfig
+    rate_hz: int | None = None
+    counters: StreamCounters = field(default_factory=StreamCounters)
+
+    def __post_init__(self) -> None:
+        self._pending: list[tuple[int, int, TelemetryChunk, float]] = []  # (time_ms, tiebreak, chunk, arrived)
+        self._restart(None)
+
+    # ---- ingest --------------------------------------------------------------------------------
+
+    def _restart(self, rate_hz: int | None) -> None:
+        self.rate_hz = rate_hz
+        self.total = 0                  # samples appended since the (re)start
+        self.t0_ms: int | None = None   # device time of absolute sample 0
+        self.wall_offset_ms = 0
+        self.next_end = 0
+        self.analysed = 0               # windows analysed since the (re)start
+        self.backfill_until = -1        # absolute index up to which samples came from backfill
+        if rate_hz:
+            window, hop, step = self.config.samples(rate_hz)
+            self.capacity = window + hop + int(self.config.backlog_s * rate_hz)
+            self.next_end = window + hop - step
+            self._ppg = np.zeros(self.capacity, np.int32)
+            self._accel = np.zeros((self.capacity, 3), np.int16)
+            self._seq = np.zeros(self.capacity, np.int64)
+
+    @property
+    def expected_ms(self) -> float | None:
+        if self.t0_ms is None:
+            return None
+        return self.t0_ms + self.total * 1000.0 / self.rate_hz
+
+    def push(self, chunk: TelemetryChunk, now: float) -> list[TelemetryChunk]:
+        """Queue a chunk; returns the chunks released to the windows (in order)."""
+        heapq.heappush(self._pending, (chunk.time_ms, next(_tiebreak), chunk, now))
+        return self.release(now)
+
+    def release(self, now: float) -> list[TelemetryChunk]:
+        """Release the waiting chunks that continue the stream, arrived too late to wait for,
+        or waited long enough (``now``: wall seconds, passed in)."""
+        out: list[TelemetryChunk] = []
+        while self._pending:
+            time_ms, _, chunk, arrived = self._pending[0]
+            expected = self.expected_ms
+            tolerance = 500.0 / chunk.rate_hz
+            in_order = expected is None or time_ms <= expected + tolerance
+            overdue = len(self._pending) > self.config.reorder_frames or now - arrived >= self.config.reorder_wait_s
+            if not (in_order or overdue):
+                break  # a gap ahead: wait a little for the frame that fills it
+            heapq.heappop(self._pending)
+            if self._append(chunk):
+                out.append(chunk)
+        return out
+
+    @property
+    def waiting(self) -> int:
+        return len(self._pending)
+
+    def _append(self, chunk: TelemetryChunk) -> bool:
+        if self.rate_hz != chunk.rate_hz:
+            if self.rate_hz is not None:
+                self.counters.restarts += 1
+            self._restart(chunk.rate_hz)
+        period = 1000.0 / chunk.rate_hz
+        if self.t0_ms is None:
+            self.t0_ms = chunk.time_ms
+            self.wall_offset_ms = chunk.wall_offset_ms
+        else:
+            delta = chunk.time_ms - self.expected_ms
+            if delta < -period / 2:
+                self.counters.late_frames += 1
+                return False
+            if delta > period / 2:
+                missing = int(round(delta / period))
+                if missing * period > self.config.gap_fill_s * 1000.0:
+                    self.counters.restarts += 1
+                    self._restart(chunk.rate_hz)
+                    self.t0_ms = chunk.time_ms
+                    self.wall_offset_ms = chunk.wall_offset_ms
+                else:
+                    self.counters.gaps_filled += 1
+                    self.counters.samples_filled += missing
+                    last = (self.total - 1) % self.capacity
+                    self._write(np.full(missing, self._ppg[last]), np.tile(self._accel[last], (missing, 1)),
+                                self._seq[last])
+        self._write(chunk.ppg, chunk.accel_mg, chunk.seq)
+        if chunk.backfill:
+            self.backfill_until = self.total
+        return True
+
+    def _write(self, ppg: np.ndarray, accel: np.ndarray, seq: int) -> None:
+        n = len(ppg)
+        idx = np.arange(self.total, self.total + n) % self.capacity
+        self._ppg[idx] = ppg
+        self._accel[idx] = accel
+        self._seq[idx] = seq
+        self.total += n
+        # A stream far ahead of the analysis (the ring would overwrite unanalysed samples):
+        # skip the windows that can no longer be formed.
+        window, hop, step = self.config.samples(self.rate_hz)
+        oldest = self.total - self.capacity
+        span = window + hop - step
+        while self.next_end - span < oldest:
+            self.next_end += hop
+            self.analysed += 1
+            self.counters.skipped_windows += 1
+
+    # ---- windows ---------------------------------------------------------------------------------
+
+    def due(self) -> bool:
+        return self.rate_hz is not None and self.total >= self.next_end
+
+    def take_window(self) -> Window:
+        """Copy the next due window (with ``hop - feature_step`` samples of extra history) and
+        advance to the next hop."""
+        window, hop, step = self.config.samples(self.rate_hz)
+        span = window + hop - step
+        end = self.next_end
+        idx = np.arange(end - span, end) % self.capacity
+        end_ms = int(round(self.t0_ms + end * 1000.0 / self.rate_hz))
+        w = Window(self.device_id, end, end_ms, end_ms + self.wall_offset_ms, self._ppg[idx].copy(),
+                   self._accel[idx].copy(), self._seq[idx].copy(), self.analysed == 0, end <= self.backfill_until)
+        self.next_end += hop
+        self.analysed += 1
+        return w
+
+    def seq_at(self, device_ms: float, default: int) -> int:
+        """Seq of the frame that carried the sample at ``device_ms`` (``default`` if no longer held)."""
+        if self.t0_ms is None or not np.isfinite(device_ms):
+            return default
+        i = int(round((device_ms - self.t0_ms) * self.rate_hz / 1000.0))
+        if i < max(0, self.total - self.capacity) or i >= self.total:
+            return default
+        return int(self._seq[i % self.capacity])

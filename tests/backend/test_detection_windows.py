@@ -1,0 +1,199 @@
+"""Detection without I/O: the window/hop scheduler with time passed in, batch equivalence of a
+hop, and the decisions on simulated officers (fall then man-down; a car report never pages)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.detection.hop import DecisionConfig, DeviceModelState, HopInput, analyse
+from backend.detection.windows import DeviceStream, TelemetryChunk, WindowConfig
+from gateway.sim.signals import SensorModel
+
+RATE = 50
+N = 20  # samples per frame
+FRAME_MS = N * 1000 // RATE
+T0_MS = 1_700_000_000_000
+
+
+def chunk(k: int, ppg=None, accel=None, backfill=False, seq=None) -> TelemetryChunk:
+    ppg = np.full(N, 480_000, np.int32) if ppg is None else ppg
+    accel = np.tile(np.array([0, 1000, 0], np.int16), (N, 1)) if accel is None else accel
+    return TelemetryChunk(k if seq is None else seq, T0_MS + k * FRAME_MS, RATE, ppg, accel, backfill)
+
+
+class TestDeviceStream:
+    def test_empty_is_not_due(self):
+        s = DeviceStream(1, WindowConfig())
+        assert not s.due() and s.release(0.0) == []
+
+    def test_first_window_then_every_hop(self):
+        s = DeviceStream(1, WindowConfig())
+        first = -(-(8 * RATE + 2 * RATE - RATE) // N)  # frames to cover window + hop - feature step
+        for k in range(first - 1):
+            assert s.push(chunk(k), 0.0)
+        assert not s.due()
+        s.push(chunk(first - 1), 0.0)
+        assert s.due()
+        w = s.take_window()
+        assert w.first and len(w.ppg) == 450 and w.end_ms == T0_MS + 450 * 20
+        assert w.seq[-1] == first - 1 and not s.due()
+        for k in range(first, first + 5):
+            s.push(chunk(k), 0.0)
+        assert s.due()
+        w2 = s.take_window()
+        assert not w2.first and w2.end_ms - w.end_ms == 2000
+
+    def test_reorder_within_depth(self):
+        s = DeviceStream(1, WindowConfig(reorder_frames=3))
+        assert len(s.push(chunk(0), 0.0)) == 1
+        assert s.push(chunk(2), 0.0) == []          # 1 is missing: wait
+        assert s.push(chunk(3), 0.0) == []
+        released = s.push(chunk(1), 0.0)
+        assert [c.seq for c in released] == [1, 2, 3]
+        assert s.counters.gaps_filled == 0 and s.counters.late_frames == 0
+
+    def test_missing_frame_is_filled_after_the_wait(self):
+        s = DeviceStream(1, WindowConfig(reorder_frames=3, reorder_wait_s=1.0, gap_fill_s=1.0))
+        s.push(chunk(0), 0.0)
+        assert s.push(chunk(2), 0.0) == []
+        assert [c.seq for c in s.release(1.0)] == [2]  # waited long enough: the gap is filled
+        assert s.counters.gaps_filled == 1 and s.counters.samples_filled == N
+        assert s.total == 3 * N
+        assert s.push(chunk(1), 1.1) == [] and s.counters.late_frames == 1
+
+    def test_long_gap_restarts_the_window(self):
+        s = DeviceStream(1, WindowConfig(reorder_frames=0))
+        for k in range(30):
+            s.push(chunk(k), 0.0)
+        s.push(chunk(30 + 10), 0.0)  # 4 s missing
+        assert s.counters.restarts == 1 and s.total == N and not s.due()
+
+    def test_stream_far_ahead_skips_windows_it_cannot_hold(self):
+        s = DeviceStream(1, WindowConfig(backlog_s=4.0, reorder_frames=0))
+        for k in range(200):  # 80 s of samples, nothing analysed
+            s.push(chunk(k), 0.0)
+        assert s.counters.skipped_windows > 0
+        windows = []
+        while s.due():
+            windows.append(s.take_window())
+        assert 1 <= len(windows) <= 3
+        assert windows[-1].end_ms == T0_MS + s.total * 20 - (s.total - windows[-1].end_index) * 20
+
+    def test_seq_at_names_the_frame_of_a_sample(self):
+        s = DeviceStream(1, WindowConfig())
+        for k in range(10):
+            s.push(chunk(k, seq=100 + k), 0.0)
+        assert s.seq_at(T0_MS + 3 * FRAME_MS + 5, -1) == 103
+        assert s.seq_at(T0_MS - 10_000, -1) == -1
+
+    def test_bad_config_raises(self):
+        with pytest.raises(ValueError):
+            WindowConfig(hop_s=3.0, feature_step_s=2.0)
+        with pytest.raises(ValueError):
+            WindowConfig(window_s=2.0, hop_s=4.0)
+
+
+# ---- simulated officers through stream + hop -----------------------------------------------------
+
+
+class Officer:
+    """One simulated wearable feeding a stream, and its detection state."""
+
+    def __init__(self, device_id: int, plan: list[tuple[str, float]], seed: int):
+        self.stream = DeviceStream(device_id, WindowConfig(reorder_frames=0))
+        self.state = DeviceModelState()
+        model = SensorModel(np.random.default_rng(seed), RATE)
+        self.chunks = []
+        k = 0
+        for activity, seconds in plan:
+            for _ in range(int(round(seconds * RATE / N))):
+                ppg, accel = model.block(N, activity)
+                self.chunks.append(chunk(k, ppg.astype(np.int32), np.rint(accel).astype(np.int16)))
+                k += 1
+
+
+def run_officers(officers: list[Officer], placement="chest", now_ms=None, config=DecisionConfig()):
+    """Feed all chunks hop by hop; analyse every due window in one batch per round."""
+    alerts = {id(o): [] for o in officers}
+    features = {id(o): [] for o in officers}
+    w, hop, step = WindowConfig().samples(RATE)
+    k = 0
+    while any(k < len(o.chunks) for o in officers):
+        for o in officers:
+            if k < len(o.chunks):
+                o.stream.push(o.chunks[k], 0.0)
+        k += 1
+        due = [o for o in officers if o.stream.due()]
+        if not due:
+            continue
+        windows = [o.stream.take_window() for o in due]
+        batch = HopInput(placement, RATE, w, hop, step, hop, windows, [o.state for o in due], np.ones(len(due), bool))
+        now = now_ms if now_ms is not None else max(win.wall_end_ms for win in windows)
+        results, states = analyse(batch, now, config)
+        for o, r, s in zip(due, results, states):
+            o.state = s
+            alerts[id(o)] += r.alerts
+            features[id(o)] += r.features
+    return [alerts[id(o)] for o in officers], [features[id(o)] for o in officers]
+
+
+def test_fall_then_man_down_pages_fall_and_man_down_once():
+    officer = Officer(1, [("walking", 12), ("fall", 50)], seed=3)
+    (alerts,), (features,) = run_officers([officer])
+    kinds = [a.kind for a in alerts]
+    assert kinds == ["fall", "man_down"]
+    fall, man_down = alerts
+    assert fall.explanation["evidence"]["impact_g"] > 3 and fall.explanation["thresholds_version"]
+    assert 12_000 <= fall.evidence_ms - T0_MS <= 13_500
+    assert man_down.explanation["evidence"]["still_s"] >= 30 and "no motion" in man_down.explanation["summary"]
+    # 1 Hz features: one row per second of device time after the first window
+    times = np.diff([f.wall_ms for f in features])
+    assert set(times.tolist()) == {1000}
+    assert features[-1].posture == "lying" and features[-1].activity == "still"
+
+
+def test_car_report_for_five_minutes_never_pages():
+    officer = Officer(2, [("sitting_car", 300)], seed=5)
+    (alerts,), (features,) = run_officers([officer])
+    assert alerts == []
+    assert {f.posture for f in features} == {"upright"}
+    assert len(features) == 300 - 9 + 1
+
+
+def test_device_left_on_a_table_never_pages():
+    officer = Officer(3, [("walking", 10), ("off_body", 120)], seed=7)
+    (alerts,), _ = run_officers([officer])
+    assert alerts == []
+
+
+def test_one_batch_equals_one_device_at_a_time():
+    plans = [[("walking", 12), ("fall", 30)], [("running", 42)], [("sitting_car", 42)]]
+    together = [Officer(10 + i, p, seed=i) for i, p in enumerate(plans)]
+    alone = [Officer(10 + i, p, seed=i) for i, p in enumerate(plans)]
+    a_alerts, a_features = run_officers(together)
+    for i, o in enumerate(alone):
+        (alerts,), (features,) = run_officers([o])
+        assert [x.kind for x in alerts] == [x.kind for x in a_alerts[i]]
+        assert len(features) == len(a_features[i])
+        for f, g in zip(features, a_features[i]):
+            assert (f.activity, f.posture, f.wall_ms) == (g.activity, g.posture, g.wall_ms)
+            assert f.motion_energy == pytest.approx(g.motion_energy, abs=1e-4)
+            assert (f.heart_rate is None) == (g.heart_rate is None)
+            if f.heart_rate is not None:
+                assert f.heart_rate == pytest.approx(g.heart_rate, abs=0.51)
+
+
+def test_backfilled_fall_is_not_paged_but_a_man_down_still_in_progress_is():
+    # everything analysed "10 minutes later": the fall is stale, man-down is never paged
+    # from those windows; the next recent window pages it because it is still latched
+    officer = Officer(4, [("walking", 12), ("fall", 50)], seed=3)
+    late = T0_MS + 62_000 + 600_000
+    (alerts,), _ = run_officers([officer], now_ms=late)
+    assert alerts == []
+    assert officer.state.man_down.phase[0] == 2 and not officer.state.man_down_paged
+    more = Officer(4, [("fall", 4)], seed=9)
+    for c in more.chunks:  # continue the same stream with live data
+        c.time_ms += 62_000 - (62_000 % FRAME_MS)
+    officer.chunks = more.chunks
+    (alerts,), _ = run_officers([officer])
+    assert [a.kind for a in alerts] == ["man_down"]

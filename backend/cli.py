@@ -12,6 +12,7 @@ _COMMAND_MODULES = [
     "gateway.commands",             # gateway run, simulate
     "firmware.tools.commands",      # firmware provision / check, hardware battery
     "backend.evaluation.commands",  # eval hr, eval falls
+    "backend.privacy_commands",     # audit verify/anchor, report transparency, policy, retention
     "backend.bench.commands",       # bench models, bench ingest
 ]
 

@@ -100,6 +100,8 @@ class IngestService:
         self._metrics = metrics
         self.connected = asyncio.Event()
         self._reject_logged: set[str] = set()
+        # streaming detection (backend/detection): fed every verified frame, set by the runtime
+        self.detection = None
 
     async def handle(self, topic: str, payload: bytes, props: dict[str, str] | None = None) -> VerifiedFrame | None:
         received = time.monotonic()
@@ -115,6 +117,8 @@ class IngestService:
         self._metrics.frames_accepted.labels(kind).inc()
         if frame.header.frame_type == F.TYPE_EVENT:
             await self._on_event(frame, received)
+        if self.detection is not None:  # bookkeeping only; the models run in their own loop
+            self.detection.on_frame(frame, received)
         return frame
 
     async def _on_event(self, frame: VerifiedFrame, received: float) -> None:

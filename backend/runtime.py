@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from backend.alerts import AlertService
 from backend.core import db
 from backend.core.config import BackendSettings
+from backend.detection import DetectionService
 from backend.hub import LiveHub
 from backend.ingest import IngestService
 from backend.metrics import BackendMetrics
@@ -31,6 +32,8 @@ class Runtime:
         self.registry = DeviceRegistry(self.engine, settings.secret_key.get_secret_value())
         self.alerts = AlertService(self.engine, self.hub, self.metrics)
         self.ingest = IngestService(settings, self.registry, self.alerts, self.metrics)
+        self.detection = DetectionService(settings, self.engine, self.registry, self.alerts, self.hub, self.metrics)
+        self.ingest.detection = self.detection
         self.storage_mode: str | None = None
         self.stop = asyncio.Event()
 
@@ -39,6 +42,7 @@ class Runtime:
             tg.create_task(self._registry_loop(), name="registry")
             tg.create_task(self.alerts.run_storage_retry(self.stop, self.settings.db_retry_interval_s), name="alert-storage")
             tg.create_task(self._maintenance_loop(), name="partitions")
+            tg.create_task(self.detection.run(self.stop), name="detection")
             # Ingest waits for the first registry load so early frames are not refused as unknown.
             tg.create_task(self._ingest_after_registry(), name="ingest")
 

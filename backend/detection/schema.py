@@ -40,6 +40,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 
+from backend.core import tables as t
+
 metadata = sa.MetaData()
 
 raw_windows = sa.Table(
@@ -69,7 +71,7 @@ raw_holds = sa.Table(
 
 device_status = sa.Table(
     "device_status", metadata,
-    sa.Column("device_id", sa.BigInteger, sa.ForeignKey("devices.id"), primary_key=True),
+    sa.Column("device_id", sa.BigInteger, sa.ForeignKey(t.devices.c.id), primary_key=True),
     sa.Column("last_seen", sa.DateTime(timezone=True)),
     sa.Column("gateway", sa.Text),
     sa.Column("connected", sa.Boolean, nullable=False, server_default=sa.false()),

@@ -26,7 +26,7 @@ import concurrent.futures
 import datetime as dt
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 
 import numpy as np
@@ -89,6 +89,7 @@ class DetectionService:
         self.status = StatusBoard(settings.device_offline_s, settings.battery_low_pct)
         self._clock_offsets: dict[int, int] = {}
         self._raw_pending: dict[int, list[TelemetryChunk]] = defaultdict(list)
+        self._raw_touched: dict[int, float] = {}  # device -> wall time samples were last released
         self._holds: dict[int, list[tuple[float, float, object]]] = defaultdict(list)  # device -> (start ms, until ms, alert id)
         self._hold_rows: list[dict] = []
         self._resets: set[int] = set()
@@ -101,6 +102,7 @@ class DetectionService:
                                prepare=self._mark_held, **batch)
         self.rounds = 0
         self.windows_analysed = 0
+        self.paged: deque[tuple[int, str, int]] = deque(maxlen=1000)  # (device, kind, seq), newest last
 
     # ---- frames (called by ingest, on the event loop) -----------------------------------------------
 
@@ -134,7 +136,7 @@ class DetectionService:
         if stream is None:
             stream = self.streams[d.device_id] = DeviceStream(d.device_id, self.window_config)
         before = (stream.counters.gaps_filled, stream.counters.restarts, stream.counters.late_frames)
-        self._released(d.device_id, stream.push(chunk, now))
+        self._released(d.device_id, stream.push(chunk, now), now)
         self._count_stream(stream, before)
 
     def _count_stream(self, stream: DeviceStream, before: tuple[int, int, int]) -> None:
@@ -143,10 +145,11 @@ class DetectionService:
             if new > old:
                 self._metrics.detection_stream.labels(kind).inc(new - old)
 
-    def _released(self, device_id: int, chunks: list[TelemetryChunk]) -> None:
+    def _released(self, device_id: int, chunks: list[TelemetryChunk], now: float) -> None:
         """Group released chunks into raw rows of about one hop each."""
         if not chunks:
             return
+        self._raw_touched[device_id] = now
         pending = self._raw_pending[device_id]
         hop = int(round(self.window_config.hop_s * chunks[0].rate_hz))
         for c in chunks:
@@ -195,7 +198,11 @@ class DetectionService:
         """Take one due window from every device that has one, grouped into batches by
         (placement, rate, first window or not): one model call per batch."""
         for device_id, stream in self.streams.items():
-            self._released(device_id, stream.release(now))
+            self._released(device_id, stream.release(now), now)
+        for device_id, pending in list(self._raw_pending.items()):
+            if pending and now - self._raw_touched.get(device_id, now) >= self.window_config.hop_s:
+                self._raw_row(device_id, pending)  # the stream paused: do not hold its last samples back
+                self._raw_pending[device_id] = []
         groups: dict[tuple, list[tuple[Window, DeviceModelState, bool]]] = defaultdict(list)
         for device_id, stream in self.streams.items():
             if not stream.due():
@@ -276,6 +283,7 @@ class DetectionService:
                 agency_id=record.agency_id, device_id=record.device_id, seq=seq, kind=c.kind,
                 officer_id=record.officer_id, officer_name=record.officer_name, explanation=c.explanation,
                 device_time=_utc(c.evidence_ms + offset), location=None, received_monotonic=None)
+            self.paged.append((record.device_id, c.kind, seq))
             if st is not None:
                 st.alert_at = now
             self._hold(record.device_id, alert_id(record.device_id, seq, c.kind), c.kind, c.evidence_ms + offset)

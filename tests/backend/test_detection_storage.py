@@ -1,0 +1,99 @@
+"""Features survive a database outage (bounded buffer, drops counted, written on return), and
+the officer status tells offline / removed / low battery apart from distress, with time passed in."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from backend.core import db
+from backend.detection.service import FEATURE_COLUMNS
+from backend.detection.status import StatusBoard
+from backend.detection.store import BatchWriter
+from backend.metrics import BackendMetrics
+from firmware import frame as F
+from tests.backend.conftest import backend_settings
+
+pytestmark = pytest.mark.integration
+
+
+START = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(hours=1)
+
+
+def _row(i: int) -> list:
+    return [START + dt.timedelta(seconds=i), 7, None, 80.0, 0.9, "still", "upright", None, 0.01]
+
+
+async def _wait_for(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_features_survive_a_database_outage(private_postgres, mqtt_broker, agency):
+    host, port = mqtt_broker
+    url = private_postgres.url.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + "/vigil"
+    settings = backend_settings(url, host, port, agency)
+    db.upgrade(settings)
+    engine = db.create_engine(settings)
+    metrics = BackendMetrics()
+    writer = BatchWriter(engine, "features", FEATURE_COLUMNS, metrics, batch_size=50, max_buffered=300, retry_s=0.1)
+    stop = asyncio.Event()
+    task = asyncio.create_task(writer.run(stop, 0.05))
+    try:
+        for i in range(100):
+            writer.add(_row(i))
+        await _wait_for(lambda: writer.written == 100)
+
+        private_postgres.stop("immediate")
+        for i in range(100, 500):   # 400 rows into a buffer of 300: the 100 oldest are dropped
+            writer.add(_row(i))
+        await asyncio.sleep(0.5)
+        assert writer.written == 100 and writer.buffered == 300 and writer.dropped == 100
+        assert metrics.detection_rows_dropped.labels("features")._value.get() == 100
+        assert metrics.storage_failures._value.get() >= 1
+
+        private_postgres.start()
+        await _wait_for(lambda: writer.written == 400 and writer.buffered == 0)
+    finally:
+        stop.set()
+        await task
+    async with engine.connect() as conn:
+        stored = (await conn.execute(sa.text("select count(*) from features where device_id = 7"))).scalar_one()
+    await engine.dispose()
+    assert stored == 400
+
+
+class TestStatusBoard:
+    def test_offline_removed_and_low_battery_are_checks_not_alerts(self):
+        board = StatusBoard(offline_s=30, battery_low_pct=15)
+        st = board.seen(1, "a", 11, "Officer A", "gw1", now=100.0, backfill=False)
+        board.status_frame(st, (80, 4000, (1, 2, 3), F.STATUS_WORN | F.STATUS_SKIN_CONTACT, 0))
+        (first,) = board.changes(100.0)
+        assert first[1]["state"] == "ok" and first[1]["device"] == "connected" and first[1]["firmware"] == "1.2.3"
+        assert board.changes(110.0) == []                       # unchanged: not published again
+        (offline,) = board.changes(131.0)
+        assert offline[1]["state"] == "check" and offline[1]["reasons"] == ["device_offline"]
+        board.seen(1, "a", 11, "Officer A", "gw1", now=140.0, backfill=False)
+        board.status_frame(st, (12, 3400, (1, 2, 3), 0, 0))     # taken off, battery low
+        (removed,) = board.changes(140.0)
+        assert removed[1]["state"] == "check" and removed[1]["reasons"] == ["device_removed", "battery_low"]
+        assert removed[1]["worn"] is False and "heart_rate" not in removed[1]
+
+    def test_backfill_does_not_make_a_device_look_online(self):
+        board = StatusBoard(offline_s=30, battery_low_pct=15)
+        board.seen(1, "a", 11, "Officer A", "gw1", now=100.0, backfill=False)
+        board.seen(1, "a", 11, "Officer A", "gw1", now=150.0, backfill=True)
+        assert board.devices[1].last_seen == 100.0 and board.devices[1].backfill_frames == 1
+
+    def test_an_alert_shows_as_alert_then_returns_to_ok(self):
+        board = StatusBoard(offline_s=30, battery_low_pct=15)
+        st = board.seen(1, "a", 11, "Officer A", "gw1", now=100.0, backfill=False)
+        st.alert_at = 100.0
+        assert board.officer_status(st, 101.0)["state"] == "alert"
+        board.seen(1, "a", 11, "Officer A", "gw1", now=500.0, backfill=False)
+        assert board.officer_status(st, 500.0)["state"] == "ok"

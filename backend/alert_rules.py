@@ -45,3 +45,30 @@ def alert_id(device_id: int, seq: int, kind: str) -> uuid.UUID:
     """Deterministic: the same device event can never become two alerts, even when MQTT
     redelivers it after a restart."""
     return uuid.uuid5(_ALERT_NAMESPACE, f"{device_id}/{seq}/{kind}")
+
+# When an officer's open incident gets another alert, the incident takes the kind that ranks
+# higher here (a fall followed by a man-down alarm is one incident, upgraded): the officer's
+# own SOS first, then the device's full alarm, then detections.
+ESCALATION_RANK = ("physiological_strain", "extreme_heart_rate", "fall", "man_down", "device_alarm", "sos")
+
+# Steps recorded in alert_transitions besides the states: who did what to an incident, when.
+TRANSITIONS = ALERT_STATES + (
+    "upgraded",        # a more serious alert joined the incident (kind and priority raised)
+    "merged",          # a further alert of no higher rank joined it
+    "escalated",       # unacknowledged too long: every supervisor on duty, dispatch flagged
+    "dispatch_notified",  # the computer-aided-dispatch webhook accepted it
+    "prealert_started",   # the device began its pre-alert (no motion)
+    "help_sent",       # "help is coming" published to the device's gateway
+    "help_result",     # the gateway's answer: written to the device or not
+    "help_confirmed",  # the officer felt the haptic pattern
+)
+
+# Device events that change an open incident rather than raise one.
+EVENT_CANCEL = F.EVENT_PREALERT_CANCELLED
+EVENT_TRANSITIONS = {F.EVENT_PREALERT_STARTED: "prealert_started", F.EVENT_HELP_CONFIRMED: "help_confirmed"}
+# Only these kinds end when the officer cancels; a full alarm needs a person to resolve it.
+CANCELLABLE = ("fall",)
+
+
+def outranks(new_kind: str, old_kind: str) -> bool:
+    return ESCALATION_RANK.index(new_kind) > ESCALATION_RANK.index(old_kind)

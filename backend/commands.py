@@ -22,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up = dsub.add_parser("upgrade", help="create the database if needed and apply migrations")
     up.set_defaults(func=_db_upgrade)
 
+    from backend import fleet_cli
+    fleet_cli.register(subparsers)  # officer, device, user, broker
+
 
 def _run_backend(args: argparse.Namespace) -> int:
     import asyncio

@@ -32,3 +32,7 @@ class NotFound(VigilBackendError):
 
 class AuthError(VigilBackendError):
     """Missing, malformed, expired or revoked credentials."""
+
+
+class Conflict(VigilBackendError):
+    """The request does not fit the record's current state (e.g. acknowledging a resolved alert)."""

@@ -76,3 +76,12 @@ async def retire_device(engine: AsyncEngine, device_id: int) -> None:
         if result.rowcount == 0:
             raise NotFound(f"device {device_id}")
         await conn.execute(sa.update(t.assignments).where(t.assignments.c.device_id == device_id, t.assignments.c.ends_at.is_(None)).values(ends_at=now))
+
+
+async def unassign_device(engine: AsyncEngine, device_id: int) -> None:
+    """End the device's open assignment now (the shift is over)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    async with engine.begin() as conn:
+        await conn.execute(sa.update(t.assignments).where(
+            t.assignments.c.device_id == device_id, t.assignments.c.ends_at.is_(None) | (t.assignments.c.ends_at > now),
+        ).values(ends_at=now))

@@ -65,7 +65,8 @@ class PrivateMosquitto:
     """A Mosquitto broker of our own on a free loopback port, with persistence so that QoS 1
     sessions survive a restart; ``stop()`` and ``start()`` let tests take it away and back."""
 
-    def __init__(self, workdir: Path | None = None, port: int | None = None):
+    def __init__(self, workdir: Path | None = None, port: int | None = None, *,
+                 password_file: Path | None = None, acl_file: Path | None = None):
         binary = find_binary("mosquitto")
         if not binary:
             raise InfraError("mosquitto is not installed: run scripts/setup.sh (apt-get install mosquitto)")
@@ -75,6 +76,9 @@ class PrivateMosquitto:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
+        # With a password file, anonymous clients are refused and the ACL file (if any) applies.
+        self.password_file = password_file
+        self.acl_file = acl_file
 
     @property
     def url(self) -> str:
@@ -84,8 +88,9 @@ class PrivateMosquitto:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
-            "persistence true\n"
+            + (f"allow_anonymous false\npassword_file {self.password_file}\n" if self.password_file else "allow_anonymous true\n")
+            + (f"acl_file {self.acl_file}\n" if self.acl_file else "")
+            + "persistence true\n"
             f"persistence_location {self.workdir}/\n"
             "autosave_interval 1\n"
             "max_queued_messages 1000000\n"

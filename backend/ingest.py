@@ -123,10 +123,12 @@ class IngestService:
 
     async def _on_event(self, frame: VerifiedFrame, received: float) -> None:
         code, priority_hint, detail = frame.decoded
-        kind = EVENT_ALERTS.get(code)
-        if kind is None:
-            return
         d = frame.device
+        self._alerts.note_gateway(d.device_id, frame.gateway)  # where "help is coming" goes
+        kind = EVENT_ALERTS.get(code)
+        if kind is None:  # cancel, pre-alert, help confirmed: they act on the open incident
+            await self._alerts.device_event(device_id=d.device_id, officer_id=d.officer_id, seq=frame.header.seq, code=code)
+            return
         await self._alerts.raise_alert(
             agency_id=d.agency_id, device_id=d.device_id, seq=frame.header.seq, kind=kind,
             officer_id=d.officer_id, officer_name=d.officer_name,

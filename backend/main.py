@@ -7,9 +7,17 @@ import logging
 
 from fastapi import FastAPI
 
-from backend.api.routes import alerts, health
+import sqlalchemy as sa
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from backend.api.deps import Authorized
+from backend.api.routes import alerts, auth, devices, events, gateways, health, live, officers, users
+from backend.exceptions import Conflict, NotFound
+from backend import dashboard
 from backend.core.config import BackendSettings
 from backend.runtime import Runtime
+from backend.api.routes import audit as audit_routes, privacy, vitals
 
 log = logging.getLogger("vigil.backend")
 
@@ -32,7 +40,31 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Vigil", version="0.1.0", lifespan=lifespan,
                   description="Officer-safety alerts. Biometric data serves officer safety only.")
-    app.include_router(health.router, prefix="/api/v1")
-    app.include_router(alerts.router, prefix="/api/v1")
-    app.include_router(health.metrics_router)
+    # Every router goes through ``authorize``: the access table (backend/api/access.py) decides.
+    for module in (health, auth, users, officers, devices, gateways, alerts, events, live):
+        app.include_router(module.router, dependencies=Authorized)  # paths carry /api/v1 themselves
+    for router in (privacy.router, vitals.router, audit_routes.router):  # purpose-checked by require_access
+        app.include_router(router, prefix="/api/v1")
+    app.include_router(health.metrics_router, dependencies=Authorized)
+    _error_answers(app)
+    dashboard.install(app)  # the web pages and /static; the pages fetch everything from /api/v1
     return app
+
+
+def _error_answers(app: FastAPI) -> None:
+    """Backend errors mapped to HTTP at the boundary."""
+
+    @app.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(sa.exc.OperationalError)
+    @app.exception_handler(sa.exc.InterfaceError)
+    @app.exception_handler(OSError)
+    async def _storage_down(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": "the database is unavailable; live alerts still flow on /api/v1/ws and /api/v1/events"},
+                            status_code=503)

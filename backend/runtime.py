@@ -10,6 +10,9 @@ import logging
 import sqlalchemy as sa
 
 from backend.alerts import AlertService
+from backend.auth import RevokedTokens
+from backend.dispatch import DispatchWebhook
+from backend.downlink import DownlinkService
 from backend.core import db
 from backend.core.config import BackendSettings
 from backend.detection import DetectionService
@@ -17,6 +20,7 @@ from backend.hub import LiveHub
 from backend.ingest import IngestService
 from backend.metrics import BackendMetrics
 from backend.registry import DeviceRegistry
+from backend.policy.service import PrivacyService
 
 log = logging.getLogger("vigil.runtime")
 
@@ -30,11 +34,19 @@ class Runtime:
         self.metrics = BackendMetrics()
         self.hub = LiveHub()
         self.registry = DeviceRegistry(self.engine, settings.secret_key.get_secret_value())
-        self.alerts = AlertService(self.engine, self.hub, self.metrics)
+        self.alerts = AlertService(self.engine, self.hub, self.metrics, escalate_after_s=settings.escalate_after_s,
+                                   cancel_grace_s=settings.cancel_grace_s)
+        self.downlink = DownlinkService(settings, self.engine, self.registry, self.alerts)
+        self.alerts.downlink = self.downlink
+        if settings.cad_webhook_url:
+            self.alerts.dispatch = DispatchWebhook(settings.cad_webhook_url, self.alerts, settings.cad_retry_base_s)
+        self.revoked = RevokedTokens(self.engine)
         self.ingest = IngestService(settings, self.registry, self.alerts, self.metrics)
         self.detection = DetectionService(settings, self.engine, self.registry, self.alerts, self.hub, self.metrics)
         self.ingest.detection = self.detection
         self.storage_mode: str | None = None
+        self.incidents_loaded = False
+        self.privacy = PrivacyService(self.engine)  # grants, policy versions, retention, audit outbox
         self.stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -43,6 +55,11 @@ class Runtime:
             tg.create_task(self.alerts.run_storage_retry(self.stop, self.settings.db_retry_interval_s), name="alert-storage")
             tg.create_task(self._maintenance_loop(), name="partitions")
             tg.create_task(self.detection.run(self.stop), name="detection")
+            tg.create_task(self.privacy.run(), name="privacy")
+            tg.create_task(self.alerts.run_escalation(self.stop), name="alert-escalation")
+            tg.create_task(self.downlink.run(self.stop), name="downlink")
+            if self.alerts.dispatch is not None:
+                tg.create_task(self.alerts.dispatch.run(self.stop), name="dispatch-webhook")
             # Ingest waits for the first registry load so early frames are not refused as unknown.
             tg.create_task(self._ingest_after_registry(), name="ingest")
 
@@ -55,7 +72,11 @@ class Runtime:
         failing = False
         while True:
             try:
+                if not self.incidents_loaded:  # before ingest starts: a restart continues open incidents
+                    await self.alerts.load_open()
+                    self.incidents_loaded = True
                 await self.registry.refresh()
+                await self.revoked.refresh()
                 if self.storage_mode is None:
                     self.storage_mode = await db.storage_mode(self.engine)
                     log.info("time-series storage: %s", self.storage_mode)

@@ -3,9 +3,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import generate_latest, CONTENT_TYPE_LATEST
 
+from backend.api.access import API
 from backend.api.deps import RuntimeDep
 
-router = APIRouter(tags=["health"])
+router = APIRouter(prefix=API, tags=["health"])
 
 
 @router.get("/health", summary="Liveness and the state of the broker and database links")

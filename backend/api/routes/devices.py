@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field
+
+from backend import fleet
+from backend.api.access import API
+from backend.api.deps import CallerDep, RuntimeDep
+from backend.core import tables as t
+from backend.exceptions import NotFound
+
+router = APIRouter(prefix=f"{API}/devices", tags=["devices"])
+
+
+class DeviceIn(BaseModel):
+    device_id: int = Field(ge=0, le=0xFFFFFFFF, description="the id in the device's frames")
+    placement: str = Field("upper_arm", description=f"one of {', '.join(fleet.PLACEMENTS)}")
+
+
+class AssignmentIn(BaseModel):
+    officer_id: int
+    starts_at: dt.datetime | None = Field(None, description="start of the shift; now when omitted")
+    ends_at: dt.datetime | None = Field(None, description="end of the shift; open when omitted")
+
+
+def _listing(agency_id: str):
+    current = (
+        sa.select(t.assignments.c.device_id, t.assignments.c.officer_id, t.assignments.c.starts_at, t.assignments.c.ends_at)
+        .where(t.assignments.c.ends_at.is_(None) | (t.assignments.c.ends_at > sa.func.now()))
+        .where(t.assignments.c.starts_at <= sa.func.now())
+        .subquery()
+    )
+    return (
+        sa.select(t.devices.c.id.label("device_id"), t.devices.c.placement, t.devices.c.status, t.devices.c.firmware,
+                  t.devices.c.battery_pct, t.devices.c.last_seen, t.devices.c.created_at, t.devices.c.retired_at,
+                  current.c.officer_id, t.officers.c.name.label("officer_name"),
+                  current.c.starts_at.label("shift_starts_at"), current.c.ends_at.label("shift_ends_at"))
+        .select_from(t.devices.outerjoin(current, current.c.device_id == t.devices.c.id)
+                     .outerjoin(t.officers, t.officers.c.id == current.c.officer_id))
+        .where(t.devices.c.agency_id == agency_id)
+        .order_by(t.devices.c.id)
+    )
+
+
+async def _device(runtime, agency_id: str, device_id: int) -> dict:
+    async with runtime.engine.connect() as conn:
+        row = (await conn.execute(_listing(agency_id).where(t.devices.c.id == device_id))).mappings().first()
+    if row is None:
+        raise NotFound(f"device {device_id}")
+    return dict(row)
+
+
+@router.post("", summary="Provision a device: creates it and its key. The key is shown ONCE.", status_code=201)
+async def provision(runtime: RuntimeDep, caller: CallerDep, body: DeviceIn) -> dict:
+    try:
+        device = await fleet.provision_device(runtime.engine, runtime.settings.secret_key.get_secret_value(),
+                                              caller.agency_id, body.device_id, body.placement)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    except sa.exc.IntegrityError as exc:
+        raise HTTPException(409, f"device {body.device_id} exists") from exc
+    await runtime.registry.refresh()
+    return {"device_id": device.device_id, "agency": device.agency_id, "placement": body.placement,
+            "key_hex": device.key.hex(), "note": "the key is shown once: write it onto the wearable now"}
+
+
+@router.get("", summary="Devices of the caller's agency: firmware, battery, last seen, assigned officer")
+async def list_devices(runtime: RuntimeDep, caller: CallerDep) -> list[dict]:
+    async with runtime.engine.connect() as conn:
+        return [dict(r) for r in (await conn.execute(_listing(caller.agency_id))).mappings()]
+
+
+@router.get("/{device_id}", summary="One device of the caller's agency")
+async def get_device(runtime: RuntimeDep, caller: CallerDep, device_id: int) -> dict:
+    return await _device(runtime, caller.agency_id, device_id)
+
+
+@router.put("/{device_id}/assignment", summary="Assign the device to an officer for a shift (ends any current assignment)")
+async def assign(runtime: RuntimeDep, caller: CallerDep, device_id: int, body: AssignmentIn) -> dict:
+    await _device(runtime, caller.agency_id, device_id)
+    try:
+        await fleet.assign_device(runtime.engine, device_id, body.officer_id, body.starts_at, body.ends_at)
+    except ValueError as exc:  # another agency's officer, or a retired device
+        raise HTTPException(409, str(exc)) from exc
+    await runtime.registry.refresh()
+    return await _device(runtime, caller.agency_id, device_id)
+
+
+@router.delete("/{device_id}/assignment", summary="End the device's current assignment now")
+async def unassign(runtime: RuntimeDep, caller: CallerDep, device_id: int) -> dict:
+    await _device(runtime, caller.agency_id, device_id)
+    await fleet.unassign_device(runtime.engine, device_id)
+    await runtime.registry.refresh()
+    return await _device(runtime, caller.agency_id, device_id)
+
+
+@router.post("/{device_id}/retire", summary="Retire the device: its frames are refused from now on")
+async def retire(runtime: RuntimeDep, caller: CallerDep, device_id: int) -> dict:
+    await _device(runtime, caller.agency_id, device_id)
+    await fleet.retire_device(runtime.engine, device_id)
+    await runtime.registry.refresh()
+    return await _device(runtime, caller.agency_id, device_id)

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import sqlalchemy as sa
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field
+
+from backend import auth
+from backend.api.access import API
+from backend.api.deps import CallerDep, RuntimeDep
+from backend.core import tables as t
+from backend.core import tables_api as api
+from backend.exceptions import NotFound
+from gateway.topics import TopicError
+
+router = APIRouter(prefix=f"{API}/gateways", tags=["gateways"])
+
+
+class GatewayIn(BaseModel):
+    gateway_id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    devices: list[int] = Field(default_factory=list, description="device ids this gateway may serve")
+
+
+class ServedIn(BaseModel):
+    devices: list[int]
+
+
+@router.post("", summary="Register a gateway. Its API token and MQTT password are shown ONCE.", status_code=201)
+async def register(runtime: RuntimeDep, caller: CallerDep, body: GatewayIn) -> dict:
+    try:
+        creds = await auth.register_gateway(runtime.engine, caller.agency_id, body.gateway_id, body.devices)
+    except TopicError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    return {"gateway_id": creds.gateway_id, "agency": creds.agency_id, "api_token": creds.api_token,
+            "mqtt_username": creds.mqtt_username, "mqtt_password": creds.mqtt_password,
+            "note": "shown once; regenerate the broker's password and ACL files (vigil broker files) to admit it"}
+
+
+@router.get("", summary="Gateways of the caller's agency with the devices each serves")
+async def list_gateways(runtime: RuntimeDep, caller: CallerDep) -> list[dict]:
+    query = (
+        sa.select(t.gateways.c.id, t.gateways.c.created_at, t.gateways.c.retired_at, api.gateway_mqtt.c.mqtt_username,
+                  sa.func.array_remove(sa.func.array_agg(api.gateway_devices.c.device_id), None).label("devices"))
+        .select_from(t.gateways.outerjoin(api.gateway_mqtt, api.gateway_mqtt.c.gateway_id == t.gateways.c.id)
+                     .outerjoin(api.gateway_devices, api.gateway_devices.c.gateway_id == t.gateways.c.id))
+        .where(t.gateways.c.agency_id == caller.agency_id)
+        .group_by(t.gateways.c.id, api.gateway_mqtt.c.mqtt_username)
+        .order_by(t.gateways.c.id)
+    )
+    async with runtime.engine.connect() as conn:
+        return [{**dict(r), "gateway_id": r["id"], "devices": sorted(r["devices"] or [])} for r in (await conn.execute(query)).mappings()]
+
+
+@router.get("/{gateway_id}/devices", summary="The devices this gateway may serve (the gateway's own provisioning list)")
+async def served_devices(runtime: RuntimeDep, caller: CallerDep, gateway_id: str) -> dict:
+    query = (
+        sa.select(api.gateway_devices.c.device_id)
+        .join(t.gateways, t.gateways.c.id == api.gateway_devices.c.gateway_id)
+        .join(t.devices, t.devices.c.id == api.gateway_devices.c.device_id)
+        .where(api.gateway_devices.c.gateway_id == gateway_id, t.gateways.c.agency_id == caller.agency_id,
+               t.devices.c.status == "active")
+        .order_by(api.gateway_devices.c.device_id)
+    )
+    async with runtime.engine.connect() as conn:
+        exists = (await conn.execute(sa.select(t.gateways.c.id).where(
+            t.gateways.c.id == gateway_id, t.gateways.c.agency_id == caller.agency_id))).first()
+        if exists is None:
+            raise NotFound(f"gateway {gateway_id}")
+        return {"gateway_id": gateway_id, "devices": [{"device_id": d} for d in (await conn.execute(query)).scalars()]}
+
+
+@router.put("/{gateway_id}/devices", summary="Set the devices this gateway may serve")
+async def set_served(runtime: RuntimeDep, caller: CallerDep, gateway_id: str, body: ServedIn) -> dict:
+    await auth.set_gateway_devices(runtime.engine, caller.agency_id, gateway_id, body.devices)
+    return {"gateway_id": gateway_id, "devices": [{"device_id": d} for d in sorted(set(body.devices))]}

@@ -191,7 +191,8 @@ def analyse(batch: HopInput, now_wall_ms: int, config: DecisionConfig = Decision
                 cadence=_num(act_all.cadence_spm[j], 1), motion_energy=round(float(act_all.motion_energy_g[j]), 4)))
         candidates = _decide(i, win, batch, state, fall, md, st, act_all, last, contact, est, limits)
         recent = now_wall_ms - win.wall_end_ms <= config.live_alert_max_age_s * 1000
-        alerts, stale = [], []
+        alerts: list[AlertCandidate] = []
+        stale: list[AlertCandidate] = []
         for c in candidates:
             (alerts if recent else stale).append(c)
         _remember(state, alerts, st, i, now_s[i], config)
@@ -203,7 +204,6 @@ def analyse(batch: HopInput, now_wall_ms: int, config: DecisionConfig = Decision
 
 def _decide(i, win, batch, state, fall, md, st, act_all, last, contact, est, limits) -> list[AlertCandidate]:
     out = []
-    rate = batch.rate_hz
     end_ms = win.end_ms
     base = {"thresholds_version": THRESHOLDS_VERSION, "placement": batch.placement,
             "validated": list(limits.validated), "from_backfill": win.backfill}

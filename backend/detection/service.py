@@ -96,10 +96,11 @@ class DetectionService:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vigil-detection")
         self._failure_logged = False
         self._status_failing = False
-        batch = dict(batch_size=settings.feature_batch_size, retry_s=settings.db_retry_interval_s)
-        self.features = BatchWriter(engine, "features", FEATURE_COLUMNS, metrics, max_buffered=settings.feature_buffer_max, **batch)
-        self.raw = BatchWriter(engine, "raw_windows", RAW_COLUMNS, metrics, max_buffered=settings.raw_buffer_max,
-                               prepare=self._mark_held, **batch)
+        self.features = BatchWriter(engine, "features", FEATURE_COLUMNS, metrics, batch_size=settings.feature_batch_size,
+                                    max_buffered=settings.feature_buffer_max, retry_s=settings.db_retry_interval_s)
+        self.raw = BatchWriter(engine, "raw_windows", RAW_COLUMNS, metrics, batch_size=settings.feature_batch_size,
+                               max_buffered=settings.raw_buffer_max, retry_s=settings.db_retry_interval_s,
+                               prepare=self._mark_held)
         self.rounds = 0
         self.windows_analysed = 0
         self.paged: deque[tuple[int, str, int]] = deque(maxlen=1000)  # (device, kind, seq), newest last
@@ -127,9 +128,10 @@ class DetectionService:
         rate_hz, _led, ppg, accel = frame.decoded
         offset = 0
         if h.flags & F.FLAG_CLOCK_UNSYNCED:  # time_ms counts from boot: anchor it to wall time
-            offset = self._clock_offsets.get(d.device_id)
-            if offset is None or abs(h.time_ms + offset - now * 1000) > CLOCK_REANCHOR_MS and not backfill:
-                offset = self._clock_offsets[d.device_id] = int(now * 1000) - h.time_ms
+            known = self._clock_offsets.get(d.device_id)
+            if known is None or abs(h.time_ms + known - now * 1000) > CLOCK_REANCHOR_MS and not backfill:
+                known = self._clock_offsets[d.device_id] = int(now * 1000) - h.time_ms
+            offset = known
         chunk = TelemetryChunk(h.seq, h.time_ms, rate_hz, np.asarray(ppg, np.int32), np.asarray(accel, np.int16),
                                backfill, offset)
         stream = self.streams.get(d.device_id)

@@ -15,7 +15,7 @@ time:
 * a longer gap (link lost without backfill, clock changed, rate changed) restarts the stream:
   the windows refill from the next chunk, and the restart is counted;
 * a chunk older than what was already released arrives too late to be analysed; it is
-  counted and dropped from detection (the raw store still receives it).
+  counted and dropped (from detection and from the raw store).
 
 Windows are analysed in hops: the first window ends once ``window + hop - feature_step``
 samples are in (features are computed for every ``feature_step`` inside a hop, so a hop

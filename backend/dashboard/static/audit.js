@@ -1,0 +1,150 @@
+// The auditor's view: the audit chain's verification, the policy in force, the transparency
+// report with its charts (inline SVG), and the audit log with filters. Every read declares
+// the purpose oversight_audit.
+import { fill, api, el, explain, notify, startPage, svg, when } from "./common.js";
+
+const PURPOSE = "oversight_audit";
+const LOG_LIMIT = 5000;
+const $ = (id) => document.getElementById(id);
+const OUTCOME_TEXT = { real_emergency: "real emergency", false_alarm: "false alarm", test: "test", cancelled_by_officer: "cancelled by officer", other: "other", open: "still open" };
+let entries = [];
+
+async function verifyChain() {
+  const box = $("chain");
+  box.textContent = "Checking…";
+  try {
+    const v = await api("/audit/verify", { query: { purpose: PURPOSE } });
+    fill(box, 
+      el("p", { class: v.ok ? "chain-ok" : "chain-bad" },
+        el("span", { "aria-hidden": "true" }, v.ok ? "✓ " : "✕ "),
+        v.ok ? "Chain intact: no entry edited, deleted or reordered" : `Chain BROKEN: ${v.problems.length} problem(s)`),
+      el("p", {}, `${v.entries} entries · head #${v.head_seq} · `, el("code", { title: v.head_hash }, String(v.head_hash).slice(0, 16) + "…")),
+      v.problems.length ? el("ul", {}, v.problems.map((p) => el("li", {}, p))) : null);
+  } catch (err) {
+    fill(box, el("p", { class: "error" }, explain(err, "Verifying the audit chain")));
+  }
+}
+
+async function loadPolicy() {
+  try {
+    const p = await api("/policy");
+    fill($("policy"), 
+      el("p", {}, "Version ", el("strong", {}, p.version), ` · in force since ${when(p.effective_at)}`),
+      el("p", {}, "SHA-256 ", el("code", { class: "small" }, p.sha256)),
+      el("h3", {}, "Purposes"),
+      el("ul", {}, Object.entries(p.purposes || {}).map(([k, v]) => el("li", {}, el("strong", {}, k), ` — ${v}`))),
+      el("h3", {}, "Always refused for biometric data"),
+      el("p", {}, (p.always_refused || []).join(", ") || "—"),
+      (p.pending || []).length ? el("p", { class: "purpose" }, `Pending changes: ${p.pending.map((x) => `${x.version} from ${when(x.effective_at)}`).join("; ")}`) : null);
+  } catch (err) {
+    fill($("policy"), el("p", { class: "error" }, explain(err, "The policy")));
+  }
+}
+
+/** Horizontal bar chart: rows of {label, value, max?, cls?}. */
+function barChart(title, rows, { format = (v) => String(v), max } = {}) {
+  if (!rows.length) return el("p", { class: "muted" }, `${title}: nothing in this period.`);
+  const top = max ?? Math.max(1, ...rows.map((r) => r.value || 0));
+  const rowH = 24, labelW = 210, barW = 330, w = labelW + barW + 80;
+  const h = rows.length * rowH + 8;
+  const chart = svg("svg", { class: "chart", viewBox: `0 0 ${w} ${h}`, role: "img", "aria-label": `${title}: ` + rows.map((r) => `${r.label} ${format(r.value)}`).join(", ") },
+    svg("line", { class: "axis", x1: labelW, y1: 0, x2: labelW, y2: h }),
+    rows.map((r, i) => {
+      const y = i * rowH + 4;
+      const len = r.value == null ? 0 : Math.max(1, (r.value / top) * barW);
+      return [
+        svg("text", { x: labelW - 6, y: y + 15, "text-anchor": "end" }, r.label),
+        svg("rect", { class: `bar ${r.cls || ""}`, x: labelW, y, width: len, height: rowH - 8 }),
+        svg("text", { x: labelW + len + 6, y: y + 15 }, r.value == null ? "suppressed" : format(r.value)),
+      ];
+    }));
+  return el("figure", {}, el("figcaption", {}, el("strong", {}, title)), chart);
+}
+
+function table(headers, rows) {
+  return el("div", { class: "scroll" }, el("table", {},
+    el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, rows.map((r) => el("tr", {}, r.map((c) => el("td", {}, c == null ? "—" : c)))))));
+}
+
+async function loadReport() {
+  let r;
+  try {
+    r = await api("/reports/transparency", { query: { purpose: PURPOSE } });
+  } catch (err) {
+    fill($("report"), el("p", { class: "error" }, explain(err, "The transparency report")));
+    return;
+  }
+  const byType = r.alerts_by_type_and_outcome || [];
+  const fa = r.false_alarm_rate_by_detector || [];
+  const accesses = r.accesses_by_purpose || [];
+  const refusals = r.refusals || [];
+  const deletions = r.retention_deletions || [];
+  const fairness = r.fairness || [];
+  const totalAlerts = byType.reduce((s, x) => s + x.alerts, 0);
+  const falseAlarms = byType.filter((x) => x.outcome === "false_alarm").reduce((s, x) => s + x.alerts, 0);
+  fill($("report"), 
+    el("p", {}, `Period ${when(r.period?.since)} – ${when(r.period?.until)} · policy ${r.policy?.version} · groups smaller than ${r.min_group_officers} officers are suppressed.`),
+    el("dl", { class: "legend", id: "report-totals" },
+      el("dt", {}, "Alerts"), el("dd", { id: "total-alerts" }, String(totalAlerts)),
+      el("dt", {}, "False alarms"), el("dd", { id: "total-false-alarms" }, String(falseAlarms)),
+      el("dt", {}, "Refused reads"), el("dd", {}, String(refusals.reduce((s, x) => s + x.n, 0)))),
+    barChart("Alerts by type and outcome", byType.map((x) => ({ label: `${x.kind} · ${OUTCOME_TEXT[x.outcome] || x.outcome}`, value: x.alerts, cls: x.outcome === "false_alarm" ? "fa" : "" }))),
+    el("div", { class: "legend" }, el("span", {}, el("span", { class: "swatch bar" }), "alerts"), el("span", {}, el("span", { class: "swatch fa" }), "false alarms (also named in the label)")),
+    barChart("False-alarm rate by detector (of resolved alerts)", fa.map((x) => ({ label: `${x.kind} (${x.false_alarms}/${x.resolved})`, value: x.false_alarm_rate, cls: "fa" })),
+      { format: (v) => `${Math.round(v * 100)} %`, max: 1 }),
+    barChart("Data reads by purpose", accesses.map((x) => ({ label: `${x.purpose || "(none)"} · ${x.data_class} · ${x.outcome}`, value: x.n, cls: x.outcome === "refused" ? "fa" : "" }))),
+    el("h3", {}, "Refusals by rule"),
+    refusals.length ? table(["Rule", "Purpose", "Count"], refusals.map((x) => [x.rule, x.purpose || "(none)", String(x.n)])) : el("p", { class: "muted" }, "No refusals."),
+    el("h3", {}, "Retention deletions"),
+    deletions.length ? table(["Data class", "Runs", "Rows deleted"], deletions.map((x) => [x.data_class, String(x.runs), String(x.rows_deleted)])) : el("p", { class: "muted" }, "No retention deletions in this period."),
+    el("h3", {}, "Fairness by consented cohort"),
+    fairness.length ? table(["Cohort", "Officers", "False-alarm rate by detector", "Missed-alert rate"], fairness.map((g) => [
+      `${g.attribute}: ${g.value}`, g.suppressed ? "suppressed (< min group)" : String(g.officers),
+      g.suppressed ? "suppressed" : (g.detectors || []).map((d) => `${d.kind} ${d.suppressed ? "suppressed" : d.false_alarm_rate == null ? "—" : Math.round(d.false_alarm_rate * 100) + " %"}`).join(", ") || "—",
+      g.missed_alert_rate == null ? (g.missed_alert_suppressed ? "suppressed" : "—") : `${Math.round(g.missed_alert_rate * 100)} %`]))
+      : el("p", { class: "muted" }, "No consented cohorts recorded."));
+}
+
+async function loadLog() {
+  const action = $("f-action").value.trim();
+  try {
+    entries = await api("/audit", { query: { purpose: PURPOSE, limit: LOG_LIMIT, action } });
+  } catch (err) {
+    $("log-count").textContent = explain(err, "The audit log");
+    fill($("log"));
+    return;
+  }
+  renderLog();
+}
+
+function renderLog() {
+  const outcome = $("f-outcome").value;
+  const text = $("f-text").value.trim().toLowerCase();
+  const shown = entries.filter((e) => (!outcome || e.outcome === outcome) &&
+    (!text || `${e.actor} ${e.subject} ${e.purpose}`.toLowerCase().includes(text))).reverse();
+  fill($("log"), ...shown.slice(0, 500).map((e) => el("tr", { class: e.outcome === "refused" ? "refused" : "" },
+    el("td", {}, String(e.seq)), el("td", {}, when(e.at)), el("td", {}, e.actor), el("td", {}, e.action),
+    el("td", {}, e.subject || "—"), el("td", {}, e.purpose || "—"),
+    el("td", {}, e.outcome === "refused" ? "✕ refused" : e.outcome === "granted" ? "✓ granted" : e.outcome),
+    el("td", { class: "small" }, details(e.details)))));
+  $("log-count").textContent = `${shown.length} of ${entries.length} entries shown (newest first${shown.length > 500 ? ", first 500" : ""}).`;
+}
+
+function details(d) {
+  if (!d) return "";
+  const keep = ["rule", "reason", "data_class", "role", "state", "outcome", "rows_deleted", "version"];
+  const parts = keep.filter((k) => d[k] != null && d[k] !== "").map((k) => `${k}: ${d[k]}`);
+  return parts.join(" · ");
+}
+
+async function main() {
+  await startPage(["auditor"]);
+  $("verify").addEventListener("click", verifyChain);
+  $("log-filter").addEventListener("submit", (e) => { e.preventDefault(); loadLog(); });
+  $("f-outcome").addEventListener("change", renderLog);
+  await Promise.all([verifyChain(), loadPolicy(), loadReport(), loadLog()]);
+  notify("");
+}
+
+main().catch(() => {});

@@ -1,0 +1,184 @@
+// The fleet admin's desk: devices (provision with the key shown once, assign, unassign, retire)
+// and gateways (register with credentials shown once, the devices each serves).
+import { fill, ago, api, deviceHex, el, explain, notify, startPage, when } from "./common.js";
+
+const $ = (id) => document.getElementById(id);
+let officers = [];
+let devices = [];
+
+function parseDeviceId(text) {
+  const s = String(text).trim();
+  const n = /^0x[0-9a-f]+$/i.test(s) ? parseInt(s, 16) : /^\d+$/.test(s) ? parseInt(s, 10) : NaN;
+  if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new Error(`“${s}” is not a device id (decimal or 0x…, 32 bits)`);
+  return n;
+}
+
+async function loadDevices() {
+  try {
+    devices = await api("/devices");
+  } catch (err) {
+    notify(explain(err, "The device list"));
+    return;
+  }
+  fill($("devices"), ...devices.map((d) => {
+    const retired = d.status === "retired";
+    return el("tr", { dataset: { deviceId: d.device_id } },
+      el("th", { scope: "row" }, deviceHex(d.device_id), el("div", { class: "muted small" }, `${d.device_id} · ${String(d.placement || "").replace("_", " ")}`)),
+      el("td", {}, d.status),
+      el("td", {}, d.firmware || "—"),
+      el("td", {}, d.battery_pct == null ? "—" : `${Math.round(d.battery_pct)} %`),
+      el("td", { title: when(d.last_seen) }, d.last_seen ? ago(d.last_seen) : "never"),
+      el("td", {}, d.officer_id == null ? "—" : `${d.officer_name || "officer"} (#${d.officer_id})`,
+        d.shift_ends_at ? el("div", { class: "muted small" }, `until ${when(d.shift_ends_at)}`) : null),
+      el("td", { class: "actions" },
+        !retired && d.officer_id != null ? el("button", { type: "button", onclick: (e) => change(e.currentTarget, d, "unassign") }, "Unassign") : null,
+        !retired && d.officer_id == null ? el("button", { type: "button", onclick: () => pickForAssign(d) }, "Assign…") : null,
+        !retired ? el("button", { type: "button", class: "danger", onclick: (e) => change(e.currentTarget, d, "retire") }, "Retire") : null));
+  }));
+  $("devices-empty").hidden = devices.length > 0;
+  fill($("assign-device"), ...devices.filter((d) => d.status !== "retired").map((d) =>
+    el("option", { value: d.device_id }, `${deviceHex(d.device_id)}${d.officer_name ? ` — now ${d.officer_name}` : ""}`)));
+}
+
+async function loadOfficers() {
+  try {
+    officers = await api("/officers");
+  } catch (err) {
+    notify(explain(err, "The officer list"));
+    return;
+  }
+  fill($("assign-officer"), ...officers.map((o) => el("option", { value: o.id }, `${o.name} · ${o.badge}${o.unit ? ` · ${o.unit}` : ""}`)));
+}
+
+function pickForAssign(d) {
+  $("assign-device").value = String(d.device_id);
+  $("assign-officer").focus();
+}
+
+async function change(button, d, what) {
+  if (what === "retire" && !confirm(`Retire device ${deviceHex(d.device_id)}? Its frames are refused from now on.`)) return;
+  button.disabled = true;
+  try {
+    if (what === "unassign") await api(`/devices/${d.device_id}/assignment`, { method: "DELETE" });
+    else await api(`/devices/${d.device_id}/retire`, { method: "POST" });
+    notify("");
+  } catch (err) {
+    notify(explain(err, what === "retire" ? "Retiring the device" : "Ending the assignment"));
+  }
+  await loadDevices();
+}
+
+function shownOnce(box, title, lines) {
+  fill(box, el("h3", {}, title), ...lines);
+  box.hidden = false;
+  box.focus();
+}
+
+async function provision(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  let id;
+  try {
+    id = parseDeviceId($("prov-id").value);
+  } catch (err) {
+    notify(err.message);
+    $("prov-id").focus();
+    return;
+  }
+  try {
+    const r = await api("/devices", { method: "POST", body: { device_id: id, placement: $("prov-placement").value } });
+    const hex = deviceHex(r.device_id).toLowerCase();
+    const keyFile = `device-${hex}.key`;
+    shownOnce($("provision-result"), `Device ${deviceHex(r.device_id)} provisioned — the key is shown only now`, [
+      el("p", {}, "Write it onto the wearable over USB now; Vigil will not show it again."),
+      el("label", { for: "prov-key" }, "Device key (hex)"),
+      el("pre", { id: "prov-key", tabindex: "0" }, r.key_hex),
+      el("p", {}, "Run, with the wearable on USB:"),
+      el("pre", { id: "prov-command", tabindex: "0" },
+        `umask 077; printf '%s' ${r.key_hex} > ${keyFile}\n` +
+        `vigil firmware provision --port /dev/ttyACM0 --device-id ${hex} --key-file ${keyFile}\n` +
+        `shred -u ${keyFile}`),
+    ]);
+    form.reset();
+    notify("");
+  } catch (err) {
+    notify(explain(err, "Provisioning"));
+  }
+  await loadDevices();
+}
+
+async function assign(event) {
+  event.preventDefault();
+  const deviceId = $("assign-device").value;
+  const officerId = $("assign-officer").value;
+  if (!deviceId || !officerId) { notify("Choose a device and an officer."); return; }
+  const end = $("assign-end").value;
+  try {
+    await api(`/devices/${deviceId}/assignment`, { method: "PUT",
+      body: { officer_id: Number(officerId), ends_at: end ? new Date(end).toISOString() : null } });
+    notify("");
+  } catch (err) {
+    notify(explain(err, "Assigning the device"));
+  }
+  await loadDevices();
+}
+
+async function loadGateways() {
+  let gateways;
+  try {
+    gateways = await api("/gateways");
+  } catch (err) {
+    notify(explain(err, "The gateway list"));
+    return;
+  }
+  const byId = new Map(devices.map((d) => [d.device_id, d]));
+  fill($("gateways"), ...gateways.map((g) => {
+    const recent = g.devices.map((id) => byId.get(id)?.last_seen).filter(Boolean).sort().pop();
+    const status = g.retired_at ? "retired" : recent && Date.now() - Date.parse(recent) < 120000 ? "active (devices heard recently)" : "registered, no recent traffic";
+    return el("tr", { dataset: { gatewayId: g.gateway_id } },
+      el("th", { scope: "row" }, g.gateway_id),
+      el("td", {}, status),
+      el("td", {}, g.mqtt_username || "—"),
+      el("td", {}, g.devices.length ? g.devices.map(deviceHex).join(", ") : "none"),
+      el("td", {}, when(g.created_at)));
+  }));
+  $("gateways-empty").hidden = gateways.length > 0;
+}
+
+async function register(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  let served;
+  try {
+    served = $("gw-devices").value.split(",").map((s) => s.trim()).filter(Boolean).map(parseDeviceId);
+  } catch (err) {
+    notify(err.message);
+    return;
+  }
+  try {
+    const r = await api("/gateways", { method: "POST", body: { gateway_id: $("gw-id").value.trim(), devices: served } });
+    shownOnce($("gateway-result"), `Gateway ${r.gateway_id} registered — credentials shown only now`, [
+      el("p", {}, "Put these in the gateway's configuration now; Vigil stores only their hashes."),
+      el("label", { for: "gw-token" }, "API token"), el("pre", { id: "gw-token", tabindex: "0" }, r.api_token),
+      el("label", { for: "gw-mqtt" }, "MQTT username and password"),
+      el("pre", { id: "gw-mqtt", tabindex: "0" }, `${r.mqtt_username}\n${r.mqtt_password}`),
+      el("p", { class: "small" }, r.note || ""),
+    ]);
+    form.reset();
+    notify("");
+  } catch (err) {
+    notify(explain(err, "Registering the gateway"));
+  }
+  await loadGateways();
+}
+
+async function main() {
+  await startPage(["fleet_admin"]);
+  $("provision-form").addEventListener("submit", provision);
+  $("assign-form").addEventListener("submit", assign);
+  $("gateway-form").addEventListener("submit", register);
+  await Promise.all([loadDevices(), loadOfficers()]);
+  await loadGateways();
+}
+
+main().catch(() => {});

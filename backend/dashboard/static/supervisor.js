@@ -1,0 +1,400 @@
+// The supervisor's screen: the live alert feed (WebSocket, resumed after a blip), acknowledge and
+// resolve from the feed, the officer board (no heart rate), and an officer's vitals only for an
+// open incident with the purpose declared.
+import { fill, API, ago, api, deviceHex, el, explain, notify, startPage, svg, token, when } from "./common.js";
+
+const PRIORITY = {
+  1: { icon: "▲", text: "Priority 1 — life threat" },
+  2: { icon: "◆", text: "Priority 2 — urgent" },
+  3: { icon: "●", text: "Priority 3 — check on officer" },
+};
+const STATE_TEXT = { raised: "New", delivered: "Delivered, not acknowledged", acknowledged: "Acknowledged — help is coming", resolved: "Resolved" };
+const OUTCOME_TEXT = { real_emergency: "Real emergency", false_alarm: "False alarm", test: "Test", cancelled_by_officer: "Cancelled by officer", other: "Other" };
+const DEVICE_EVENTS = {
+  sos: "SOS button pressed on the wearable",
+  fall_suspected: "the wearable suspects a fall",
+  mandown_alarm: "the wearable's man-down alarm went off (no motion after the pre-alert)",
+};
+const VITALS_PURPOSE = "safety_response";
+const VITALS_REFRESH_MS = 3000;
+// Reconnect delays: doubling from 0.5 s, capped, with full jitter so supervisors' browsers
+// do not all return in the same instant after an outage.
+const RECONNECT_BASE_MS = 500;
+const RECONNECT_CAP_MS = 15000;
+
+const alerts = new Map();      // alert id -> the alert as the backend last described it
+const officers = new Map();    // officer id -> board row
+let lastEventId = null;
+let muted = sessionStorage.getItem("vigil.muted") === "1";
+let vitalsFor = null;          // {officerId, alertId, timer}
+let socket = null;
+let attempt = 0;
+let me = null;
+
+const $ = (id) => document.getElementById(id);
+
+// ---- rendering helpers -------------------------------------------------------------------
+
+export function explanationText(x) {
+  if (!x || typeof x !== "object") return x ? String(x) : "";
+  if (x.summary) return x.summary;
+  if (x.detector === "device" && x.event) {
+    const said = DEVICE_EVENTS[x.event] || `device event ${x.event}`;
+    return x.device_priority ? `${said} (device priority ${x.device_priority})` : said;
+  }
+  return Object.entries(x)
+    .filter(([k, v]) => !["related", "gateway"].includes(k) && v !== null && v !== "")
+    .map(([k, v]) => `${k.replaceAll("_", " ")}: ${typeof v === "object" ? Object.entries(v).map(([a, b]) => `${a} ${b}`).join(", ") : v}`)
+    .join("; ");
+}
+
+function locationText(loc) {
+  if (!loc || loc.lat == null || loc.lon == null) return null;
+  return `${Number(loc.lat).toFixed(5)}, ${Number(loc.lon).toFixed(5)}${loc.source ? ` (${loc.source})` : ""}`;
+}
+
+function priorityBadge(p) {
+  const info = PRIORITY[p] || { icon: "?", text: `Priority ${p}` };
+  return el("span", { class: `prio p${p}` }, el("span", { "aria-hidden": "true" }, info.icon), info.text);
+}
+
+function unitOf(officerId) {
+  const o = officers.get(officerId);
+  return o && o.unit ? o.unit : null;
+}
+
+function sortKey(a) {
+  return [a.state === "resolved" ? 1 : 0, a.escalated ? 0 : 1, a.priority, -Date.parse(a.raised_at)];
+}
+
+function compare(a, b) {
+  const ka = sortKey(a), kb = sortKey(b);
+  for (let i = 0; i < ka.length; i++) if (ka[i] !== kb[i]) return ka[i] - kb[i];
+  return 0;
+}
+
+function alertCard(a) {
+  const open = a.state !== "resolved";
+  const unit = unitOf(a.officer_id);
+  const where = locationText(a.location);
+  const related = (a.explanation && a.explanation.related) || [];
+  const card = el("li", {
+    class: `alert p${a.priority}${a.escalated && open ? " escalated" : ""}${open ? "" : " resolved"}`,
+    dataset: { alertId: a.id, state: a.state, kind: a.kind },
+    "aria-label": `${PRIORITY[a.priority]?.text || ""}: ${a.title || a.kind}, ${a.officer_name || "unassigned device"}`,
+  },
+  el("header", {},
+    priorityBadge(a.priority),
+    el("span", { class: "title" }, a.title || a.kind),
+    a.escalated && open ? el("span", { class: "tag escalated" }, "⚠ ESCALATED — not acknowledged in time; dispatch flagged") : null,
+    el("span", { class: "state" }, STATE_TEXT[a.state] || a.state)),
+  el("div", { class: "who-line" },
+    a.officer_name || `Device ${deviceHex(a.device_id)} (no officer assigned)`,
+    unit ? ` · ${unit}` : "",
+    a.officer_id != null ? el("span", { class: "muted" }, ` · officer #${a.officer_id}`) : ""),
+  el("p", { class: "expl" }, explanationText(a.explanation)),
+  related.length ? el("ul", { class: "small" }, related.map((r) => el("li", {}, `also: ${r.kind} — ${explanationText(r.explanation)}`))) : null,
+  el("div", { class: "meta" },
+    el("span", {}, "Raised ", el("time", { datetime: a.raised_at, class: "ago", title: when(a.raised_at) }, ago(a.raised_at))),
+    el("span", {}, "Device ", deviceHex(a.device_id)),
+    el("span", {}, where ? `Location: ${where}` : "Location unknown"),
+    a.outcome ? el("span", {}, `Outcome: ${OUTCOME_TEXT[a.outcome] || a.outcome}`) : null),
+  open ? actions(a) : null);
+  return card;
+}
+
+function actions(a) {
+  const box = el("div", { class: "acts" });
+  if (a.state !== "acknowledged") {
+    box.append(el("button", { type: "button", class: "primary ack", onclick: (e) => act(e.currentTarget, a, "acknowledge") },
+      "Acknowledge — send “help is coming”"));
+  }
+  const select = el("select", { "aria-label": `Outcome for ${a.title || a.kind} of ${a.officer_name || "device"}`, class: "outcome" },
+    el("option", { value: "" }, "Outcome…"),
+    Object.entries(OUTCOME_TEXT).map(([v, t]) => el("option", { value: v }, t)));
+  box.append(select, el("button", { type: "button", class: "resolve", onclick: (e) => {
+    if (!select.value) { select.focus(); notify("Choose an outcome before resolving."); return; }
+    act(e.currentTarget, a, "resolve", { outcome: select.value });
+  } }, "Resolve"));
+  return box;
+}
+
+async function act(button, a, verb, body) {
+  button.disabled = true;
+  try {
+    const updated = await api(`/alerts/${a.id}/${verb}`, { method: "POST", body: body || {} });
+    notify("");
+    upsert(updated, false);
+  } catch (err) {
+    notify(explain(err, verb === "acknowledge" ? "Acknowledging" : "Resolving"));
+    button.disabled = false;
+  }
+}
+
+function renderFeed() {
+  const list = [...alerts.values()].sort(compare);
+  const openOnes = list.filter((a) => a.state !== "resolved");
+  const closed = list.filter((a) => a.state === "resolved").slice(0, 50);
+  // Keep focus on the same control across re-renders (keyboard users acting on the feed).
+  const active = document.activeElement;
+  const focusId = active && active.closest && active.closest("[data-alert-id]")?.dataset.alertId;
+  const focusClass = active && active.className;
+  fill($("feed"), ...openOnes.map(alertCard));
+  fill($("closed"), ...closed.map(alertCard));
+  $("closed-count").textContent = String(closed.length);
+  $("feed-empty").hidden = openOnes.length > 0;
+  if (focusId) {
+    const again = document.querySelector(`[data-alert-id="${CSS.escape(focusId)}"] .${String(focusClass).split(" ").pop()}`);
+    if (again) again.focus();
+  }
+}
+
+// ---- sound and announcements -------------------------------------------------------------
+
+let audio = null;
+function beep() {
+  if (muted) return;
+  try {
+    audio = audio || new AudioContext();
+    const now = audio.currentTime;
+    for (let i = 0; i < 3; i++) {  // three short high tones
+      const osc = audio.createOscillator();
+      const gain = audio.createGain();
+      osc.type = "square";
+      osc.frequency.value = 1046;
+      gain.gain.setValueAtTime(0.0001, now + i * 0.3);
+      gain.gain.exponentialRampToValueAtTime(0.25, now + i * 0.3 + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, now + i * 0.3 + 0.2);
+      osc.connect(gain).connect(audio.destination);
+      osc.start(now + i * 0.3);
+      osc.stop(now + i * 0.3 + 0.22);
+    }
+  } catch { /* no audio device: the visual and aria-live alert still stand */ }
+}
+
+function announce(text) {
+  const region = $("announcer");
+  region.textContent = "";
+  setTimeout(() => { region.textContent = text; }, 50);
+}
+
+function setMuted(value) {
+  muted = value;
+  sessionStorage.setItem("vigil.muted", value ? "1" : "0");
+  const b = $("mute");
+  b.setAttribute("aria-pressed", String(value));
+  b.textContent = value ? "Sound for priority 1: muted" : "Sound for priority 1: on";
+}
+
+// ---- state changes ------------------------------------------------------------------------
+
+function upsert(a, live) {
+  const before = alerts.get(a.id);
+  if (before && !live && before.updated_at && a.updated_at && Date.parse(before.updated_at) > Date.parse(a.updated_at)) return;
+  alerts.set(a.id, { ...before, ...a });
+  if (live && (a.change === "raised" || a.change === "upgraded" || a.change === "escalated")) {
+    const words = `${a.change === "escalated" ? "Escalated" : "New"} ${PRIORITY[a.priority]?.text || ""} alert: ${a.title || a.kind} — ${a.officer_name || deviceHex(a.device_id)}`;
+    announce(words);
+    if (a.priority === 1 && a.change !== "escalated") beep();
+  }
+  if (a.officer_id != null) {
+    const row = officers.get(a.officer_id);
+    if (row) {
+      row.incident = a.state === "resolved" ? null : { id: a.id, kind: a.kind, priority: a.priority, state: a.state, escalated: a.escalated };
+      renderBoard();
+    }
+  }
+  if (vitalsFor && vitalsFor.alertId === a.id && a.state === "resolved") closeVitals("The incident was resolved; its vitals are closed.");
+  renderFeed();
+}
+
+function officerStatus(s) {
+  let row = officers.get(s.officer_id);
+  if (!row) {
+    row = { officer_id: s.officer_id, officer_name: s.officer_name, unit: null, device_id: s.device_id };
+    officers.set(s.officer_id, row);
+  }
+  // Two publishers: detection (state, device, battery) and the alert lifecycle (status, alert).
+  if (s.state) row.state = s.state;
+  if (s.reasons) row.reasons = s.reasons;
+  if (s.device) row.device = s.device;
+  if (s.battery_pct !== undefined) row.battery_pct = s.battery_pct;
+  if (s.charging !== undefined) row.charging = s.charging;
+  if (s.last_seen !== undefined && typeof s.last_seen === "string") row.last_seen = s.last_seen;
+  if (s.status === "ok") row.incident = null;
+  if (s.status === "incident" && s.alert_id) row.incident = { ...(row.incident || {}), id: s.alert_id, kind: s.kind, state: s.state };
+  renderBoard();
+}
+
+// ---- officer board ------------------------------------------------------------------------
+
+const BOARD_STATUS = {
+  ok: { cls: "ok", icon: "✓", text: "OK" },
+  check: { cls: "check", icon: "!", text: "Check" },
+  alert: { cls: "alert", icon: "▲", text: "Alert" },
+};
+
+function boardStatus(row) {
+  if (row.incident) return BOARD_STATUS.alert;
+  return BOARD_STATUS[row.state] || BOARD_STATUS.ok;
+}
+
+function renderBoard() {
+  const rows = [...officers.values()].sort((a, b) => (b.incident ? 1 : 0) - (a.incident ? 1 : 0) || String(a.officer_name).localeCompare(String(b.officer_name)));
+  fill($("board"), ...rows.map((r) => {
+    const st = boardStatus(r);
+    const connected = r.device ? r.device === "connected" : r.last_seen && Date.now() - Date.parse(r.last_seen) < 60000;
+    const reasons = (r.reasons || []).map((x) => x.replaceAll("_", " ")).join(", ");
+    return el("tr", { dataset: { officerId: r.officer_id } },
+      el("td", {}, r.officer_name || `Officer #${r.officer_id}`, el("small", {}, r.unit || "")),
+      el("td", {}, el("span", { class: `status ${connected ? "ok" : "offline"}` },
+        el("span", { "aria-hidden": "true" }, connected ? "●" : "○"), connected ? "Connected" : "Offline"),
+        el("small", {}, deviceHex(r.device_id), r.last_seen ? ` · seen ${ago(r.last_seen)}` : "")),
+      el("td", {}, r.battery_pct == null ? "—" : `${Math.round(r.battery_pct)} %${r.charging ? " (charging)" : ""}`),
+      el("td", {}, el("span", { class: `status ${st.cls}` }, el("span", { "aria-hidden": "true" }, st.icon), st.text),
+        reasons ? el("small", {}, reasons) : null,
+        r.incident ? el("button", { type: "button", class: "vitals-open", onclick: () => openVitals(r) },
+          "Open vitals for this incident") : null));
+  }));
+  $("board-empty").hidden = officers.size > 0;
+}
+
+async function loadBoard() {
+  try {
+    const rows = await api("/live/officers");
+    const seen = new Set();
+    for (const r of rows) {
+      seen.add(r.officer_id);
+      const prev = officers.get(r.officer_id) || {};
+      officers.set(r.officer_id, { ...prev, ...r, incident: r.incident });
+    }
+    for (const id of [...officers.keys()]) if (!seen.has(id)) officers.delete(id);
+    renderBoard();
+  } catch (err) {
+    notify(explain(err, "The officer board"));
+  }
+}
+
+// ---- vitals for an open incident ----------------------------------------------------------
+
+async function openVitals(row) {
+  closeVitals();
+  vitalsFor = { officerId: row.officer_id, alertId: row.incident && row.incident.id, name: row.officer_name, timer: null };
+  $("vitals").hidden = false;
+  $("vitals-h").textContent = `Live vitals — ${row.officer_name || "officer #" + row.officer_id}`;
+  $("vitals-purpose").textContent = `Purpose declared: ${VITALS_PURPOSE} (getting help to an officer in distress). Loading…`;
+  fill($("vitals-body"));
+  await refreshVitals();
+  $("vitals-close").focus();
+}
+
+async function refreshVitals() {
+  if (!vitalsFor) return;
+  const target = vitalsFor;
+  try {
+    const v = await api(`/officers/${target.officerId}/vitals`, { query: { purpose: VITALS_PURPOSE, limit: 2000 } });
+    if (vitalsFor !== target) return;
+    $("vitals-purpose").textContent = `Purpose declared: ${v.purpose} · granted by rule ${v.rule} (policy ${v.policy}) · ` +
+      `incident span ${when(v.start)} – ${when(v.end)} · this read is audit entry #${v.audit_seq}`;
+    const rows = v.rows || [];
+    const last = rows[rows.length - 1];
+    const hr = rows.filter((r) => r.heart_rate != null);
+    fill($("vitals-body"), 
+      last ? el("p", {},
+        el("span", { class: "big" }, last.heart_rate == null ? "— bpm" : `${Math.round(last.heart_rate)} bpm`),
+        ` heart rate (quality ${last.hr_quality == null ? "—" : Number(last.hr_quality).toFixed(2)}) · activity: ${last.activity || "—"} · posture: ${last.posture || "—"} · at ${when(last.time)}`)
+        : el("p", { class: "muted" }, "No measurements in this incident's span yet."),
+      hr.length > 1 ? sparkline(hr) : null);
+    target.timer = setTimeout(refreshVitals, VITALS_REFRESH_MS);
+  } catch (err) {
+    if (vitalsFor !== target) return;
+    $("vitals-purpose").textContent = explain(err, `Reading vitals for ${VITALS_PURPOSE}`);
+    fill($("vitals-body"));
+  }
+}
+
+function sparkline(rows) {
+  const values = rows.map((r) => r.heart_rate);
+  const lo = Math.min(...values) - 5, hi = Math.max(...values) + 5;
+  const w = 400, h = 60;
+  const pts = values.map((v, i) => `${(i / (values.length - 1)) * w},${h - ((v - lo) / (hi - lo)) * h}`).join(" ");
+  return svg("svg", { class: "spark", viewBox: `0 0 ${w} ${h}`, role: "img",
+    "aria-label": `Heart rate over the incident span, ${Math.round(Math.min(...values))} to ${Math.round(Math.max(...values))} bpm` },
+  svg("polyline", { points: pts }));
+}
+
+function closeVitals(message) {
+  if (vitalsFor && vitalsFor.timer) clearTimeout(vitalsFor.timer);
+  vitalsFor = null;
+  $("vitals").hidden = true;
+  fill($("vitals-body"));
+  if (message) announce(message);
+}
+
+// ---- live feed ----------------------------------------------------------------------------
+
+function setConn(state, text) {
+  const badge = $("feed-state");
+  badge.className = `conn ${state}`;
+  badge.textContent = text;
+}
+
+async function loadAlerts() {
+  try {
+    for (const a of await api("/alerts", { query: { limit: 100 } })) upsert(a, false);
+  } catch (err) {
+    if (err.status !== 503) notify(explain(err, "Alert history"));
+  }
+}
+
+function connect() {
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const params = new URLSearchParams({ token: token() || "" });
+  if (lastEventId != null) params.set("last_event_id", String(lastEventId));
+  const ws = new WebSocket(`${proto}://${location.host}${API}/ws?${params}`);
+  socket = ws;
+  ws.onopen = () => {
+    attempt = 0;
+    setConn("live", "● Live");
+    // After a blip: the backlog after last_event_id arrives on the socket; the REST list and the
+    // board reconcile anything older than the hub's replay buffer.
+    if (lastEventId != null) { loadAlerts(); loadBoard(); }
+  };
+  ws.onmessage = (msg) => {
+    const event = JSON.parse(msg.data);
+    if (typeof event.id === "number") lastEventId = event.id;
+    if (event.type === "alert") upsert(event.data, true);
+    else if (event.type === "officer_status") officerStatus(event.data);
+  };
+  ws.onclose = (ev) => {
+    if (socket !== ws) return;
+    if (ev.code === 4401 || ev.code === 4403) {
+      setConn("down", "✕ Live feed refused");
+      notify(`The live feed was refused: ${ev.reason || "not allowed"}`);
+      return;
+    }
+    const delay = Math.random() * Math.min(RECONNECT_CAP_MS, RECONNECT_BASE_MS * 2 ** attempt);
+    attempt += 1;
+    setConn("down", `✕ Disconnected — reconnecting (attempt ${attempt})`);
+    setTimeout(connect, delay);
+  };
+}
+
+// ---- start --------------------------------------------------------------------------------
+
+async function main() {
+  me = await startPage(["supervisor"]);
+  setMuted(muted);
+  $("mute").addEventListener("click", () => setMuted(!muted));
+  $("vitals-close").addEventListener("click", () => closeVitals("Vitals closed."));
+  await loadBoard();
+  connect();  // first, so nothing raised while the history loads is missed
+  await loadAlerts();
+  setInterval(() => {
+    for (const t of document.querySelectorAll("time.ago")) t.textContent = ago(t.getAttribute("datetime"));
+  }, 1000);
+  setInterval(renderBoard, 15000);  // "seen … ago" and offline after silence
+  setInterval(loadBoard, 60000);    // officers coming on and off shift
+}
+
+main().catch(() => {});

@@ -15,18 +15,19 @@ import signal
 import time
 from pathlib import Path
 
+import httpx
 import websockets
 
-from backend import fleet, infra
+from backend import auth, fleet, infra
 from backend.core import db
 from backend.core.config import BackendSettings
-from backend.core.security import issue_token
 from backend.server import serve
 
 log = logging.getLogger("vigil.demo")
 
 AGENCY = "demo"
 FIRST_DEVICE_ID = 0x00D30001
+DEMO_SUPERVISOR, DEMO_ADMIN, DEMO_PASSWORD = "supervisor", "admin", "vigil-demo"  # a throwaway demo database
 OFFICER_NAMES = ["Rivera", "Okafor", "Nguyen", "Schmidt", "Haddad", "Kowalski", "Tanaka", "Mensah", "Silva", "Novak"]
 
 
@@ -81,6 +82,8 @@ async def _provision(settings: BackendSettings, officers: int) -> dict[int, tupl
             device = await fleet.provision_device(engine, settings.secret_key.get_secret_value(), AGENCY, FIRST_DEVICE_ID + i)
             await fleet.assign_device(engine, device.device_id, officer_id)
             devices[device.device_id] = (device.key, name)
+        await auth.create_user(engine, DEMO_SUPERVISOR, DEMO_PASSWORD, "supervisor", AGENCY)
+        await auth.create_user(engine, DEMO_ADMIN, DEMO_PASSWORD, "fleet_admin", AGENCY)
     finally:
         await engine.dispose()
     return devices
@@ -110,7 +113,12 @@ async def _run(officers: int, duration_s: float, port: int, workdir: Path) -> in
             gw = GatewaySettings(agency=AGENCY, gateway_id="car-12", mqtt_url=mqtt_url, devices=list(devices),
                                  queue_path=workdir / "gateway-queue.sqlite3", latitude=40.7128, longitude=-74.0060)
             gateway_task = asyncio.create_task(Gateway(gw).run(stop), name="gateway")
-            token = issue_token(settings.secret_key.get_secret_value(), {"sub": "demo-supervisor", "role": "supervisor", "agency": AGENCY}, 12 * 3600)
+            async with httpx.AsyncClient(base_url=backend.url) as http:
+                login = await http.post("/api/v1/auth/token", data={"username": DEMO_SUPERVISOR, "password": DEMO_PASSWORD})
+                login.raise_for_status()
+                token = login.json()["access_token"]
+            _say(f"\nLogin:      supervisor '{DEMO_SUPERVISOR}' / fleet admin '{DEMO_ADMIN}', password '{DEMO_PASSWORD}' "
+                 f"(POST {backend.url}/api/v1/auth/token)")
             _say(f"\nAPI:        {backend.url}/docs")
             _say(f"Alerts:     curl -H 'Authorization: Bearer {token}' {backend.url}/api/v1/alerts")
             _say(f"Live feed:  {backend.url.replace('http', 'ws')}/api/v1/ws?token={token}\n")
@@ -122,11 +130,12 @@ async def _run(officers: int, duration_s: float, port: int, workdir: Path) -> in
                         msg = json.loads(await asyncio.wait_for(ws.recv(), 1.0))
                     except asyncio.TimeoutError:
                         continue
-                    if msg["type"] == "alert":
+                    if msg["type"] == "alert" and msg["data"].get("change", "raised") in ("raised", "upgraded", "escalated"):
                         a = msg["data"]
                         seen += 1
                         where = f" at {a['location']['lat']:.4f},{a['location']['lon']:.4f}" if a.get("location") else ""
-                        _say(f"[{time.monotonic() - started:6.1f} s] ALERT priority {a['priority']} {a['title']}: "
+                        what = {"raised": "ALERT", "upgraded": "UPGRADED", "escalated": "ESCALATED"}[a.get("change", "raised")]
+                        _say(f"[{time.monotonic() - started:6.1f} s] {what} priority {a['priority']} {a['title']}: "
                              f"{a['officer_name']} (device {a['device_id']:#010x}){where} — {json.dumps(a['explanation'])}")
             stop.set()
             await gateway_task

@@ -141,7 +141,8 @@ async def test_sos_to_page_acknowledge_resolve_and_report(database_url, mqtt_bro
             await shot(sup, "supervisor-vitals")
 
             help_before = sim.wearables[DEVICE].help_coming_count
-            await card.get_by_role("button", name="Acknowledge").click()
+            await card.get_by_role("button", name="Acknowledge").focus()
+            await sup.keyboard.press("Enter")  # keyboard usable: a real button
             await asyncio.wait_for(sim.wearables[DEVICE].help_coming.wait(), 15)
             assert sim.wearables[DEVICE].help_coming_count > help_before
             await _card(sup, "sos").and_(sup.locator('[data-state="acknowledged"]')).wait_for(timeout=5_000)
@@ -193,6 +194,13 @@ async def test_sos_to_page_acknowledge_resolve_and_report(database_url, mqtt_bro
             command = await admin.locator("#prov-command").inner_text()
             assert "vigil firmware provision --port /dev/ttyACM0 --device-id 0x00a11ce5" in command
             await admin.locator(f'#devices tr[data-device-id="{0x00A11CE5}"]').wait_for()
+            await admin.get_by_label("Gateway id").fill("car-12")
+            await admin.get_by_label("Devices it may serve").fill("0x00C0FFEE")
+            await admin.get_by_role("button", name="Register").click()
+            await admin.locator("#gw-token").wait_for()
+            assert (await admin.locator("#gw-token").inner_text()).startswith("vgw_")
+            await admin.locator('#gateways tr[data-gateway-id="car-12"]').wait_for()
+            assert "0x00C0FFEE" in await admin.locator('#gateways tr[data-gateway-id="car-12"]').inner_text()
             await shot(admin, "fleet")
 
             await sup.set_viewport_size({"width": 768, "height": 1000})
@@ -215,3 +223,66 @@ async def backend_policy(base: str) -> dict:
     import httpx
     async with httpx.AsyncClient(base_url=base) as http:
         return (await http.get("/api/v1/policy")).json()
+
+
+async def test_feed_resumes_after_network_blip(database_url, mqtt_broker, agency, tmp_path):
+    """The live feed drops; while it is away an alert is resolved by a colleague and a new one
+    is raised. The page reconnects on its own with last_event_id and shows both, no reload.
+    Left unacknowledged, the new one escalates, and the page makes it stand out."""
+    settings = backend_settings(database_url, *mqtt_broker, agency, escalate_after_s=4.0)
+    seeded = await _seed(settings, agency)
+    errors: list[str] = []
+    async with serve(settings) as backend, chromium(tmp_path) as browser:
+        base = backend.url
+        alerts = backend.runtime.alerts
+        sockets: list = []
+        during_blip = asyncio.Event()
+
+        async def feed(ws) -> None:
+            sockets.append(ws)
+            if len(sockets) > 1:
+                await during_blip.wait()  # the reconnect reaches the backend only after the missed events
+            ws.connect_to_server()
+
+        page = await browser.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.route_web_socket("**/api/v1/ws*", feed)
+        await page.goto(base + "/login")
+        await page.get_by_label("Username").fill(f"{agency}-sup1")
+        await page.get_by_label("Password").fill(PASSWORD)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.wait_for_url(base + "/supervisor")
+        await page.locator("#feed-state.live").wait_for()
+        await page.evaluate("window.__sameDocument = true")
+
+        fall = await alerts.raise_alert(
+            agency_id=agency, device_id=DEVICE, seq=1, kind="fall", officer_id=seeded["okafor"], officer_name="Officer Okafor",
+            explanation={"detector": "backend.fall", "summary": "fall: impact 4.1 g, free fall to 0.21 g, trunk turned 80 deg"})
+        card = _card(page, "fall")
+        await card.wait_for()
+        assert "fall: impact 4.1 g" in await card.inner_text()
+        assert "Priority 2" in await card.inner_text()
+
+        await sockets[0].close()  # the blip
+        await page.locator("#feed-state.down").wait_for()
+        await shot(page, "supervisor-reconnecting")
+        await alerts.resolve(fall.id, "user:colleague", agency, "false_alarm")
+        await alerts.raise_alert(
+            agency_id=agency, device_id=IDLE_DEVICE, seq=1, kind="device_alarm", officer_id=seeded["lindqvist"],
+            officer_name="Officer Lindqvist", explanation={"detector": "device", "event": "mandown_alarm", "device_priority": 1})
+        await wait_until(lambda: len(sockets) > 1, 20, what="the page reconnecting")
+        during_blip.set()
+
+        await _card(page, "device_alarm").wait_for(timeout=10_000)
+        await _card(page, "fall", "#closed").wait_for(state="attached", timeout=10_000)
+        assert await _card(page, "fall").count() == 0
+        assert "last_event_id=" in sockets[1].url
+        assert await page.evaluate("window.__sameDocument === true")  # caught up without a reload
+        await page.locator("#feed-state.live").wait_for()
+        await shot(page, "supervisor-after-blip")
+
+        escalated = page.locator('#feed li.alert.escalated[data-kind="device_alarm"]')
+        await escalated.wait_for(timeout=20_000)
+        assert "ESCALATED" in await escalated.inner_text()
+        await shot(page, "supervisor-escalated")
+    assert not errors, errors

@@ -41,21 +41,20 @@ async function loadPolicy() {
   }
 }
 
-/** Horizontal bar chart: rows of {label, value, max?, cls?}. */
+/** Horizontal bar chart, each label above its bar (long labels never clip): rows of {label, value, cls?}. */
 function barChart(title, rows, { format = (v) => String(v), max } = {}) {
   if (!rows.length) return el("p", { class: "muted" }, `${title}: nothing in this period.`);
   const top = max ?? Math.max(1, ...rows.map((r) => r.value || 0));
-  const rowH = 24, labelW = 210, barW = 330, w = labelW + barW + 80;
-  const h = rows.length * rowH + 8;
-  const chart = svg("svg", { class: "chart", viewBox: `0 0 ${w} ${h}`, role: "img", "aria-label": `${title}: ` + rows.map((r) => `${r.label} ${format(r.value)}`).join(", ") },
-    svg("line", { class: "axis", x1: labelW, y1: 0, x2: labelW, y2: h }),
+  const rowH = 36, barW = 480, w = barW + 90;
+  const h = rows.length * rowH + 4;
+  const chart = svg("svg", { class: "chart", viewBox: `0 0 ${w} ${h}`, role: "img", "aria-label": `${title}: ` + rows.map((r) => `${r.label} ${r.value == null ? "suppressed" : format(r.value)}`).join(", ") },
     rows.map((r, i) => {
-      const y = i * rowH + 4;
-      const len = r.value == null ? 0 : Math.max(1, (r.value / top) * barW);
+      const y = i * rowH;
+      const len = r.value == null ? 0 : Math.max(2, (r.value / top) * barW);
       return [
-        svg("text", { x: labelW - 6, y: y + 15, "text-anchor": "end" }, r.label),
-        svg("rect", { class: `bar ${r.cls || ""}`, x: labelW, y, width: len, height: rowH - 8 }),
-        svg("text", { x: labelW + len + 6, y: y + 15 }, r.value == null ? "suppressed" : format(r.value)),
+        svg("text", { x: 0, y: y + 13 }, r.label),
+        svg("rect", { class: `bar ${r.cls || ""}`, x: 0, y: y + 17, width: len, height: 14 }),
+        svg("text", { x: len + 6, y: y + 29 }, r.value == null ? "suppressed" : format(r.value)),
       ];
     }));
   return el("figure", {}, el("figcaption", {}, el("strong", {}, title)), chart);

@@ -176,17 +176,40 @@ select agency_id, status, count(*) as devices from devices group by 1, 2;
 """
 
 _EVENT_TRIGGER_SQL = """
+-- After DDL: a new partition, chunk or view of a biometric table, or any GRANT, gets the
+-- biometric revocations at once (cheap: only those relations). Full grants: start-up.
 create or replace function vigil_privacy_ddl_hook() returns event_trigger language plpgsql as $$
+declare
+    bio regclass[];
+    cmd record;
+    rel regclass;
+    touched regclass[] := '{}';
+    any_grant boolean := false;
 begin
     if coalesce(current_setting('vigil.privacy_hook', true), '') = 'on' then
-        return;  -- our own GRANT/REVOKE statements
+        return;  -- our own REVOKE statements
     end if;
     perform set_config('vigil.privacy_hook', 'on', true);
     begin
-        perform vigil_apply_privacy_grants();
-        perform vigil_install_audit_triggers();
+        bio := vigil_biometric_relations();
+        for cmd in select * from pg_event_trigger_ddl_commands() loop
+            if cmd.command_tag = 'GRANT' then
+                any_grant := true;
+            elsif cmd.classid = 'pg_class'::regclass and cmd.objid::regclass = any(bio) then
+                touched := touched || cmd.objid::regclass;
+            end if;
+        end loop;
+        if any_grant then
+            touched := bio;
+        end if;
+        foreach rel in array touched loop
+            execute format('revoke all on %s from public, vigil_reporting, vigil_auditor', rel);
+        end loop;
+        if tg_tag in ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO') then
+            perform vigil_install_audit_triggers();
+        end if;
     exception when others then
-        raise warning 'vigil privacy grants not re-applied after DDL: %', sqlerrm;
+        raise warning 'vigil privacy revocations not applied after DDL: %', sqlerrm;
     end;
     perform set_config('vigil.privacy_hook', 'off', true);
 end $$;

@@ -185,6 +185,10 @@ async def test_sos_to_page_acknowledge_resolve_and_report(database_url, mqtt_bro
             await officer.locator("#accesses tr").first.wait_for()
             assert "safety_response" in await officer.locator("#accesses").inner_text()  # the supervisor's read, shown to him
             await shot(officer, "officer")
+            # A page for another role says so instead of showing a half-working screen.
+            await officer.goto(base + "/supervisor")
+            await officer.locator("#notice", has_text="you are signed in as Officer").wait_for()
+            assert await officer.locator("#feed").count() == 0
 
             admin = await sign_in(browser, base, f"{agency}-fleet", "/fleet", errors)
             await admin.locator(f'#devices tr[data-device-id="{DEVICE}"]').wait_for()

@@ -58,9 +58,17 @@ function priorityBadge(p) {
   return el("span", { class: `prio p${p}` }, el("span", { "aria-hidden": "true" }, info.icon), info.text);
 }
 
+const units = new Map();       // officer id -> unit, for alerts of officers not on the board
+
 function unitOf(officerId) {
   const o = officers.get(officerId);
-  return o && o.unit ? o.unit : null;
+  return o && o.unit ? o.unit : units.get(officerId) || null;
+}
+
+async function loadUnits() {
+  try {
+    for (const o of await api("/officers")) if (o.unit) units.set(o.id, o.unit);
+  } catch { /* the board's units still show */ }
 }
 
 function sortKey(a) {
@@ -387,7 +395,7 @@ async function main() {
   setMuted(muted);
   $("mute").addEventListener("click", () => setMuted(!muted));
   $("vitals-close").addEventListener("click", () => closeVitals("Vitals closed."));
-  await loadBoard();
+  await Promise.all([loadBoard(), loadUnits()]);
   connect();  // first, so nothing raised while the history loads is missed
   await loadAlerts();
   setInterval(() => {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from pathlib import Path
 
@@ -184,6 +185,11 @@ async def test_sos_to_page_acknowledge_resolve_and_report(database_url, mqtt_bro
             assert "False alarm" in await officer.locator("#my-alerts").inner_text()
             await officer.locator("#accesses tr").first.wait_for()
             assert "safety_response" in await officer.locator("#accesses").inner_text()  # the supervisor's read, shown to him
+            async with officer.expect_download() as download:
+                await officer.get_by_role("button", name="Download my data").click()
+            exported = json.loads(Path(await (await download.value).path()).read_text())
+            assert [a["outcome"] for a in exported["alerts"]] == ["false_alarm"]
+            await officer.locator("#export-state", has_text="Exported").wait_for()
             await shot(officer, "officer")
             # A page for another role says so instead of showing a half-working screen.
             await officer.goto(base + "/supervisor")

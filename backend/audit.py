@@ -164,7 +164,7 @@ def verify_rows(rows: list[dict], anchor: dict | None = None) -> Verification:
                 result.problems.append(f"entry {seq - 1 if seq > 1 else seq}: edited or replaced (entry {seq} links to a hash no entry has)")
         prev_hash, prev_seq = r["hash"], seq
     result.head_seq, result.head_hash = prev_seq, prev_hash
-    if anchor:
+    if anchor and int(anchor.get("seq", 0)) > 0:
         a_seq, a_hash = int(anchor["seq"]), anchor["hash"]
         row = next((r for r in rows if r["seq"] == a_seq), None)
         if row is None:

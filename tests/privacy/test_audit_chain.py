@@ -97,3 +97,22 @@ async def test_edit_delete_and_reorder_are_detected_by_vigil_audit_verify(world,
     assert vigil_audit_verify(world.settings).returncode == 0  # invisible without the anchor ...
     bad = vigil_audit_verify(world.settings, "--anchor", str(anchor))
     assert bad.returncode == 1 and f"entry {n}: deleted" in bad.stderr, bad.stderr  # ... caught with it
+
+
+async def test_alert_transitions_and_provisioning_enter_the_chain_without_secrets(world):
+    from tests.privacy.conftest import NOW, open_incident
+
+    engine = db.create_engine(world.settings)
+    alert = await open_incident(engine, world.agency, world.alice, world.alice_device, NOW)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("insert into alert_transitions (alert_id, state, at, actor, note) values (:a, 'acknowledged', now(), 'user:sup-1', '')"),
+                           {"a": alert})
+    await audit.drain_outbox(engine)
+    chain = await audit.read_chain(engine)
+    await engine.dispose()
+    steps = [e for e in chain if e["action"] == "alert.transition"]
+    assert [(e["actor"], e["subject"], e["details"]["state"], e["agency_id"]) for e in steps] == \
+        [("user:sup-1", f"alert:{alert}", "acknowledged", world.agency)]
+    devices = [e for e in chain if e["action"] == "provisioning.devices.insert"]
+    assert len(devices) == 3 and all("key_wrapped" not in e["details"] for e in devices)
+    assert audit.verify_rows(chain).ok

@@ -20,6 +20,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fuzz.add_argument("--corpus", type=Path, default=Path("artifacts/fuzz/frames"))
     fuzz.set_defaults(func=lambda a: _fuzz(a))
 
+    soak = sub.add_parser("soak", help="a long shift: simulated devices against a backend process; memory and loss report")
+    soak.add_argument("--devices", type=int, default=1000)
+    soak.add_argument("--minutes", type=float, default=60.0)
+    soak.add_argument("--sample-s", type=float, default=60.0, help="how often memory and queues are sampled")
+    soak.add_argument("--out", type=Path, default=Path("artifacts/soak"))
+    soak.set_defaults(func=lambda a: __import__("backend.bench.soak", fromlist=["main"]).main(a.devices, a.minutes, a.sample_s, a.out))
+
 
 def _models(args: argparse.Namespace) -> int:
     from backend.bench.models_bench import run

@@ -80,6 +80,9 @@ async def sign_in(context, base: str, username: str, landing: str, errors: list[
     await page.goto(base + "/login")
     await page.get_by_label("Username").fill(username)
     await page.get_by_label("Password").fill(PASSWORD)
+    if landing == "/supervisor":
+        await page.locator("#policy-footer strong").wait_for()
+        await shot(page, "login")
     await page.get_by_role("button", name="Sign in").click()
     await page.wait_for_url(base + landing)
     return page

@@ -320,7 +320,7 @@ class AlertService:
             self._hub.publish(incident.agency_id, "officer_status", {
                 "officer_id": incident.officer_id, "officer_name": incident.officer_name,
                 "device_id": incident.device_id, "status": "ok" if not incident.is_open else "incident",
-                "alert_id": str(incident.id), "kind": incident.kind, "state": incident.state,
+                "alert_id": str(incident.id), "kind": incident.kind, "incident_state": incident.state,
             })
 
     def _remember(self, aid: uuid.UUID, alert: Alert) -> None:

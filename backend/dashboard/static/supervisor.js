@@ -230,7 +230,7 @@ function officerStatus(s) {
   if (s.charging !== undefined) row.charging = s.charging;
   if (s.last_seen !== undefined && typeof s.last_seen === "string") row.last_seen = s.last_seen;
   if (s.status === "ok") row.incident = null;
-  if (s.status === "incident" && s.alert_id) row.incident = { ...(row.incident || {}), id: s.alert_id, kind: s.kind, state: s.state };
+  if (s.status === "incident" && s.alert_id) row.incident = { ...(row.incident || {}), id: s.alert_id, kind: s.kind, state: s.incident_state };
   renderBoard();
 }
 

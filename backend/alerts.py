@@ -317,7 +317,7 @@ class AlertService:
         data["change"] = change
         self._hub.publish(incident.agency_id, "alert", data)
         if change in ("raised", "upgraded", "acknowledged", "resolved", "escalated") and incident.officer_id is not None:
-            self._hub.publish(incident.agency_id, "officer_status", {
+            self._hub.publish(incident.agency_id, "officer_incident", {
                 "officer_id": incident.officer_id, "officer_name": incident.officer_name,
                 "device_id": incident.device_id, "status": "ok" if not incident.is_open else "incident",
                 "alert_id": str(incident.id), "kind": incident.kind, "incident_state": incident.state,

@@ -222,7 +222,7 @@ function officerStatus(s) {
     row = { officer_id: s.officer_id, officer_name: s.officer_name, unit: null, device_id: s.device_id };
     officers.set(s.officer_id, row);
   }
-  // Two publishers: detection (state, device, battery) and the alert lifecycle (status, alert).
+  // officer_status (detection: state, device, battery) and officer_incident (lifecycle: open incident).
   if (s.state) row.state = s.state;
   if (s.reasons) row.reasons = s.reasons;
   if (s.device) row.device = s.device;
@@ -372,7 +372,7 @@ function connect() {
     const event = JSON.parse(msg.data);
     if (typeof event.id === "number") lastEventId = event.id;
     if (event.type === "alert") upsert(event.data, true);
-    else if (event.type === "officer_status") officerStatus(event.data);
+    else if (event.type === "officer_status" || event.type === "officer_incident") officerStatus(event.data);
   };
   ws.onclose = (ev) => {
     if (socket !== ws) return;

@@ -28,6 +28,11 @@ class BackendMetrics:
                                               ["kind"], registry=self.registry)
         self.detection_failures = Counter("vigil_detection_failures", "Detection rounds that failed", registry=self.registry)
         self.detection_rows_written = Counter("vigil_detection_rows_written", "Rows written by the batch writers", ["table"], registry=self.registry)
+        self.frame_to_features = Histogram(
+            "vigil_frame_to_features_seconds",
+            "From a window's last frame (its device time, on the wall clock) to its features stored",
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0), registry=self.registry,
+        )
         self.detection_rows_dropped = Counter("vigil_detection_rows_dropped", "Rows dropped from a full write buffer", ["table"], registry=self.registry)
 
     def rejected_count(self, reason: str) -> float:

@@ -15,6 +15,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     models.add_argument("--no-libraries", action="store_true")
     models.set_defaults(func=lambda a: _models(a))
 
+    ingest = sub.add_parser("ingest", help="50 Hz wearables -> Mosquitto -> backend process(es): ramp, loss, latency, CPU, memory")
+    ingest.add_argument("--steps", type=int, nargs="+", default=None, help="devices per ramp step (default 500 1000 2000 5000 10000)")
+    ingest.add_argument("--step-seconds", type=float, default=25.0, help="length of each step (default 25)")
+    ingest.add_argument("--generators", type=int, default=2, help="load generator processes (default 2)")
+    ingest.add_argument("--shards", type=int, default=1, help="backend processes, each owning a share of the agencies")
+    ingest.add_argument("--agencies", type=int, default=4, help="agencies the devices are spread over (default 4)")
+    ingest.add_argument("--ceiling-seconds", type=float, default=8.0, help="length of the broker-only ceiling run")
+    ingest.add_argument("--keep-going", action="store_true", help="run every step even after the backend fell behind")
+    ingest.add_argument("--database-url", default=None, help="server for the throw-away vigil_bench_* database "
+                        "(default VIGIL_DATABASE_URL, else 127.0.0.1:5432)")
+    ingest.add_argument("--out", type=Path, default=Path("artifacts/bench"))
+    ingest.add_argument("--tag", default="", help="suffix of the result files (ingest-<tag>.json)")
+    ingest.set_defaults(func=lambda a: _ingest(a))
+
     fuzz = sub.add_parser("fuzz", help="coverage-guided fuzzing of the frame decoder (atheris)")
     fuzz.add_argument("--runs", type=int, default=1_000_000)
     fuzz.add_argument("--corpus", type=Path, default=Path("artifacts/fuzz/frames"))
@@ -32,6 +46,15 @@ def _models(args: argparse.Namespace) -> int:
     from backend.bench.models_bench import run
     run(tuple(args.batch), args.data, args.out, not args.no_libraries)
     return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from backend.bench.ingest_bench import DEFAULT_STEPS, BenchConfig, run
+    config = BenchConfig(steps=tuple(args.steps or DEFAULT_STEPS), step_s=args.step_seconds, generators=args.generators,
+                         shards=args.shards, agencies=args.agencies, ceiling_s=args.ceiling_seconds,
+                         keep_going=args.keep_going, out=args.out, database_url=args.database_url, tag=args.tag)
+    result = run(config)
+    return 0 if all(r.lost == 0 for r in result.steps) else 1
 
 
 def _fuzz(args: argparse.Namespace) -> int:

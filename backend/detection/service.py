@@ -97,7 +97,8 @@ class DetectionService:
         self._failure_logged = False
         self._status_failing = False
         self.features = BatchWriter(engine, "features", FEATURE_COLUMNS, metrics, batch_size=settings.feature_batch_size,
-                                    max_buffered=settings.feature_buffer_max, retry_s=settings.db_retry_interval_s)
+                                    max_buffered=settings.feature_buffer_max, retry_s=settings.db_retry_interval_s,
+                                    on_stored=self._features_stored)
         self.raw = BatchWriter(engine, "raw_windows", RAW_COLUMNS, metrics, batch_size=settings.feature_batch_size,
                                max_buffered=settings.raw_buffer_max, retry_s=settings.db_retry_interval_s,
                                prepare=self._mark_held)
@@ -261,12 +262,19 @@ class DetectionService:
         self._metrics.detection_windows.inc(n)
         return n
 
+    def _features_stored(self, stamps_ms: list[int]) -> None:
+        now_ms = self._wall() * 1000.0
+        for stamp in stamps_ms:
+            self._metrics.frame_to_features.observe(max(0.0, now_ms - stamp) / 1000.0)
+
     async def _apply(self, window: Window, result: DeviceResult, now: float) -> None:
         record = self._registry.get(result.device_id)
         officer_id = record.officer_id if record else None
-        for f in result.features:
+        last = len(result.features) - 1
+        for i, f in enumerate(result.features):
             self.features.add([_utc(f.wall_ms), result.device_id, officer_id, f.heart_rate, f.hr_quality,
-                               f.activity, f.posture, f.cadence, f.motion_energy])
+                               f.activity, f.posture, f.cadence, f.motion_energy],
+                              window.last_frame_wall_ms if i == last else None)
         st = self.status.devices.get(result.device_id)
         if st is not None:
             st.man_down_phase = result.man_down_phase

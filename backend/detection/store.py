@@ -32,7 +32,8 @@ def _is_db_error(exc: BaseException) -> bool:
 class BatchWriter:
     def __init__(self, engine: AsyncEngine, table: str, columns: Sequence[str], metrics: BackendMetrics, *,
                  batch_size: int, max_buffered: int, retry_s: float,
-                 prepare: Callable[[list], tuple] | None = None):
+                 prepare: Callable[[list], tuple] | None = None,
+                 on_stored: Callable[[list[int]], None] | None = None):
         self._engine = engine
         self.table = table
         self._columns = list(columns)
@@ -42,6 +43,9 @@ class BatchWriter:
         self._retry_s = retry_s
         self._prepare = prepare or tuple
         self._rows: collections.deque[list] = collections.deque()
+        # per row: a wall-time stamp (ms) handed to ``on_stored`` once the row is written, or None
+        self._stamps: collections.deque[int | None] = collections.deque()
+        self._on_stored = on_stored
         self._full = asyncio.Event()
         self._failing = False
         self._dropping = False
@@ -52,9 +56,10 @@ class BatchWriter:
     def buffered(self) -> int:
         return len(self._rows)
 
-    def add(self, row: list) -> None:
+    def add(self, row: list, stamp_ms: int | None = None) -> None:
         if len(self._rows) >= self._max:
             self._rows.popleft()
+            self._stamps.popleft()
             self.dropped += 1
             self._metrics.detection_rows_dropped.labels(self.table).inc()
             if not self._dropping:
@@ -62,6 +67,7 @@ class BatchWriter:
                 log.error("%s BUFFER FULL (%d rows): dropping the oldest rows until the database is back",
                           self.table.upper(), self._max)
         self._rows.append(row)
+        self._stamps.append(stamp_ms)
         if len(self._rows) >= self._batch_size:
             self._full.set()
 
@@ -73,8 +79,14 @@ class BatchWriter:
             n = min(self._batch_size, len(self._rows))
             batch = [self._prepare(self._rows[i]) for i in range(n)]
             await self._copy(batch)
+            stamps = []
             for _ in range(n):
                 self._rows.popleft()
+                stamp = self._stamps.popleft()
+                if stamp is not None:
+                    stamps.append(stamp)
+            if stamps and self._on_stored is not None:
+                self._on_stored(stamps)
             done += n
         self.written += done
         if done:

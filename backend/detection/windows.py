@@ -25,6 +25,7 @@ rounds, oldest first, so every model sees each window exactly once and in order.
 """
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 from dataclasses import dataclass, field
@@ -90,9 +91,13 @@ class Window:
     seq: np.ndarray             # (span,) frame seq of every sample
     first: bool                 # first window since the stream (re)started
     backfill: bool              # the newest samples came from backfill frames
+    last_frame_wall_ms: int | None = None   # wall time stamped on the frame of the window's last sample
 
 
 _tiebreak = itertools.count()
+# chunk marks kept per device: a window is normally taken within a few frames of its end
+CHUNK_MARKS = 8
+MAX_CHUNK_SAMPLES = 23  # firmware.frame.MAX_SAMPLES
 
 
 @dataclass
@@ -104,11 +109,15 @@ class DeviceStream:
 
     def __post_init__(self) -> None:
         self._pending: list[tuple[int, int, TelemetryChunk, float]] = []  # (time_ms, tiebreak, chunk, arrived)
+        # (absolute index after the chunk, the chunk's wall ms) of the newest chunks: which frame
+        # ended a window, for the frame -> features latency
+        self._chunk_ends: collections.deque[tuple[int, int]] = collections.deque(maxlen=CHUNK_MARKS)
         self._restart(None)
 
     # ---- ingest --------------------------------------------------------------------------------
 
     def _restart(self, rate_hz: int | None) -> None:
+        self._chunk_ends.clear()
         self.rate_hz = rate_hz
         self.total = 0                  # samples appended since the (re)start
         self.t0_ms: int | None = None   # device time of absolute sample 0
@@ -184,6 +193,7 @@ class DeviceStream:
                     self._write(np.full(missing, self._ppg[last]), np.tile(self._accel[last], (missing, 1)),
                                 self._seq[last])
         self._write(chunk.ppg, chunk.accel_mg, chunk.seq)
+        self._chunk_ends.append((self.total, chunk.time_ms + chunk.wall_offset_ms))
         if chunk.backfill:
             self.backfill_until = self.total
         return True
@@ -219,10 +229,20 @@ class DeviceStream:
         idx = np.arange(end - span, end) % self.capacity
         end_ms = int(round(self.t0_ms + end * 1000.0 / self.rate_hz))
         w = Window(self.device_id, end, end_ms, end_ms + self.wall_offset_ms, self._ppg[idx].copy(),
-                   self._accel[idx].copy(), self._seq[idx].copy(), self.analysed == 0, end <= self.backfill_until)
+                   self._accel[idx].copy(), self._seq[idx].copy(), self.analysed == 0, end <= self.backfill_until,
+                   self._frame_wall_ms(end))
         self.next_end += hop
         self.analysed += 1
         return w
+
+    def _frame_wall_ms(self, end: int) -> int | None:
+        """Wall ms of the chunk that carried sample ``end - 1`` (None once it left the marks)."""
+        if not self._chunk_ends or self._chunk_ends[0][0] - MAX_CHUNK_SAMPLES >= end:
+            return None
+        for after, wall_ms in self._chunk_ends:
+            if after >= end:
+                return wall_ms
+        return None
 
     def seq_at(self, device_ms: float, default: int) -> int:
         """Seq of the frame that carried the sample at ``device_ms`` (``default`` if no longer held)."""

@@ -12,13 +12,14 @@ import time
 from dataclasses import dataclass
 
 import aiomqtt
+import numpy as np
 
 from backend.alert_rules import EVENT_ALERTS
 from backend.alerts import AlertService
 from backend.core.config import BackendSettings
 from backend.exceptions import FrameRejected
 from backend.metrics import BackendMetrics
-from backend.mqtt import client_for, reconnect_delay, user_properties
+from backend.mqtt import UplinkSubscriber, reconnect_delay
 from backend.registry import DeviceRecord, DeviceRegistry
 from firmware import frame as F
 from gateway import topics
@@ -72,12 +73,33 @@ class FrameVerifier:
             device.replay.check(header.seq)
             header, body = F.open_frame(payload, device.keys)
             device.replay.accept(header.seq)
-            decoded = F.decode_payload(header.frame_type, body)
+            decoded = decode_telemetry(body) if header.frame_type == F.TYPE_TELEMETRY else F.decode_payload(header.frame_type, body)
         except F.FrameError as exc:
             raise FrameRejected(exc.reason, exc.detail) from exc
         if device.officer_id is None:
             raise FrameRejected("unassigned_device", str(header.device_id))
         return VerifiedFrame(device, where.gateway, header, decoded, _location(props) if header.frame_type == F.TYPE_EVENT else None)
+
+
+# One telemetry sample as it is packed after the 4-byte header: PPG uint24, then (later in the
+# payload) x, y, z int16 milli-g; see firmware.frame.encode_telemetry.
+_ACCEL = np.dtype("<i2")
+
+
+def decode_telemetry(payload: bytes) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """``firmware.frame.decode_telemetry`` in bulk: the same checks and values, as arrays
+    (ppg (n,) int32 counts, accel (n, 3) int16 milli-g) instead of per-sample Python objects."""
+    if len(payload) < F.TELEMETRY_HEADER_LEN:
+        raise F.FrameError("bad_payload", "telemetry payload of %d bytes" % len(payload))
+    rate_hz, n, led_current = payload[0], payload[1], payload[2]
+    if n == 0 or n > F.MAX_SAMPLES or rate_hz == 0:
+        raise F.FrameError("bad_payload", "%d samples at %d Hz" % (n, rate_hz))
+    if len(payload) != F.TELEMETRY_HEADER_LEN + n * F.TELEMETRY_SAMPLE_LEN:
+        raise F.FrameError("bad_payload", "%d samples in %d bytes" % (n, len(payload)))
+    raw = np.frombuffer(payload, np.uint8, 3 * n, F.TELEMETRY_HEADER_LEN).reshape(n, 3).astype(np.int32)
+    ppg = raw[:, 0] | (raw[:, 1] << 8) | (raw[:, 2] << 16)
+    accel = np.frombuffer(payload, _ACCEL, 3 * n, F.TELEMETRY_HEADER_LEN + 3 * n).reshape(n, 3)
+    return rate_hz, led_current, ppg, accel
 
 
 def _location(props: dict[str, str] | None) -> dict | None:
@@ -100,6 +122,7 @@ class IngestService:
         self._metrics = metrics
         self.connected = asyncio.Event()
         self._reject_logged: set[str] = set()
+        self._accepted = {kind: metrics.frames_accepted.labels(kind) for kind in _KIND_BY_TYPE.values()}  # per frame: no label lookup
         # streaming detection (backend/detection): fed every verified frame, set by the runtime
         self.detection = None
 
@@ -113,8 +136,7 @@ class IngestService:
                 self._reject_logged.add(exc.reason)
                 log.warning("frame rejected (%s) on %s: %s", exc.reason, topic, exc.detail)
             return None
-        kind = _KIND_BY_TYPE[frame.header.frame_type]
-        self._metrics.frames_accepted.labels(kind).inc()
+        self._accepted[_KIND_BY_TYPE[frame.header.frame_type]].inc()
         if frame.header.frame_type == F.TYPE_EVENT:
             await self._on_event(frame, received)
         if self.detection is not None:  # bookkeeping only; the models run in their own loop
@@ -144,17 +166,19 @@ class IngestService:
         lost_logged = False
         while True:
             try:
-                async with client_for(self._settings.mqtt_url, self._settings.mqtt_client_id) as client:
-                    for agency in self._settings.agencies:
-                        await client.subscribe(topics.uplink_filter(agency), qos=1)
+                async with UplinkSubscriber(self._settings.mqtt_url, self._settings.mqtt_client_id) as uplink:
+                    await uplink.subscribe([topics.uplink_filter(agency) for agency in self._settings.agencies])
                     if lost_logged:
                         log.warning("broker connection recovered")
                     else:
                         log.info("ingest subscribed at %s for agencies %s", self._settings.mqtt_url, self._settings.agencies)
                     attempt, lost_logged = 0, False
                     self.connected.set()
-                    async for message in client.messages:
-                        await self.handle(str(message.topic), bytes(message.payload), user_properties(message))
+                    async for batch in uplink.batches():
+                        for topic, payload, props, _ in batch:
+                            await self.handle(topic, payload, props)
+                        uplink.ack(batch)  # QoS 1: acknowledged once handled
+                        await asyncio.sleep(0)  # a full socket buffer must not starve the other tasks
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
                 if not lost_logged:

@@ -1,6 +1,8 @@
-"""MQTT connection settings shared by the backend's ingest and downlink."""
+"""MQTT connection settings shared by the backend's ingest and downlink, and ingest's lean uplink subscriber."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 from urllib.parse import urlsplit
 
@@ -45,3 +47,247 @@ def user_properties(message: aiomqtt.Message) -> dict[str, str]:
     props = getattr(message, "properties", None)
     pairs = getattr(props, "UserProperty", None) or []
     return {k: v for k, v in pairs}
+
+
+# ---- the uplink subscriber ---------------------------------------------------------------------------
+#
+# Ingest receives every frame of every wearable (2.5 per second each), so the per-message cost of
+# the MQTT client is the ceiling of a backend process. paho (under aiomqtt) builds several Python
+# objects per QoS 1 message (an MQTT 5 property table, a message, a condition for the PUBACK) and
+# sends each PUBACK alone; the profile of `vigil bench ingest` put it at half of the backend's
+# CPU. UplinkSubscriber speaks only what ingest needs of MQTT 5 -- a persistent session, QoS 1
+# subscriptions, PUBLISH in, PUBACK out, keepalive -- and hands frames over in batches, in the
+# order the broker delivered them (the order of each device's frames is kept); PUBACKs for a
+# batch are written together after the batch was handled.
+
+# Ask the broker for pings this often; we send PINGREQ at half of it.
+UPLINK_KEEPALIVE_S = 30
+# How many unacknowledged QoS 1 messages the broker may send us (MQTT 5 Receive Maximum).
+UPLINK_RECEIVE_MAXIMUM = 65535
+# One read: about 280 frames; the loop gets a turn between reads (SOS pushes, hops).
+_READ_CHUNK = 1 << 16
+
+
+class UplinkError(aiomqtt.MqttError):
+    """The uplink connection failed or was refused (an ``aiomqtt.MqttError``: one reconnect path)."""
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, byte = divmod(n, 128)
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _utf8(s: str | bytes) -> bytes:
+    b = s.encode() if isinstance(s, str) else s
+    return len(b).to_bytes(2, "big") + b
+
+
+def _read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int] | None:
+    """(value, position after it), or None when the buffer ends inside it."""
+    value, shift = 0, 0
+    while pos < len(buf):
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 21:
+            raise UplinkError("malformed remaining length from the broker")
+    return None
+
+
+# MQTT 5 property identifiers and the size of their values (None: a string or binary, 2-byte length).
+_PROPERTY_SIZES = {0x01: 1, 0x02: 4, 0x03: None, 0x08: None, 0x09: None, 0x0B: -1, 0x23: 2}
+_USER_PROPERTY = 0x26
+
+
+def _user_properties(buf: bytes, pos: int, end: int) -> dict[str, str]:
+    props: dict[str, str] = {}
+    while pos < end:
+        ident = buf[pos]
+        pos += 1
+        if ident == _USER_PROPERTY:
+            n = int.from_bytes(buf[pos:pos + 2], "big")
+            key = buf[pos + 2:pos + 2 + n].decode()
+            pos += 2 + n
+            n = int.from_bytes(buf[pos:pos + 2], "big")
+            props[key] = buf[pos + 2:pos + 2 + n].decode()
+            pos += 2 + n
+            continue
+        size = _PROPERTY_SIZES.get(ident, 0)
+        if size is None:
+            pos += 2 + int.from_bytes(buf[pos:pos + 2], "big")
+        elif size == -1:
+            got = _read_varint(buf, pos)
+            pos = got[1] if got else end
+        elif size:
+            pos += size
+        else:
+            break  # a property a PUBLISH to us does not carry: ignore the rest
+    return props
+
+
+class UplinkSubscriber:
+    """A persistent MQTT 5 session that receives QoS 1 messages in batches.
+
+        async with UplinkSubscriber(url, "vigil-backend") as uplink:
+            await uplink.subscribe(["vigil/+/gw/+/up/+/+"])
+            async for batch in uplink.batches():
+                for topic, payload, props in batch:
+                    ...
+                await uplink.ack(batch)     # after the batch was handled
+    """
+
+    def __init__(self, url: str, identifier: str, *, persistent: bool = True, keepalive_s: int = UPLINK_KEEPALIVE_S):
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"MQTT URL must start with mqtt:// or mqtts://, got {url!r}")
+        self._host = parts.hostname or "127.0.0.1"
+        self._tls = parts.scheme == "mqtts"
+        self._port = parts.port or (8883 if self._tls else 1883)
+        self._username, self._password = parts.username, parts.password
+        self._identifier = identifier
+        self._persistent = persistent
+        self._keepalive_s = keepalive_s
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pinger: asyncio.Task | None = None
+        self._buf = b""
+        self._packet_id = 0
+
+    async def __aenter__(self) -> "UplinkSubscriber":
+        ssl_context = None
+        if self._tls:
+            import ssl
+            ssl_context = ssl.create_default_context()
+        try:
+            self._reader, self._writer = await asyncio.wait_for(
+                asyncio.open_connection(self._host, self._port, ssl=ssl_context, limit=_READ_CHUNK), 10)
+            self._writer.write(self._connect_packet())
+            await self._writer.drain()
+            first, body = await asyncio.wait_for(self._read_packet(), 10)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+            await self._close()
+            raise UplinkError(f"cannot connect to {self._host}:{self._port}: {exc!r}") from exc
+        if first >> 4 != 2 or len(body) < 2 or body[1] != 0:
+            await self._close()
+            raise UplinkError(f"the broker refused the connection (CONNACK {bytes(body[:2]).hex()})")
+        self._pinger = asyncio.create_task(self._ping(), name="uplink-ping")
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            with contextlib.suppress(OSError):
+                self._writer.write(b"\xe0\x00")  # DISCONNECT, normal: the session stays
+        await self._close()
+
+    async def _close(self) -> None:
+        if self._pinger is not None:
+            self._pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pinger
+            self._pinger = None
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError, ConnectionError):
+                await self._writer.wait_closed()
+            self._writer = None
+
+    def _connect_packet(self) -> bytes:
+        flags = 0x00 if self._persistent else 0x02
+        props = (b"\x11" + (SESSION_EXPIRY_S if self._persistent else 0).to_bytes(4, "big")
+                 + b"\x21" + UPLINK_RECEIVE_MAXIMUM.to_bytes(2, "big"))
+        payload = _utf8(self._identifier)
+        if self._username is not None:
+            flags |= 0x80
+            payload += _utf8(self._username)
+            if self._password is not None:
+                flags |= 0x40
+                payload += _utf8(self._password)
+        body = (_utf8("MQTT") + bytes([5, flags]) + self._keepalive_s.to_bytes(2, "big")
+                + _varint(len(props)) + props + payload)
+        return b"\x10" + _varint(len(body)) + body
+
+    async def _read_packet(self) -> tuple[int, bytes]:
+        """One whole packet (first byte, body), for the handshake."""
+        head = await self._reader.readexactly(2)
+        first, length, shift, b = head[0], head[1] & 0x7F, 7, head[1]
+        while b & 0x80:
+            b = (await self._reader.readexactly(1))[0]
+            length |= (b & 0x7F) << shift
+            shift += 7
+        return first, await self._reader.readexactly(length)
+
+    async def _ping(self) -> None:
+        while True:
+            await asyncio.sleep(self._keepalive_s / 2)
+            self._writer.write(b"\xc0\x00")
+
+    async def subscribe(self, filters: list[str], qos: int = 1) -> None:
+        self._packet_id = self._packet_id % 65535 + 1
+        body = self._packet_id.to_bytes(2, "big") + b"\x00" + b"".join(_utf8(f) + bytes([qos]) for f in filters)
+        self._writer.write(b"\x82" + _varint(len(body)) + body)
+        await self._writer.drain()
+        # the SUBACK arrives on the stream like everything else; batches() checks it
+
+    async def batches(self):
+        """Yield lists of (topic, payload, user properties) as they arrive; raise UplinkError
+        when the connection ends."""
+        while True:
+            try:
+                chunk = await self._reader.read(_READ_CHUNK)
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                raise UplinkError(f"uplink connection lost: {exc!r}") from exc
+            if not chunk:
+                raise UplinkError("the broker closed the uplink connection")
+            batch = self._parse(chunk)
+            if batch:
+                yield batch
+
+    def _parse(self, chunk: bytes) -> list[tuple[str, bytes, dict[str, str] | None, int]]:
+        buf = self._buf + chunk if self._buf else chunk
+        out = []
+        pos, n = 0, len(buf)
+        while pos + 2 <= n:
+            first = buf[pos]
+            got = _read_varint(buf, pos + 1)
+            if got is None:
+                break
+            length, start = got
+            end = start + length
+            if end > n:
+                break
+            kind = first >> 4
+            if kind == 3:  # PUBLISH
+                tlen = (buf[start] << 8) | buf[start + 1]
+                p = start + 2 + tlen
+                topic = buf[start + 2:p].decode()
+                packet_id = 0
+                if first & 0x06:
+                    packet_id = (buf[p] << 8) | buf[p + 1]
+                    p += 2
+                plen, p2 = _read_varint(buf, p)
+                props = _user_properties(buf, p2, p2 + plen) if plen else None
+                out.append((topic, buf[p2 + plen:end], props, packet_id))
+            elif kind == 9:  # SUBACK: every reason code must grant QoS 1 (or 0)
+                plen, p2 = _read_varint(buf, start + 2)
+                codes = buf[p2 + plen:end]
+                if any(c >= 0x80 for c in codes):
+                    raise UplinkError(f"the broker refused a subscription (SUBACK {bytes(codes).hex()})")
+            elif kind == 14:  # DISCONNECT from the broker
+                reason = buf[start] if length else 0
+                raise UplinkError(f"the broker disconnected us (reason 0x{reason:02x})")
+            pos = end  # PINGRESP and anything else: nothing to do
+        self._buf = buf[pos:]
+        return out
+
+    def ack(self, batch: list[tuple[str, bytes, dict[str, str] | None, int]]) -> None:
+        """Acknowledge the QoS 1 messages of a handled batch, in one write."""
+        acks = b"".join(b"\x40\x02" + m[3].to_bytes(2, "big") for m in batch if m[3])
+        if acks and self._writer is not None:
+            self._writer.write(acks)

@@ -196,7 +196,7 @@ def scrape(port: int) -> dict:
     """The counters and histograms the bench reads, from one backend's /metrics."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=20) as r:
         text = r.read().decode()
     out: dict = {"accepted": 0.0, "rejected": 0.0, "hist": {}}
     for family in text_string_to_metric_families(text):
@@ -465,7 +465,13 @@ class Bench:
         return out
 
     def _scrape(self) -> dict:
-        return merge([scrape(port) for _, port, _ in self.backends])
+        for attempt in range(3):  # a saturated backend may answer /metrics slowly
+            try:
+                return merge([scrape(port) for _, port, _ in self.backends])
+            except OSError:
+                if attempt == 2:
+                    raise
+                time.sleep(1.0)
 
     def step(self, index: int, devices: int, watch: SosWatch, wearables: list[load.Wearable],
              encode_us: float, used_sos: set[int]) -> tuple[StepResult, float]:

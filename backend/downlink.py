@@ -204,7 +204,7 @@ class DownlinkService:
         identifier = self._settings.mqtt_client_id + "-downlink"
         while not stop.is_set():
             try:
-                async with client_for(self._settings.mqtt_url, identifier) as client:
+                async with client_for(self._settings.mqtt_url, identifier, ca_file=self._settings.mqtt_ca_file) as client:
                     for agency in self._settings.agencies:
                         await client.subscribe(f"{topics.ROOT}/{agency}/gw/+/result/+", qos=1)
                     self.connected.set()

@@ -66,7 +66,8 @@ class PrivateMosquitto:
     sessions survive a restart; ``stop()`` and ``start()`` let tests take it away and back."""
 
     def __init__(self, workdir: Path | None = None, port: int | None = None, *,
-                 password_file: Path | None = None, acl_file: Path | None = None):
+                 password_file: Path | None = None, acl_file: Path | None = None,
+                 tls_certfile: Path | None = None, tls_keyfile: Path | None = None, tls_port: int | None = None):
         binary = find_binary("mosquitto")
         if not binary:
             raise InfraError("mosquitto is not installed: run scripts/setup.sh (apt-get install mosquitto)")
@@ -79,10 +80,19 @@ class PrivateMosquitto:
         # With a password file, anonymous clients are refused and the ACL file (if any) applies.
         self.password_file = password_file
         self.acl_file = acl_file
+        # With a certificate, a second listener speaks MQTT over TLS (mqtts://) on tls_port.
+        self.tls_certfile, self.tls_keyfile = tls_certfile, tls_keyfile
+        self.tls_port = (tls_port or free_port()) if tls_certfile else None
 
     @property
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        if self.tls_port is None:
+            raise InfraError("this broker has no TLS listener (give tls_certfile and tls_keyfile)")
+        return f"mqtts://localhost:{self.tls_port}"
 
     def _write_config(self) -> Path:
         conf = self.workdir / "mosquitto.conf"
@@ -97,6 +107,8 @@ class PrivateMosquitto:
             "max_inflight_messages 100\n"
             f"user {getpass.getuser()}\n"
             f"log_dest file {self.workdir}/mosquitto.log\n"
+            + (f"listener {self.tls_port} {self.host}\ncertfile {self.tls_certfile}\nkeyfile {self.tls_keyfile}\n"
+               if self.tls_certfile else "")
         )
         return conf
 
@@ -104,6 +116,8 @@ class PrivateMosquitto:
         conf = self._write_config()
         self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for_port(self.host, self.port, self.proc, self.workdir / "mosquitto.log", "Mosquitto")
+        if self.tls_port:
+            _wait_for_port(self.host, self.tls_port, self.proc, self.workdir / "mosquitto.log", "Mosquitto (TLS)")
         log.info("private Mosquitto on %s (data in %s)", self.url, self.workdir)
         return self
 

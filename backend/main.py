@@ -12,6 +12,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from backend.api.deps import Authorized
+from backend.api.middleware import LoginThrottle, SecureHeaders
 from backend.api.routes import alerts, auth, devices, events, gateways, health, live, officers, users
 from backend.exceptions import Conflict, NotFound
 from backend import dashboard
@@ -47,6 +48,9 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         app.include_router(router, prefix="/api/v1")
     app.include_router(health.metrics_router, dependencies=Authorized)
     _error_answers(app)
+    # hardening (backend/api/middleware.py): secure headers on every answer, sign-in throttling
+    app.add_middleware(SecureHeaders)
+    app.state.login_throttle = LoginThrottle(settings.login_max_failures, settings.login_window_s)
     dashboard.install(app)  # the web pages and /static; the pages fetch everything from /api/v1
     return app
 

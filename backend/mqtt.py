@@ -23,7 +23,14 @@ def reconnect_delay(attempt: int, rng: random.Random | None = None) -> float:
     return (rng or random).uniform(0, ceiling)
 
 
-def client_for(url: str, identifier: str, persistent: bool = True, **kwargs) -> aiomqtt.Client:
+def tls_context(ca_file: str | None = None):
+    """TLS for mqtts://: the broker's certificate is verified (host name included) against
+    ``ca_file`` when given (a private CA), else against the system's trusted CAs."""
+    import ssl
+    return ssl.create_default_context(cafile=ca_file)
+
+
+def client_for(url: str, identifier: str, persistent: bool = True, *, ca_file: str | None = None, **kwargs) -> aiomqtt.Client:
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts"):
         raise ValueError(f"MQTT URL must start with mqtt:// or mqtts://, got {url!r}")
@@ -33,8 +40,7 @@ def client_for(url: str, identifier: str, persistent: bool = True, **kwargs) -> 
         props.SessionExpiryInterval = SESSION_EXPIRY_S
     tls = None
     if parts.scheme == "mqtts":
-        import ssl
-        tls = ssl.create_default_context()
+        tls = tls_context(ca_file)
     return aiomqtt.Client(
         parts.hostname or "127.0.0.1", parts.port or (8883 if tls else 1883),
         username=parts.username, password=parts.password, identifier=identifier,
@@ -143,12 +149,14 @@ class UplinkSubscriber:
                 await uplink.ack(batch)     # after the batch was handled
     """
 
-    def __init__(self, url: str, identifier: str, *, persistent: bool = True, keepalive_s: int = UPLINK_KEEPALIVE_S):
+    def __init__(self, url: str, identifier: str, *, persistent: bool = True, keepalive_s: int = UPLINK_KEEPALIVE_S,
+                 ca_file: str | None = None):
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts"):
             raise ValueError(f"MQTT URL must start with mqtt:// or mqtts://, got {url!r}")
         self._host = parts.hostname or "127.0.0.1"
         self._tls = parts.scheme == "mqtts"
+        self._ca_file = ca_file  # mqtts:// with a private CA (settings.mqtt_ca_file)
         self._port = parts.port or (8883 if self._tls else 1883)
         self._username, self._password = parts.username, parts.password
         self._identifier = identifier
@@ -164,7 +172,7 @@ class UplinkSubscriber:
         ssl_context = None
         if self._tls:
             import ssl
-            ssl_context = ssl.create_default_context()
+            ssl_context = tls_context(self._ca_file)
         try:
             self._reader, self._writer = await asyncio.wait_for(
                 asyncio.open_connection(self._host, self._port, ssl=ssl_context, limit=_READ_CHUNK), 10)

@@ -27,7 +27,8 @@ class RunningBackend:
 async def serve(settings: BackendSettings, log_level: str = "warning"):
     """Start the backend on settings.http_host:http_port; stop it on exit."""
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level=log_level, lifespan="on", ws="websockets-sansio")
+    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level=log_level, lifespan="on", ws="websockets-sansio",
+                            ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # the caller owns signals
     task = asyncio.create_task(server.serve(), name="uvicorn")
@@ -36,7 +37,8 @@ async def serve(settings: BackendSettings, log_level: str = "warning"):
             task.result()  # raises the start-up error
         await asyncio.sleep(0.02)
     try:
-        yield RunningBackend(f"http://{settings.http_host}:{settings.http_port}", server, app)
+        scheme = "https" if settings.ssl_certfile else "http"
+        yield RunningBackend(f"{scheme}://{settings.http_host}:{settings.http_port}", server, app)
     finally:
         server.should_exit = True
         await task

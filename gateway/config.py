@@ -25,6 +25,7 @@ class GatewaySettings(BaseSettings):
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
     mqtt_keepalive_s: int = 15
+    mqtt_ca_file: Path | None = None  # mqtts://: CA that signed the broker's certificate; None: the system's
     backend_url: str | None = None  # provisioned device list; None: use ``devices``
     backend_token: SecretStr | None = None
     devices: Annotated[list[int], NoDecode] = Field(default_factory=list)
@@ -65,8 +66,8 @@ class GatewaySettings(BaseSettings):
     @classmethod
     def _mqtt_url(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme != "mqtt":
-            raise ValueError("mqtt_url must be mqtt://host:port (TLS, mqtts://, is not supported yet)")
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError("mqtt_url must be mqtt://host:port or mqtts://host:port (TLS)")
         if not parts.hostname:
             raise ValueError("mqtt_url needs a host")
         return value
@@ -84,8 +85,12 @@ class GatewaySettings(BaseSettings):
         return urlsplit(self.mqtt_url).hostname or "127.0.0.1"
 
     @property
+    def mqtt_tls(self) -> bool:
+        return urlsplit(self.mqtt_url).scheme == "mqtts"
+
+    @property
     def mqtt_port(self) -> int:
-        return urlsplit(self.mqtt_url).port or 1883
+        return urlsplit(self.mqtt_url).port or (8883 if self.mqtt_tls else 1883)
 
     @property
     def location(self) -> tuple[float, float] | None:

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable
 
@@ -93,6 +94,8 @@ class MqttBridge:
             will=aiomqtt.Will(self._state_topic, self._state_payload("offline"), qos=1, retain=True),
             max_inflight_messages=PUBLISH_BATCH,
             timeout=PUBLISH_TIMEOUT_S,
+            # mqtts://: the broker's certificate and host name are verified (a private CA via mqtt_ca_file)
+            tls_context=ssl.create_default_context(cafile=s.mqtt_ca_file) if s.mqtt_tls else None,
         )
         client.pending_calls_threshold = 4 * PUBLISH_BATCH  # a pipelined batch is not a warning
         return client

@@ -52,6 +52,12 @@ class BackendSettings(BaseSettings):
     cancel_grace_s: float = Field(60.0, gt=0, description="how long after a fall the officer's cancel still ends it")
     cad_webhook_url: str | None = Field(None, description="computer-aided dispatch: escalated incidents are POSTed here")
     cad_retry_base_s: float = Field(0.5, gt=0, description="first retry delay of the dispatch webhook (doubles, capped)")
+    # hardening: TLS and sign-in throttling
+    mqtt_ca_file: str | None = Field(None, description="CA bundle that signed the broker's certificate (mqtts://); None: the system's")
+    ssl_certfile: str | None = Field(None, description="serve HTTPS with this certificate chain (PEM); None: plain HTTP")
+    ssl_keyfile: str | None = Field(None, description="private key of ssl_certfile (PEM)")
+    login_max_failures: int = Field(5, ge=1, description="failed sign-ins per username and client address before a wait")
+    login_window_s: float = Field(60.0, gt=0, description="the window in which failed sign-ins are counted")
 
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> "BackendSettings":
@@ -59,6 +65,8 @@ class BackendSettings(BaseSettings):
             raise ConfigurationError("VIGIL_SECRET_KEY must be set outside development mode")
         if len(self.secret_key.get_secret_value()) < 32:
             raise ConfigurationError("VIGIL_SECRET_KEY must be at least 32 characters")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ConfigurationError("set both VIGIL_SSL_CERTFILE and VIGIL_SSL_KEYFILE, or neither")
         return self
 
     @property

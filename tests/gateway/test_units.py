@@ -100,7 +100,7 @@ class TestGatewaySettings:
         assert (s.agency, s.gateway_id, s.devices) == ("metro", "env", [5])
 
     @pytest.mark.parametrize("bad", [
-        {"agency": "a/b"}, {"mqtt_url": "mqtts://x:8883"}, {"latitude": 1.0},
+        {"agency": "a/b"}, {"mqtt_url": "ws://x:8883"}, {"latitude": 1.0},
         {"backend_url": "http://x"}, {"queue_max_frames": 5}])
     def test_rejects(self, bad):
         with pytest.raises(ConfigError):

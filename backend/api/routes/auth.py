@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
@@ -24,12 +24,20 @@ class TokenOut(BaseModel):
 
 
 @router.post("/token", summary="Sign in with username and password (OAuth2 password form)", response_model=TokenOut)
-async def token(runtime: RuntimeDep, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenOut:
+async def token(runtime: RuntimeDep, form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request) -> TokenOut:
+    throttle = request.app.state.login_throttle  # backend/api/middleware.py: failures per username and client
+    key = throttle.key(form.username, request.client.host if request.client else None)
+    wait = throttle.retry_after(key)
+    if wait is not None:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "too many failed sign-ins; try again later",
+                            headers={"Retry-After": str(wait)})
     try:
         issued, user = await auth.login(runtime.engine, runtime.settings.secret_key.get_secret_value(),
                                         runtime.settings.token_ttl_s, form.username, form.password)
     except AuthError as exc:
+        throttle.failed(key)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+    throttle.succeeded(key)
     return TokenOut(access_token=issued, expires_in=runtime.settings.token_ttl_s, role=user.role, agency=user.agency_id)
 
 

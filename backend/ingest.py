@@ -69,6 +69,8 @@ class FrameVerifier:
             raise FrameRejected("wrong_agency", f"device {header.device_id} belongs to {device.agency_id}, not {where.agency}")
         if device.status != "active":
             raise FrameRejected("retired_device", str(header.device_id))
+        if device.gateways and where.gateway not in device.gateways:  # before the tag: burns no seq
+            raise FrameRejected("gateway_not_serving", f"gateway {where.gateway} does not serve device {header.device_id}")
         try:
             device.replay.check(header.seq)
             header, body = F.open_frame(payload, device.keys)
@@ -120,7 +122,8 @@ class IngestService:
         self._verifier = FrameVerifier(registry)
         self._alerts = alerts
         self._metrics = metrics
-        self.connected = asyncio.Event()
+        self.connected = asyncio.Event()  # both uplink connections are up
+        self._links: dict[str, asyncio.Event] = {}
         self._reject_logged: set[str] = set()
         self._accepted = {kind: metrics.frames_accepted.labels(kind) for kind in _KIND_BY_TYPE.values()}  # per frame: no label lookup
         # streaming detection (backend/detection): fed every verified frame, set by the runtime
@@ -161,28 +164,48 @@ class IngestService:
         )
 
     async def run(self) -> None:
-        """Consume uplink frames forever, reconnecting with jittered backoff; cancel to stop."""
+        """Consume uplink frames forever on two connections, reconnecting each with jittered
+        backoff; cancel to stop.
+
+        Events and status frames have a session of their own, so an SOS never waits in the
+        broker's queue behind telemetry a busy backend has not read yet. Each device's frames
+        stay in order within a kind; across kinds the replay window accepts any order (events
+        overtake telemetry on the device's link too)."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._consume("events", ("event", "status")), name="ingest-events")
+            tg.create_task(self._consume("telemetry", ("telemetry",)), name="ingest-telemetry")
+
+    async def _consume(self, name: str, kinds: tuple[str, ...]) -> None:
+        connected = self._links[name] = asyncio.Event()
         attempt = 0
         lost_logged = False
+        identifier = self._settings.mqtt_client_id + ("" if name == "telemetry" else f"-{name}")
         while True:
             try:
-                async with UplinkSubscriber(self._settings.mqtt_url, self._settings.mqtt_client_id) as uplink:
-                    await uplink.subscribe([topics.uplink_filter(agency) for agency in self._settings.agencies])
+                async with UplinkSubscriber(self._settings.mqtt_url, identifier) as uplink:
+                    if name == "telemetry":  # this session once carried every kind: events now have their own
+                        await uplink.unsubscribe([topics.uplink_filter(agency) for agency in self._settings.agencies])
+                    await uplink.subscribe([topics.uplink_filter(agency, kind) for agency in self._settings.agencies
+                                            for kind in kinds])
                     if lost_logged:
-                        log.warning("broker connection recovered")
+                        log.warning("broker connection recovered (%s)", name)
                     else:
-                        log.info("ingest subscribed at %s for agencies %s", self._settings.mqtt_url, self._settings.agencies)
+                        log.info("ingest subscribed at %s for agencies %s (%s)", self._settings.mqtt_url,
+                                 self._settings.agencies, name)
                     attempt, lost_logged = 0, False
-                    self.connected.set()
+                    connected.set()
+                    if all(link.is_set() for link in self._links.values()) and len(self._links) == 2:
+                        self.connected.set()
                     async for batch in uplink.batches():
                         for topic, payload, props, _ in batch:
                             await self.handle(topic, payload, props)
                         uplink.ack(batch)  # QoS 1: acknowledged once handled
                         await asyncio.sleep(0)  # a full socket buffer must not starve the other tasks
             except aiomqtt.MqttError as exc:
+                connected.clear()
                 self.connected.clear()
                 if not lost_logged:
-                    log.error("broker connection lost (%s); reconnecting", exc)
+                    log.error("broker connection lost (%s, %s); reconnecting", name, exc)
                     lost_logged = True
                 await asyncio.sleep(reconnect_delay(attempt))
                 attempt += 1

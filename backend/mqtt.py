@@ -243,6 +243,12 @@ class UplinkSubscriber:
         await self._writer.drain()
         # the SUBACK arrives on the stream like everything else; batches() checks it
 
+    async def unsubscribe(self, filters: list[str]) -> None:
+        self._packet_id = self._packet_id % 65535 + 1
+        body = self._packet_id.to_bytes(2, "big") + b"\x00" + b"".join(_utf8(f) for f in filters)
+        self._writer.write(b"\xa2" + _varint(len(body)) + body)
+        await self._writer.drain()  # the UNSUBACK (also for a filter we never had) needs no answer
+
     async def batches(self):
         """Yield lists of (topic, payload, user properties) as they arrive; raise UplinkError
         when the connection ends."""

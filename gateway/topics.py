@@ -51,9 +51,12 @@ def gateway_state(agency: str, gateway: str) -> str:
     return f"{ROOT}/{_check('agency', agency)}/gw/{_check('gateway', gateway)}/state"
 
 
-def uplink_filter(agency: str = "+") -> str:
-    """Subscription for every uplink frame of one agency ('+' for all agencies)."""
-    return f"{ROOT}/{agency}/gw/+/up/+/+"
+def uplink_filter(agency: str = "+", kind: str = "+") -> str:
+    """Subscription for the uplink frames of one agency ('+' for all agencies), of one kind
+    ('+' for all kinds)."""
+    if kind != "+" and kind not in UPLINK_KINDS:
+        raise TopicError(f"kind {kind!r} is not one of {UPLINK_KINDS}")
+    return f"{ROOT}/{agency}/gw/+/up/+/{kind}"
 
 
 def downlink_filter(agency: str, gateway: str) -> str:

@@ -31,6 +31,7 @@ active is paged as soon as a recent window shows it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,14 +113,20 @@ class HopInput:
     worn_reported: np.ndarray        # (devices,) bool: the last status frame did not say "removed"
 
 
+@functools.cache
+def _field_names(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def stack(states: list, cls):
     """Concatenate one-row model states (frozen dataclasses of arrays) into one batch."""
-    return cls(*[np.concatenate([getattr(s, f.name) for s in states]) for f in dataclasses.fields(cls)])
+    return cls(*[np.concatenate([getattr(s, name) for s in states]) for name in _field_names(cls)])
 
 
 def row(state, i: int):
     """The one-row state of device ``i`` of a batch."""
-    return type(state)(*[getattr(state, f.name)[i:i + 1].copy() for f in dataclasses.fields(state)])
+    cls = type(state)
+    return cls(*[getattr(state, name)[i:i + 1].copy() for name in _field_names(cls)])
 
 
 def to_model_g(accel_mg: np.ndarray) -> np.ndarray:

@@ -158,7 +158,7 @@ class DetectionService:
         for c in chunks:
             if pending:
                 first, last = pending[0], pending[-1]
-                n = sum(len(p.ppg) for p in pending)
+                n = len(pending) * len(first.ppg) if len(last.ppg) == len(first.ppg) else sum(len(p.ppg) for p in pending)
                 contiguous = (c.rate_hz == first.rate_hz and c.backfill == first.backfill
                               and abs(c.time_ms - (last.time_ms + len(last.ppg) * 1000.0 / last.rate_hz)) <= 500.0 / c.rate_hz)
                 if not contiguous or n >= hop:

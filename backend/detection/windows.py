@@ -126,7 +126,8 @@ class DeviceStream:
         self.analysed = 0               # windows analysed since the (re)start
         self.backfill_until = -1        # absolute index up to which samples came from backfill
         if rate_hz:
-            window, hop, step = self.config.samples(rate_hz)
+            window, hop, step = self._samples = self.config.samples(rate_hz)
+            self._span = window + hop - step
             self.capacity = window + hop + int(self.config.backlog_s * rate_hz)
             self.next_end = window + hop - step
             self._ppg = np.zeros(self.capacity, np.int32)
@@ -199,17 +200,23 @@ class DeviceStream:
         return True
 
     def _write(self, ppg: np.ndarray, accel: np.ndarray, seq: int) -> None:
+        # slices, not an index array: this runs for every frame of every device
         n = len(ppg)
-        idx = np.arange(self.total, self.total + n) % self.capacity
-        self._ppg[idx] = ppg
-        self._accel[idx] = accel
-        self._seq[idx] = seq
+        start = self.total % self.capacity
+        first = min(n, self.capacity - start)
+        self._ppg[start:start + first] = ppg[:first]
+        self._accel[start:start + first] = accel[:first]
+        self._seq[start:start + first] = seq
+        if first < n:  # wrapped around the ring
+            self._ppg[:n - first] = ppg[first:]
+            self._accel[:n - first] = accel[first:]
+            self._seq[:n - first] = seq
         self.total += n
         # A stream far ahead of the analysis (the ring would overwrite unanalysed samples):
         # skip the windows that can no longer be formed.
-        window, hop, step = self.config.samples(self.rate_hz)
+        _, hop, _ = self._samples
         oldest = self.total - self.capacity
-        span = window + hop - step
+        span = self._span
         while self.next_end - span < oldest:
             self.next_end += hop
             self.analysed += 1

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.core import tables as t
+from backend.core import tables_api as api
 from backend.core.security import unwrap_device_key
 from firmware import frame as F
 
@@ -28,6 +29,9 @@ class DeviceRecord:
     officer_name: str | None
     officer_unit: str | None
     replay: F.ReplayGuard = field(default_factory=F.ReplayGuard)
+    # Registered gateways that serve this device; empty: none registered (the broker's ACL alone
+    # decides who may publish for it).
+    gateways: frozenset[str] = frozenset()
 
 
 class DeviceRegistry:
@@ -53,8 +57,14 @@ class DeviceRegistry:
             t.devices.c.id, t.devices.c.agency_id, t.devices.c.key_wrapped, t.devices.c.status,
             t.devices.c.placement, current.c.id.label("officer_id"), current.c.name, current.c.unit,
         ).select_from(t.devices.outerjoin(current, current.c.device_id == t.devices.c.id))
+        served = (sa.select(api.gateway_devices.c.device_id, api.gateway_devices.c.gateway_id)
+                  .join(t.gateways, t.gateways.c.id == api.gateway_devices.c.gateway_id)
+                  .where(t.gateways.c.retired_at.is_(None)))
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
+            gateways: dict[int, set[str]] = {}
+            for device_id, gateway_id in (await conn.execute(served)).all():
+                gateways.setdefault(device_id, set()).add(gateway_id)
         fresh: dict[int, DeviceRecord] = {}
         for row in rows:
             old = self.devices.get(row.id)
@@ -63,6 +73,7 @@ class DeviceRegistry:
                 device_id=row.id, agency_id=row.agency_id, keys=keys, status=row.status,
                 placement=row.placement, officer_id=row.officer_id, officer_name=row.name,
                 officer_unit=row.unit, replay=old.replay if old else F.ReplayGuard(),
+                gateways=frozenset(gateways.get(row.id, ())),
             )
         self.devices = fresh
         if not self.loaded:

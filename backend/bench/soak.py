@@ -86,7 +86,7 @@ class SoakReport:
         lines.append("frames published (broker acknowledged) vs accepted by the backend: "
                      + ", ".join(f"{k} {self.published.get(k, 0)} / {self.accepted.get(k, 0):.0f}" for k in ("telemetry", "status", "event")))
         lines.append(f"rejected by reason: {dict(self.rejected) or 'none'}")
-        lines.append(f"lost: {self.lost} frames")
+        lines.append(f"not accepted by the end (lost, or still queued {DRAIN_TIMEOUT_S:.0f} s after publishing stopped): {self.lost} frames")
         growth = self.rss_last_mb - self.rss_first_mb
         lines.append(f"memory after warm-up {self.rss_first_mb:.1f} MB -> end {self.rss_last_mb:.1f} MB "
                      f"({growth:+.1f} MB), max {self.rss_max_mb:.1f} MB: {'flat' if self.flat else 'GROWING'}")

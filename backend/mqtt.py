@@ -72,6 +72,10 @@ UPLINK_KEEPALIVE_S = 30
 UPLINK_RECEIVE_MAXIMUM = 65535
 # One read: about 280 frames; the loop gets a turn between reads (SOS pushes, hops).
 _READ_CHUNK = 1 << 16
+# PUBACKs of small batches wait this long to share one write; this many go out at once
+# (the broker sends at most its max_inflight_messages before it needs them).
+ACK_DELAY_S = 0.002
+ACK_BATCH = 32
 
 
 class UplinkError(aiomqtt.MqttError):
@@ -167,6 +171,8 @@ class UplinkSubscriber:
         self._pinger: asyncio.Task | None = None
         self._buf = b""
         self._packet_id = 0
+        self._acks = bytearray()
+        self._ack_timer: asyncio.TimerHandle | None = None
 
     async def __aenter__(self) -> "UplinkSubscriber":
         ssl_context = None
@@ -191,10 +197,14 @@ class UplinkSubscriber:
     async def __aexit__(self, *exc) -> None:
         if self._writer is not None and not self._writer.is_closing():
             with contextlib.suppress(OSError):
+                self._flush_acks()  # what was handled is acknowledged
                 self._writer.write(b"\xe0\x00")  # DISCONNECT, normal: the session stays
         await self._close()
 
     async def _close(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
         if self._pinger is not None:
             self._pinger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -301,7 +311,19 @@ class UplinkSubscriber:
         return out
 
     def ack(self, batch: list[tuple[str, bytes, dict[str, str] | None, int]]) -> None:
-        """Acknowledge the QoS 1 messages of a handled batch, in one write."""
-        acks = b"".join(b"\x40\x02" + m[3].to_bytes(2, "big") for m in batch if m[3])
-        if acks and self._writer is not None:
-            self._writer.write(acks)
+        """Acknowledge the QoS 1 messages of a handled batch. Small batches' PUBACKs are held
+        for up to ACK_DELAY_S and written together (one send per batch was most of the cost
+        at moderate load); ACK_BATCH of them go out at once."""
+        self._acks += b"".join(b"\x40\x02" + m[3].to_bytes(2, "big") for m in batch if m[3])
+        if len(self._acks) >= 4 * ACK_BATCH:
+            self._flush_acks()
+        elif self._acks and self._ack_timer is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY_S, self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        if self._acks and self._writer is not None and not self._writer.is_closing():
+            self._writer.write(bytes(self._acks))
+        self._acks.clear()

@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ingest.add_argument("--keep-going", action="store_true", help="run every step even after the backend fell behind")
     ingest.add_argument("--database-url", default=None, help="server for the throw-away vigil_bench_* database "
                         "(default VIGIL_DATABASE_URL, else 127.0.0.1:5432)")
+    ingest.add_argument("--detection-worker", choices=("thread", "process"), default="thread",
+                        help="the backend's VIGIL_DETECTION_WORKER (default thread)")
     ingest.add_argument("--out", type=Path, default=Path("artifacts/bench"))
     ingest.add_argument("--tag", default="", help="suffix of the result files (ingest-<tag>.json)")
     ingest.set_defaults(func=lambda a: _ingest(a))
@@ -41,6 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     soak.add_argument("--out", type=Path, default=Path("artifacts/soak"))
     soak.set_defaults(func=lambda a: __import__("backend.bench.soak", fromlist=["main"]).main(a.devices, a.minutes, a.sample_s, a.out))
 
+    api = sub.add_parser("schemathesis", help="the HTTP API fuzzed from its OpenAPI schema as every role (no 5xx, no schema violation)")
+    api.add_argument("--max-examples", type=int, default=100, help="generated requests per operation and caller")
+    api.add_argument("--out", type=Path, default=Path("artifacts/schemathesis"))
+    api.set_defaults(func=lambda a: __import__("backend.bench.api_fuzz", fromlist=["main"]).main(a.max_examples, a.out))
+
 
 def _models(args: argparse.Namespace) -> int:
     from backend.bench.models_bench import run
@@ -52,7 +59,8 @@ def _ingest(args: argparse.Namespace) -> int:
     from backend.bench.ingest_bench import DEFAULT_STEPS, BenchConfig, run
     config = BenchConfig(steps=tuple(args.steps or DEFAULT_STEPS), step_s=args.step_seconds, generators=args.generators,
                          shards=args.shards, agencies=args.agencies, ceiling_s=args.ceiling_seconds,
-                         keep_going=args.keep_going, out=args.out, database_url=args.database_url, tag=args.tag)
+                         keep_going=args.keep_going, out=args.out, database_url=args.database_url, tag=args.tag,
+                         detection_worker=args.detection_worker)
     result = run(config)
     return 0 if all(r.lost == 0 for r in result.steps) else 1
 

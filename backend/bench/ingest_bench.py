@@ -62,7 +62,10 @@ SOS_PER_STEP = 8
 KEEP_UP_RATIO = 0.95
 KEEP_UP_DRAIN_S = 5.0
 DRAIN_LIMIT_S = 60.0
+# ... and its detection keeps up: features stored at most this long after the window's last frame
+KEEP_UP_FEATURES_S = 5.0
 BACKEND_START_S = 90.0
+AUDIT_WAIT_S = 400.0
 CEILING_AGENCY = "benchceiling"
 FEATURE_HISTOGRAM = "vigil_frame_to_features_seconds"
 PUSH_HISTOGRAM = "vigil_event_to_push_seconds"
@@ -82,6 +85,7 @@ class BenchConfig:
     out: Path = Path("artifacts/bench")
     database_url: str | None = None
     tag: str = ""
+    detection_worker: str = "thread"
 
     def check(self) -> None:
         if not self.steps or min(self.steps) <= 0 or max(self.steps) > MAX_DEVICES:
@@ -151,6 +155,22 @@ def _rss_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def _with_children(pids: list[int]) -> list[int]:
+    """The processes and their descendants (the backend's detection worker, if any)."""
+    parents: dict[int, int] = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                parents[int(p.name)] = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found, frontier = list(pids), list(pids)
+    while frontier:
+        frontier = [c for c, parent in parents.items() if parent in frontier and c not in found]
+        found += frontier
+    return found
 
 
 def _postgres_pids() -> list[int]:
@@ -405,11 +425,12 @@ class Bench:
         vigil = shutil.which("vigil", path=str(Path(sys.executable).parent)) or shutil.which("vigil")
         if vigil is None:
             raise RuntimeError("the vigil command is not installed in this environment")
-        shards = self.config.shards
+        cfg = self.config
+        shards = cfg.shards
         for k in range(shards):
             port = infra.free_port()
             owned = self.agencies[k::shards]
-            env = {**os.environ, **BACKEND_ENV, "VIGIL_DATABASE_URL": self.db_url, "VIGIL_MQTT_URL": self.broker.url,
+            env = {**os.environ, **BACKEND_ENV, "VIGIL_DETECTION_WORKER": cfg.detection_worker, "VIGIL_DATABASE_URL": self.db_url, "VIGIL_MQTT_URL": self.broker.url,
                    "VIGIL_AGENCIES": json.dumps(owned), "VIGIL_HTTP_PORT": str(port), "VIGIL_SECRET_KEY": self.secret,
                    "VIGIL_MQTT_CLIENT_ID": f"vigil-bench-backend{k}-{uuid.uuid4().hex[:6]}"}
             logfile = open(self.workdir / f"backend{k}.log", "w")  # noqa: SIM115 - closed with the process
@@ -464,6 +485,34 @@ class Bench:
                  f"CPU {cpu_pct}")
         return out
 
+    def wait_for_audit(self) -> float | None:
+        """Provisioning is audited: database triggers queue one entry per row, and the backend
+        moves them into the audit chain. Wait until it has, so the ramp measures ingest alone."""
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.db_url.replace("+asyncpg", "+psycopg2"))
+        started = time.monotonic()
+        next_say = started + 10
+        try:
+            while time.monotonic() - started < AUDIT_WAIT_S:
+                with engine.connect() as conn:
+                    left = conn.execute(sa.text("select count(*) from audit_outbox")).scalar_one()
+                if not left:
+                    waited = time.monotonic() - started
+                    if waited > 1:
+                        self.say(f"audit: the provisioning's entries are in the audit chain ({waited:.0f} s)")
+                    return round(waited, 1)
+                if time.monotonic() >= next_say:
+                    self.say(f"  waiting for the backend to chain the provisioning's audit entries: {left:,} left")
+                    next_say += 10
+                time.sleep(1.0)
+        except sa.exc.ProgrammingError:
+            return None  # no audit outbox in this schema
+        finally:
+            engine.dispose()
+        self.say(f"audit: entries still queued after {AUDIT_WAIT_S:.0f} s; the first steps share the CPU with it")
+        return None
+
     def _scrape(self) -> dict:
         for attempt in range(3):  # a saturated backend may answer /metrics slowly
             try:
@@ -479,7 +528,7 @@ class Bench:
         n_gen = len(self.generators)
         frames_per_gen = devices / n_gen * cfg.step_s / load.FRAME_PERIOD_S
         # the generators seal in parallel on the machine's cores; leave a margin
-        prep = 2.0 + 1.5 * frames_per_gen * encode_us / 1e6 * max(1.0, n_gen / (os.cpu_count() or 1))
+        prep = 3.0 + 2.5 * frames_per_gen * encode_us / 1e6 * max(1.0, n_gen / (os.cpu_count() or 1))
         t0 = time.time() + prep
         # SOS presses: distinct devices (an officer's open incident would absorb a second one)
         candidates = [w.device_id for w in wearables[:devices] if w.device_id not in used_sos]
@@ -503,7 +552,8 @@ class Bench:
         if behind > 0:
             note = f"generators started {behind:.1f} s late"
             self.say(f"  warning: {note}")
-        cpu = CpuMeter({"backend": [p.pid for p, _, _ in self.backends], "broker": [self.broker.proc.pid],
+        backend_pids = [p.pid for p, _, _ in self.backends]
+        cpu = CpuMeter({"backend": lambda: _with_children(backend_pids), "broker": [self.broker.proc.pid],
                         "generators": [p.pid for p, _ in self.generators], "postgres": _postgres_pids})
         # the baseline before the first frame (a frame counted in it would look lost)
         time.sleep(max(0.0, t0 - 0.3 - time.time()))
@@ -515,7 +565,7 @@ class Bench:
         next_report = time.time() + 5
         while time.time() < end:
             time.sleep(min(0.5, max(0.0, end - time.time())))
-            rss = max(rss, sum(_rss_mb(p.pid) for p, _, _ in self.backends))
+            rss = max(rss, sum(_rss_mb(p) for p in _with_children(backend_pids)))
             if time.time() >= next_report and time.time() < end - 1:
                 s = self._scrape()
                 elapsed = time.time() - t0
@@ -542,7 +592,7 @@ class Bench:
             if time.monotonic() - last_change > 10 or time.time() - drain_start > DRAIN_LIMIT_S:
                 break
             time.sleep(0.2)
-            rss = max(rss, sum(_rss_mb(p.pid) for p, _, _ in self.backends))
+            rss = max(rss, sum(_rss_mb(p) for p in _with_children(backend_pids)))
         time.sleep(1.5)  # the last windows' features: one tick and one flush
         s2 = self._scrape()
         accepted = int(s2["accepted"] - s0["accepted"])
@@ -556,7 +606,10 @@ class Bench:
         lost = published - accepted - rejected
         offered = devices / load.FRAME_PERIOD_S
         kept_up = (ingested_fps >= KEEP_UP_RATIO * offered and lost == 0 and drain_s is not None
-                   and drain_s <= KEEP_UP_DRAIN_S and unacked == 0 and len(lat) == len(sent))
+                   and drain_s <= KEEP_UP_DRAIN_S and unacked == 0 and len(lat) == len(sent)
+                   and (f99 is None or f99 <= KEEP_UP_FEATURES_S))
+        if f99 is not None and f99 > KEEP_UP_FEATURES_S:
+            note = (note + "; " if note else "") + "detection lags behind ingest"
         if unacked:
             note = (note + "; " if note else "") + f"{unacked} publishes not acknowledged by the broker"
         result = StepResult(
@@ -600,6 +653,7 @@ class Bench:
             self._start_backends()
             self.say(f"backend: {len(self.backends)} process(es) " + ", ".join(
                 f"pid {p.pid} agencies {owned}" for p, _, owned in self.backends))
+            result.machine["audit_outbox_drain_s"] = self.wait_for_audit()
             from backend.core.security import issue_token
 
             targets = []
@@ -623,7 +677,8 @@ class Bench:
                     elif not cfg.keep_going:
                         result.stopped = (f"stopped after {devices:,} devices: the backend fell behind "
                                           f"(ingested {row.ingested_fps:,.0f} of {row.offered_fps:,.0f} frames/s, "
-                                          f"drain {row.drain_s if row.drain_s is not None else '>60'} s, lost {row.lost})")
+                                          f"drain {row.drain_s if row.drain_s is not None else '>60'} s, lost {row.lost}, "
+                                          f"frame->features p99 {_ms(row.frame_to_features_p99_s)})")
                         self.say(result.stopped)
                         break
                     time.sleep(2.0)

@@ -294,8 +294,6 @@ def generator_main(conn, index: int, host: str, port: int, wearables: list[Weara
             due, packets, sos_index = gen.encode_step(arg)
             conn.send(("encoded", {"encode_s": time.perf_counter() - started, "encode_cpu_s": cpu_seconds() - cpu0,
                                    "frames": len(packets)}))
-            if due.size and due[0] < time.time():
-                conn.send(("late", {"behind_s": time.time() - float(due[0])}))
             conn.send(("done", gen.run_step(arg, due, packets, sos_index)))
         elif command == "flood":
             agency, duration_s, t0 = arg

@@ -209,6 +209,11 @@ def analyse(batch: HopInput, now_wall_ms: int, config: DecisionConfig = Decision
     return results, states
 
 
+def analyse_all(batches: list[HopInput], now_wall_ms: int, config: DecisionConfig) -> list[tuple[list[DeviceResult], list[DeviceModelState]]]:
+    """All batches of one round (runs in the detection worker: a thread or a process)."""
+    return [analyse(b, now_wall_ms, config) for b in batches]
+
+
 def _decide(i, win, batch, state, fall, md, st, act_all, last, contact, est, limits) -> list[AlertCandidate]:
     out = []
     end_ms = win.end_ms

@@ -25,6 +25,7 @@ import asyncio
 import concurrent.futures
 import datetime as dt
 import logging
+import multiprocessing
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -39,7 +40,7 @@ from backend.alerts import AlertService
 from backend.core import tables as t
 from backend.core.config import BackendSettings
 from backend.detection import schema
-from backend.detection.hop import DecisionConfig, DeviceModelState, DeviceResult, HopInput, analyse
+from backend.detection.hop import DecisionConfig, DeviceModelState, DeviceResult, HopInput, analyse_all
 from backend.detection.status import StatusBoard
 from backend.detection.store import BatchWriter, _is_db_error, _sleep_or
 from backend.detection.windows import DeviceStream, TelemetryChunk, Window, WindowConfig
@@ -93,7 +94,7 @@ class DetectionService:
         self._holds: dict[int, list[tuple[float, float, object]]] = defaultdict(list)  # device -> (start ms, until ms, alert id)
         self._hold_rows: list[dict] = []
         self._resets: set[int] = set()
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vigil-detection")
+        self._executor = self._new_executor()
         self._failure_logged = False
         self._status_failing = False
         self.features = BatchWriter(engine, "features", FEATURE_COLUMNS, metrics, batch_size=settings.feature_batch_size,
@@ -230,9 +231,16 @@ class DetectionService:
                                     [i[0] for i in items], [i[1] for i in items], np.array([i[2] for i in items])))
         return batches
 
+    def _new_executor(self) -> concurrent.futures.Executor:
+        # A process of its own gives the models a core without the GIL that ingest needs; the
+        # windows and states travel pickled (about 7 kB per device and hop).
+        if self._settings.detection_worker == "process":
+            return concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vigil-detection")
+
     def analyse(self, batches: list[HopInput], now_wall_ms: int) -> list[tuple[list[DeviceResult], list[DeviceModelState]]]:
-        """All batches of one round (runs in the worker thread)."""
-        return [analyse(b, now_wall_ms, self.decision_config) for b in batches]
+        """All batches of one round (what the worker runs)."""
+        return analyse_all(batches, now_wall_ms, self.decision_config)
 
     async def run_round(self, now: float) -> int:
         """Collect, analyse off the loop, apply. Returns the number of windows analysed."""
@@ -242,9 +250,13 @@ class DetectionService:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
-            outcome = await loop.run_in_executor(self._executor, self.analyse, batches, int(now * 1000))
-        except Exception:  # a model error must not stop ingest: log it once, count every one
+            outcome = await loop.run_in_executor(self._executor, analyse_all, batches, int(now * 1000), self.decision_config)
+        except Exception as exc:  # a model error must not stop ingest: log it once, count every one
             self._metrics.detection_failures.inc()
+            if isinstance(exc, concurrent.futures.BrokenExecutor):  # the worker process died: a new one
+                log.error("detection worker lost (%s); starting a new one", exc.__class__.__name__)
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = self._new_executor()
             if not self._failure_logged:
                 self._failure_logged = True
                 log.exception("DETECTION ROUND FAILED; the windows of this round are skipped")

@@ -66,6 +66,14 @@ def _error_answers(app: FastAPI) -> None:
     async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
+    @app.exception_handler(sa.exc.DBAPIError)
+    async def _bad_argument(request: Request, exc: sa.exc.DBAPIError) -> JSONResponse:
+        # a value the database cannot take (an id beyond its column's range): the caller's error
+        if "invalid input for query argument" in str(exc.orig):
+            return JSONResponse({"detail": [{"loc": ["path"], "msg": "a value is out of range", "type": "value_error"}]},
+                                status_code=422)
+        return await _storage_down(request, exc)
+
     @app.exception_handler(sa.exc.OperationalError)
     @app.exception_handler(sa.exc.InterfaceError)
     @app.exception_handler(OSError)

@@ -22,6 +22,9 @@ from backend.policy.loader import Policy
 
 Target = Literal["path", "self", "agency"]
 
+# officers.id is a PostgreSQL integer: a larger id names nobody (and would fail as a query argument).
+OFFICER_ID_MAX = 2**31 - 1
+
 
 @dataclass(frozen=True, slots=True)
 class Access:
@@ -76,6 +79,8 @@ def require_access(data_class: str, *, target: Target = "path", aggregate: bool 
         if target == "path":
             raw = request.path_params.get("officer_id")
             officer_id = int(raw) if raw is not None and str(raw).isdigit() else None
+            if officer_id is not None and officer_id > OFFICER_ID_MAX:  # found by fuzzing: was a 503
+                raise HTTPException(status.HTTP_404_NOT_FOUND, f"officer {raw}")
         elif target == "self":
             officer_id = caller.officer_id
         else:

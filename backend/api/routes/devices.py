@@ -59,7 +59,7 @@ async def provision(runtime: RuntimeDep, caller: CallerDep, body: DeviceIn) -> d
         device = await fleet.provision_device(runtime.engine, runtime.settings.secret_key.get_secret_value(),
                                               caller.agency_id, body.device_id, body.placement)
     except ValueError as exc:
-        raise HTTPException(422, str(exc)) from exc
+        raise HTTPException(422, [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]) from exc  # the documented 422 shape
     except sa.exc.IntegrityError as exc:
         raise HTTPException(409, f"device {body.device_id} exists") from exc
     await runtime.registry.refresh()

@@ -29,7 +29,7 @@ async def register(runtime: RuntimeDep, caller: CallerDep, body: GatewayIn) -> d
     try:
         creds = await auth.register_gateway(runtime.engine, caller.agency_id, body.gateway_id, body.devices)
     except TopicError as exc:
-        raise HTTPException(422, str(exc)) from exc
+        raise HTTPException(422, [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]) from exc  # the documented 422 shape
     return {"gateway_id": creds.gateway_id, "agency": creds.agency_id, "api_token": creds.api_token,
             "mqtt_username": creds.mqtt_username, "mqtt_password": creds.mqtt_password,
             "note": "shown once; regenerate the broker's password and ACL files (vigil broker files) to admit it"}

@@ -24,7 +24,7 @@ async def create_user(runtime: RuntimeDep, caller: CallerDep, body: UserIn) -> d
     try:
         user = await auth.create_user(runtime.engine, body.username, body.password, body.role, caller.agency_id, body.officer_id)
     except ValueError as exc:
-        raise HTTPException(422, str(exc)) from exc
+        raise HTTPException(422, [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]) from exc  # the documented 422 shape
     return {"id": user.id, "username": user.username, "role": user.role, "agency": user.agency_id, "officer_id": user.officer_id}
 
 

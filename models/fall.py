@@ -107,14 +107,37 @@ def fall_features(accel: np.ndarray, sampling_rate: float, impact_index: np.ndar
         raise InvalidSignalError(f"impact_index needs one index per device ({a.shape[0]}), got {idx.size}")
     if a.shape[0] == 0:
         return np.zeros((0, len(FEATURE_NAMES)))
+    return _features_at(a, np.arange(a.shape[0]), idx, rate, upright_axis)
+
+
+# every evidence segment lies within this span around the impact (s)
+_SPAN_S = (-3.0, 1.5)
+# Candidates per pass: a pass's temporaries stay in cache instead of being paged in.
+DEVICE_CHUNK = 256
+
+
+def _features_at(a: np.ndarray, devices: np.ndarray, idx: np.ndarray, rate: float,
+                 upright_axis: tuple[float, float, float]) -> np.ndarray:
+    """:func:`fall_features` of ``a[devices]`` around ``idx``, one chunk of devices at a time."""
+    out = np.empty((devices.size, len(FEATURE_NAMES)))
+    for first in range(0, devices.size, DEVICE_CHUNK):
+        part = slice(first, first + DEVICE_CHUNK)
+        out[part] = _span_features(a, devices[part], idx[part], rate, upright_axis)
+    return out
+
+
+def _span_features(a: np.ndarray, devices: np.ndarray, idx: np.ndarray, rate: float,
+                   upright_axis: tuple[float, float, float]) -> np.ndarray:
+    """The features of ``a[devices]``, reading only the span around each impact."""
     up = np.asarray(upright_axis, dtype=float)
     up = up / np.linalg.norm(up)
     n = a.shape[-1]
+    first, stop = int(round(_SPAN_S[0] * rate)), int(round(_SPAN_S[1] * rate))
+    cols = np.clip(idx[:, None] + np.arange(first, stop)[None, :], 0, n - 1)
+    span = a[devices[:, None, None], np.arange(3)[None, :, None], cols[:, None, :]]
 
     def seg(start_s: float, stop_s: float) -> np.ndarray:
-        offsets = np.arange(int(round(start_s * rate)), int(round(stop_s * rate)))
-        cols = np.clip(idx[:, None] + offsets[None, :], 0, n - 1)
-        return np.take_along_axis(a, np.broadcast_to(cols[:, None, :], (a.shape[0], 3, cols.shape[1])), axis=-1)
+        return np.ascontiguousarray(span[..., int(round(start_s * rate)) - first:int(round(stop_s * rate)) - first])
 
     def mag(x: np.ndarray) -> np.ndarray:
         return np.sqrt((x ** 2).sum(axis=1))
@@ -177,16 +200,18 @@ def find_impact(accel: np.ndarray, sampling_rate: float, *, new_samples: int | N
     a = as_device_channels(accel, "accel", channels=3)
     if a.shape[0] == 0:
         return np.zeros(0, dtype=np.intp)
-    svm = acceleration_magnitude(a)
-    n = svm.shape[-1]
+    n = a.shape[-1]
     hi = n - int(round(cfg.post_impact_s * rate))
     lo = 0 if new_samples is None else max(0, hi - int(new_samples))
     if hi <= lo:
         return np.full(a.shape[0], -1, dtype=np.intp)
     half = max(1, int(round(cfg.min_separation_s * rate / 2)))
+    # a local maximum in lo..hi is decided by the samples within `half` of that range
+    first, stop = max(0, lo - half), min(n, hi + half)
+    svm = acceleration_magnitude(np.ascontiguousarray(a[..., first:stop]))
     local_max = maximum_filter1d(svm, size=2 * half + 1, axis=-1, mode="nearest")
-    ok = (svm >= cfg.impact_g) & (svm >= local_max)
-    zone = np.where(ok[:, lo:hi], svm[:, lo:hi], -np.inf)
+    svm, local_max = svm[:, lo - first:hi - first], local_max[:, lo - first:hi - first]
+    zone = np.where((svm >= cfg.impact_g) & (svm >= local_max), svm, -np.inf)
     best = np.argmax(zone, axis=-1)
     found = np.isfinite(zone[np.arange(a.shape[0]), best])
     return np.where(found, best + lo, -1).astype(np.intp)
@@ -209,7 +234,7 @@ def fall_probability(features: np.ndarray, model: ObliviousForest) -> np.ndarray
         return np.zeros(0)
     bits = x[:, model.features] > model.thresholds[None]          # (n, trees, depth)
     leaf = (bits * (1 << np.arange(depth - 1, -1, -1))).sum(axis=-1)  # (n, trees)
-    logit = model.base_score + np.take_along_axis(model.leaves[None], leaf[..., None], axis=-1)[..., 0].sum(axis=1)
+    logit = model.base_score + model.leaves[np.arange(leaf.shape[1])[None, :], leaf].sum(axis=1)
     return 1.0 / (1.0 + np.exp(-logit))
 
 
@@ -274,7 +299,7 @@ def detect_fall(
     prob = np.full(devices, np.nan)
     fired: list[tuple[str, ...]] = [() for _ in range(devices)]
     if has.any():
-        feats[has] = fall_features(a[has], rate, idx[has], upright_axis=limits.activity.upright_axis)
+        feats[has] = _features_at(a, np.flatnonzero(has), idx[has], rate, limits.activity.upright_axis)
         if method == "boosted_trees":
             prob[has] = fall_probability(feats[has], model or fall_model())
         else:

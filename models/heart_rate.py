@@ -20,16 +20,20 @@ The per-device filter memory travels in :class:`HeartRateState`, passed in and r
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 from scipy.ndimage import convolve1d, maximum_filter1d
 
 from models.exceptions import InvalidSignalError, check_option, check_sampling_rate
-from models.quality import as_device_channels, bandpass, concentration, grid_power
+from models.quality import as_device_channels, band_grid_power, concentration
 from models.thresholds import HeartRateConfig, thresholds_for
 
 HEART_RATE_METHODS = ("spectral_tracking", "spectral_peak")
 MIN_WINDOW_S = 4.0
+# Devices per pass through spectra and tracker: a pass's arrays (~1 MB) stay in cache and their
+# memory is reused, instead of ~100 MB temporaries paged in at every hop.
+DEVICE_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -176,53 +180,80 @@ def estimate_heart_rate(
     if contact is None:
         contact = np.ones(devices, bool)
     contact = np.asarray(contact, bool).reshape(devices)
-    grid = (cfg.min_bpm, cfg.max_bpm, cfg.grid_step_bpm)
 
-    ppg_power, bpm = grid_power(bandpass(x, rate, cfg.band_hz), rate, grid)
-    ppg_power = ppg_power / np.maximum(ppg_power.max(axis=-1, keepdims=True), 1e-30)
-    ppg_spectrum = ppg_power.mean(axis=1)   # (devices, bins), channels combined
-    accel_amp = np.sqrt(grid_power(bandpass(a, rate, cfg.band_hz), rate, grid)[0])
-    floor = cfg.accel_floor_g * x.shape[-1] / 4.0   # Hann peak of a floor-amplitude sinusoid
-    motion = (accel_amp / np.maximum(accel_amp.max(axis=-1, keepdims=True), floor)).max(axis=1)
-    moving = accel_amp.max(axis=(1, 2)) >= floor
-    motion_bpm = np.where(moving, bpm[np.argmax(motion, axis=-1)], np.nan)
-
-    if method == "spectral_peak":
-        peak = bpm[np.argmax(ppg_spectrum, axis=-1)]
-        quality = concentration(ppg_spectrum, bpm, peak, cfg.quality_halfwidth_bpm)
-        reliable = contact & (quality >= cfg.min_quality)
-        est = HeartRateEstimate(np.where(reliable, peak, np.nan), peak, quality, reliable, motion_bpm, cfg.min_quality, method)
+    tracked, quality, motion_bpm = np.empty(devices), np.empty(devices), np.empty(devices)
+    tracking = method == "spectral_tracking"
+    if tracking:
+        posterior = np.empty_like(state.posterior)
+        history = np.empty_like(state.motion_history)
+    for first in range(0, devices, DEVICE_CHUNK):
+        part = slice(first, first + DEVICE_CHUNK)
+        ppg_spectrum, motion, motion_bpm[part] = _window_spectra(x[part], a[part], rate, cfg, bpm_grid)
+        if tracking:
+            tracked[part], quality[part] = _spectral_tracking(
+                ppg_spectrum, motion, bpm_grid, cfg, state.posterior[part], state.motion_history[part],
+                posterior[part], history[part])
+        else:
+            tracked[part] = bpm_grid[np.argmax(ppg_spectrum, axis=-1)]
+            quality[part] = concentration(ppg_spectrum, bpm_grid, tracked[part], cfg.quality_halfwidth_bpm)
+    reliable = contact & (quality >= cfg.min_quality)
+    est = HeartRateEstimate(np.where(reliable, tracked, np.nan), tracked, quality, reliable, motion_bpm, cfg.min_quality, method)
+    if not tracking:
         return est, replace(state, windows_seen=state.windows_seen + 1)
-    return _spectral_tracking(ppg_spectrum, motion, motion_bpm, bpm, contact, state, cfg, method)
+    return est, HeartRateState(posterior, history, state.windows_seen + 1)
 
 
-def _spectral_tracking(ppg_spectrum, motion, motion_bpm, bpm, contact, state, cfg, method):
+def _window_spectra(x, a, rate, cfg, bpm):
+    """PPG spectrum (channels combined) and motion spectrum of each device; (devices, bins) each."""
+    grid = (cfg.min_bpm, cfg.max_bpm, cfg.grid_step_bpm)
+    ppg_power = band_grid_power(x, rate, cfg.band_hz, grid)[0]
+    ppg_power /= np.maximum(ppg_power.max(axis=-1, keepdims=True), 1e-30)
+    ppg_spectrum = ppg_power.mean(axis=1)
+    accel_amp = np.sqrt(band_grid_power(a, rate, cfg.band_hz, grid)[0])
+    floor = cfg.accel_floor_g * x.shape[-1] / 4.0   # Hann peak of a floor-amplitude sinusoid
+    axis_peak = accel_amp.max(axis=-1, keepdims=True)
+    motion = (accel_amp / np.maximum(axis_peak, floor)).max(axis=1)
+    moving = axis_peak.max(axis=(1, 2)) >= floor
+    motion_bpm = np.where(moving, bpm[np.argmax(motion, axis=-1)], np.nan)
+    return ppg_spectrum, motion, motion_bpm
+
+
+@lru_cache(maxsize=8)
+def _random_walk(bins: int, sd_bins: float) -> np.ndarray:
+    """The Gaussian step between hops as a (bins, bins) matrix; mass past the grid's ends is lost."""
+    offsets = np.arange(-int(4 * sd_bins), int(4 * sd_bins) + 1)
+    kernel = np.exp(-0.5 * (offsets / sd_bins) ** 2)
+    step = convolve1d(np.eye(bins), kernel / kernel.sum(), axis=-1, mode="constant")
+    step.flags.writeable = False
+    return step
+
+
+def _spectral_tracking(ppg_spectrum, motion, bpm, cfg, last_posterior, last_history, posterior, history):
+    """One hop of the tracker; fills ``posterior`` and ``history``, returns (tracked BPM, quality)."""
     step = cfg.grid_step_bpm
     widen = 2 * int(round(cfg.motion_widen_bpm / step)) + 1
-    motion = maximum_filter1d(motion, size=widen, axis=-1, mode="nearest")
-    history = np.concatenate([state.motion_history[:, 1:], motion[:, None]], axis=1)
-    noise = np.nanmean(history, axis=1)
+    history[:, :-1] = last_history[:, 1:]
+    history[:, -1] = maximum_filter1d(motion, size=widen, axis=-1, mode="nearest")
+    # a device's first hops have no history yet (NaN); the plain mean is the same number otherwise
+    noise = np.nanmean(history, axis=1) if np.isnan(history).any() else history.mean(axis=1)
 
     enhanced = ppg_spectrum / (1.0 + cfg.motion_attenuation * noise)
-    enhanced = enhanced / np.maximum(enhanced.max(axis=-1, keepdims=True), 1e-30)
+    enhanced /= np.maximum(enhanced.max(axis=-1, keepdims=True), 1e-30)
     unknown = np.clip((noise - cfg.motion_mask_level) * cfg.motion_mask_gain, 0.0, 1.0)
     likelihood = (1.0 - unknown) * enhanced + unknown * cfg.unknown_likelihood
 
-    sd_bins = cfg.transition_sd_bpm / step
-    offsets = np.arange(-int(4 * sd_bins), int(4 * sd_bins) + 1)
-    kernel = np.exp(-0.5 * (offsets / sd_bins) ** 2)
-    predicted = convolve1d(state.posterior, kernel / kernel.sum(), axis=-1, mode="constant")
+    predicted = last_posterior @ _random_walk(bpm.size, cfg.transition_sd_bpm / step)
     predicted /= np.maximum(predicted.sum(axis=-1, keepdims=True), 1e-300)
     prior = _prior(bpm, cfg)
     predicted = (1 - cfg.recovery_weight) * predicted + cfg.recovery_weight * prior[None, :]
-    posterior = predicted * (likelihood + cfg.likelihood_floor)
+    np.multiply(predicted, likelihood + cfg.likelihood_floor, out=posterior)
     posterior /= posterior.sum(axis=-1, keepdims=True)
 
-    mode = bpm[np.argmax(posterior, axis=-1)]
-    near = np.abs(bpm[None, :] - mode[:, None]) <= cfg.snap_bpm
-    tracked = bpm[np.argmax(np.where(near, ppg_spectrum, -1.0), axis=-1)]
-    quality = concentration(enhanced, bpm, tracked, cfg.quality_halfwidth_bpm)
-    reliable = contact & (quality >= cfg.min_quality)
-    new_state = HeartRateState(posterior, history, state.windows_seen + 1)
-    est = HeartRateEstimate(np.where(reliable, tracked, np.nan), tracked, quality, reliable, motion_bpm, cfg.min_quality, method)
-    return est, new_state
+    # snap the mode to the largest raw PPG bin within snap_bpm of it (only bins that near are read)
+    mode_bin = np.argmax(posterior, axis=-1)
+    reach = int(np.ceil(cfg.snap_bpm / step)) + 1
+    candidates = np.clip(mode_bin[:, None] + np.arange(-reach, reach + 1), 0, bpm.size - 1)
+    near = np.abs(bpm[candidates] - bpm[mode_bin][:, None]) <= cfg.snap_bpm
+    values = np.where(near, np.take_along_axis(ppg_spectrum, candidates, axis=-1), -1.0)
+    tracked = bpm[np.take_along_axis(candidates, np.argmax(values, axis=-1)[:, None], axis=-1)[:, 0]]
+    return tracked, concentration(enhanced, bpm, tracked, cfg.quality_halfwidth_bpm)

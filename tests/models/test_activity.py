@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+import models.activity
 from models.activity import classify_activity, motion_energy
 from tests.models.conftest import FS
 
@@ -54,6 +55,15 @@ class TestClassifyActivity:
             one = classify_activity(batch[d:d + 1], FS)
             assert one.activity[0] == r.activity[d] and one.posture[0] == r.posture[d]
             np.testing.assert_allclose(one.tilt_deg[0], r.tilt_deg[d])
+
+    def test_chunks_equal_one_pass(self, monkeypatch):
+        batch = np.stack([upright(), upright(swing_hz=1.8, amp=0.25), upright(lying=True),
+                          upright(swing_hz=2.8, amp=0.8), upright(swing_hz=1.2, amp=0.1)])
+        whole = classify_activity(batch, FS)
+        monkeypatch.setattr(models.activity, "DEVICE_CHUNK", 2)
+        chunked = classify_activity(batch, FS)
+        for field in ("activity", "posture", "cadence_spm", "motion_energy_g", "tilt_deg"):
+            np.testing.assert_array_equal(getattr(chunked, field), getattr(whole, field))
 
     def test_wrong_placement(self):
         with pytest.raises(ValueError, match="wrist, upper_arm, chest, waist"):

@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
+from scipy.ndimage import maximum_filter1d
 
+import models.fall
 from models.fall import FEATURE_NAMES, detect_fall, fall_features, fall_probability, find_impact, fit_fall_classifier
-from models.thresholds import fall_model
+from models.thresholds import FallConfig, fall_model
 from tests.models.conftest import FS
 
 
@@ -44,6 +46,20 @@ class TestFindImpact:
         a = np.zeros((1, 3, 400)); a[0, 1] = -1.0
         assert find_impact(a, FS)[0] == -1
 
+    @pytest.mark.parametrize("new_samples", [None, 1, 25, 100, 300])
+    def test_same_as_searching_the_whole_window(self, rng, new_samples):
+        # jolts every few samples: whether one is a local maximum depends on samples on both sides
+        a = np.zeros((6, 3, 400)); a[:, 1] = -1.0
+        a += 0.6 * rng.standard_normal(a.shape) * (rng.random((6, 1, 400)) < 0.15)
+        svm = np.sqrt((a ** 2).sum(axis=1))
+        hi = 400 - int(round(1.5 * FS))
+        lo = 0 if new_samples is None else max(0, hi - new_samples)
+        peak = svm >= maximum_filter1d(svm, size=51, axis=-1, mode="nearest")
+        zone = np.where((svm >= 1.2) & peak, svm, -np.inf)[:, lo:hi]
+        expected = np.where(np.isfinite(zone.max(axis=-1)), lo + np.argmax(zone, axis=-1), -1)
+        cfg = FallConfig(impact_g=1.2)
+        assert find_impact(a, FS, new_samples=new_samples, config=cfg).tolist() == expected.tolist()
+
 
 class TestFallFeatures:
     def test_empty(self):
@@ -57,6 +73,13 @@ class TestFallFeatures:
         assert f["orientation_change_deg"] > 60
         assert f["post_tilt_deg"] > 80 and f["pre_tilt_deg"] < 20
         assert f["post_activity_g"] < 0.05
+
+    @pytest.mark.parametrize("impact", [0, 40, 380, 399])
+    def test_samples_past_the_window_repeat_its_edge(self, rng, impact):
+        a, _ = fall_recording(rng)
+        padded = np.concatenate([np.repeat(a[:, :1], 200, axis=1), a, np.repeat(a[:, -1:], 200, axis=1)], axis=1)
+        np.testing.assert_array_equal(fall_features(a[None], FS, [impact]),
+                                      fall_features(padded[None], FS, [impact + 200]))
 
     def test_wrong_index_count(self):
         with pytest.raises(ValueError):
@@ -82,6 +105,16 @@ class TestDetectFall:
             one = detect_fall(batch[k:k + 1], FS)
             assert one.suspected[0] == d.suspected[k] and one.impact_index[0] == d.impact_index[k]
             np.testing.assert_allclose(one.probability[0], d.probability[k])
+
+    def test_chunks_equal_one_pass(self, rng, monkeypatch):
+        batch = np.stack([fall_recording(rng)[0], sit_down(rng), fall_recording(rng, impact_s=4.0)[0],
+                          fall_recording(rng, impact_s=5.0)[0], sit_down(rng)])
+        whole = detect_fall(batch, FS)
+        monkeypatch.setattr(models.fall, "DEVICE_CHUNK", 2)
+        chunked = detect_fall(batch, FS)
+        np.testing.assert_array_equal(chunked.features, whole.features)
+        np.testing.assert_array_equal(chunked.probability, whole.probability)
+        assert chunked.fired == whole.fired
 
     def test_wrong_method(self):
         with pytest.raises(ValueError, match="boosted_trees, threshold"):

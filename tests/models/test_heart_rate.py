@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+import models.heart_rate
 from models.heart_rate import HeartRateState, estimate_heart_rate
 from models.quality import ppg_quality, skin_contact
 from tests.models.conftest import FS, ppg_with_arm_swing
@@ -88,6 +89,28 @@ class TestBatchEquivalence:
                 np.testing.assert_allclose(batch.quality[d], one.quality[0], rtol=1e-9)
         merged = HeartRateState.concatenate(singles)
         np.testing.assert_allclose(merged.posterior, batch_state.posterior, rtol=1e-9, atol=1e-15)
+
+    @pytest.mark.parametrize("method", ["spectral_tracking", "spectral_peak"])
+    def test_chunks_equal_one_pass(self, rng, monkeypatch, method):
+        windows = [[ppg_with_arm_swing(rng, b, s, t0=2.0 * k) for k in range(3)]
+                   for b, s in zip([65.0, 80.0, 95.0, 120.0, 150.0, 170.0, 100.0], [1.0, 2.5, 1.6, 2.9, 1.2, 2.0, 0.0])]
+        runs = []
+        for chunk in (3, 1000):
+            monkeypatch.setattr(models.heart_rate, "DEVICE_CHUNK", chunk)
+            state, estimates = None, []
+            for k in range(3):
+                ppg = np.stack([w[k][0] for w in windows])
+                acc = np.stack([w[k][1] for w in windows])
+                est, state = estimate_heart_rate(ppg, acc, FS, state, method=method)
+                estimates.append(est)
+            runs.append((estimates, state))
+        (chunked, chunked_state), (whole, whole_state) = runs
+        for a, b in zip(chunked, whole):
+            for field in ("bpm", "tracked_bpm", "motion_bpm", "reliable"):
+                np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+            np.testing.assert_allclose(a.quality, b.quality, rtol=1e-12)  # matrix products round by batch shape
+        np.testing.assert_allclose(chunked_state.posterior, whole_state.posterior, rtol=1e-12, atol=1e-300)
+        np.testing.assert_allclose(chunked_state.motion_history, whole_state.motion_history, rtol=1e-12)
 
     def test_select_and_merge(self, rng):
         ppg = np.stack([ppg_with_arm_swing(rng, 80.0)[0] for _ in range(3)])

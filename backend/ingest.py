@@ -182,7 +182,7 @@ class IngestService:
         identifier = self._settings.mqtt_client_id + ("" if name == "telemetry" else f"-{name}")
         while True:
             try:
-                async with UplinkSubscriber(self._settings.mqtt_url, identifier) as uplink:
+                async with UplinkSubscriber(self._settings.mqtt_url, identifier, ca_file=self._settings.mqtt_ca_file) as uplink:
                     if name == "telemetry":  # this session once carried every kind: events now have their own
                         await uplink.unsubscribe([topics.uplink_filter(agency) for agency in self._settings.agencies])
                     await uplink.subscribe([topics.uplink_filter(agency, kind) for agency in self._settings.agencies

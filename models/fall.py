@@ -2,26 +2,30 @@
 
 A candidate is the largest local maximum of the acceleration magnitude above ``impact_g`` among
 the samples that became decidable since the previous call (``post_impact_s`` after the impact
-must already be in the window). Around it, :data:`FEATURE_NAMES` are measured from 3 s before to
-1.5 s after the impact; a classifier (``method="boosted_trees"``, the default, fitted on SisFall
-and checked leave-one-subject-out) or a fixed rule (``method="threshold"``) decides. A decision
-is therefore available 1.5 s after the impact plus the hop at which the caller runs it.
+must already be in the window). Around it, :data:`FEATURE_NAMES` are measured from 6 s before to
+1.5 s after the impact (samples before the window's start are taken from its first sample: a
+device that just started has less history); a classifier (``method="boosted_trees"``, the
+default: boosted depth-limited trees fitted on SisFall and checked leave-one-subject-out) or a
+fixed rule (``method="threshold"``) decides. A decision is therefore available 1.5 s after the
+impact plus the hop at which the caller runs it.
 
 Assumptions (said here because alerts depend on them): the device is trunk-mounted (waist or
 chest; other placements are not validated); the trunk is no longer upright 0.5-1.5 s after the
 impact (a fall that ends sitting or kneeling with an upright trunk may be missed, and is left to
 the man-down timer and the SOS button); nothing is assumed about what happens after 1.5 s.
+Falls from sitting with a soft landing (about 2 g) look like lying down quickly and are the
+likeliest misses; rolling over while lying is the likeliest false suspicion.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import maximum_filter1d
+from scipy.ndimage import maximum_filter1d, uniform_filter1d
 
 from models.exceptions import InvalidSignalError, check_option, check_sampling_rate
 from models.quality import as_device_channels
-from models.thresholds import FallConfig, ObliviousForest, fall_model, thresholds_for
+from models.thresholds import BoostedTrees, FallConfig, FallModel, ObliviousForest, fall_model, thresholds_for
 
 FALL_METHODS = ("boosted_trees", "threshold")
 FEATURE_NAMES = (
@@ -37,6 +41,15 @@ FEATURE_NAMES = (
     "jerk_g_s",            # steepest rise of magnitude into the impact
     "post_tilt_deg",       # trunk angle from upright after impact
     "pre_tilt_deg",        # trunk angle from upright before the event (falls start upright)
+    "post_mean_g",         # magnitude mean 0.5..1.5 s after impact (1 g when at rest)
+    "rebound_min_g",       # magnitude minimum within 0.5 s after impact
+    "pre_peaks",           # rises above 2 g from 3 s to 0.2 s before impact (steps, jogging)
+    "pre_activity_long_g",  # magnitude std 6 s..1 s before impact
+    "early_orientation_change_deg",  # gravity direction 4..3 s before vs. 0.5..1.5 s after impact
+    "max_tilt_swing_deg",  # largest angle of the 0.2 s-smoothed vector from the pre-impact gravity, -1..1.5 s
+    "descent_velocity_m_s",  # peak downward speed along a causal 1 s gravity estimate, 1 s before impact
+    "settle_activity_g",   # magnitude std 0.2..0.7 s after impact
+    "descent_activity_g",  # magnitude std 1..0.1 s before impact
 )
 
 # the fixed rule of method="threshold": each feature and the side it must be on
@@ -98,7 +111,7 @@ def fall_features(accel: np.ndarray, sampling_rate: float, impact_index: np.ndar
     --------
     >>> a = np.zeros((1, 3, 400)); a[0, 1] = -1.0
     >>> fall_features(a, 50, np.array([300])).shape
-    (1, 12)
+    (1, 21)
     """
     rate = check_sampling_rate(sampling_rate)
     a = as_device_channels(accel, "accel", channels=3)
@@ -111,7 +124,7 @@ def fall_features(accel: np.ndarray, sampling_rate: float, impact_index: np.ndar
 
 
 # every evidence segment lies within this span around the impact (s)
-_SPAN_S = (-3.0, 1.5)
+_SPAN_S = (-6.0, 1.5)
 # Candidates per pass: a pass's temporaries stay in cache instead of being paged in.
 DEVICE_CHUNK = 256
 
@@ -153,6 +166,17 @@ def _span_features(a: np.ndarray, devices: np.ndarray, idx: np.ndarray, rate: fl
         np.linalg.norm(pre_vec, axis=-1) * np.linalg.norm(post_vec, axis=-1), 1e-9)
     around = mag(seg(-0.5, 0.5))
     rise = mag(seg(-0.2, 0.1))
+    early_vec = seg(-4.0, -3.0).mean(axis=-1)
+    # trunk swing: smoothed vector (0.2 s, centred; the span's edge is reflected) against pre-impact gravity
+    swing = uniform_filter1d(seg(-1.5, 1.5), max(1, int(round(0.2 * rate))), axis=-1)[..., int(round(0.5 * rate)):]
+    swing_cos = np.einsum("dc,dcs->ds", gravity, swing) / np.maximum(np.linalg.norm(swing, axis=1), 1e-9)
+    # vertical speed along a causal 1 s mean of the acceleration (gravity as it was just before each sample)
+    g_win = max(1, int(round(rate)))
+    recent = seg(-2.0, 0.02)
+    lowpass = uniform_filter1d(recent, g_win, axis=-1, origin=(g_win - 1) // 2)[..., g_win:]
+    unit = lowpass / np.maximum(np.linalg.norm(lowpass, axis=1, keepdims=True), 1e-9)
+    descent = np.cumsum((recent[..., g_win:] * unit).sum(axis=1) - 1.0, axis=-1) / rate * 9.81
+    above = mag(seg(-3.0, -0.2)) > 2.0
     return np.column_stack([
         -velocity.min(axis=-1),
         -drop.min(axis=-1),
@@ -166,6 +190,16 @@ def _span_features(a: np.ndarray, devices: np.ndarray, idx: np.ndarray, rate: fl
         np.diff(rise, axis=-1).max(axis=-1) * rate,
         _tilt(post_vec, up),
         _tilt(pre_vec, up),
+        mag(seg(0.5, 1.5)).mean(axis=-1),
+        mag(seg(0.0, 0.5)).min(axis=-1),
+        (above[:, 1:] & ~above[:, :-1]).sum(axis=-1),
+        mag(seg(-6.0, -1.0)).std(axis=-1),
+        np.degrees(np.arccos(np.clip((early_vec * post_vec).sum(-1) / np.maximum(
+            np.linalg.norm(early_vec, axis=-1) * np.linalg.norm(post_vec, axis=-1), 1e-9), -1.0, 1.0))),
+        np.degrees(np.arccos(np.clip(swing_cos, -1.0, 1.0))).max(axis=-1),
+        -descent.min(axis=-1),
+        mag(seg(0.2, 0.7)).std(axis=-1),
+        mag(seg(-1.0, -0.1)).std(axis=-1),
     ])
 
 
@@ -217,7 +251,7 @@ def find_impact(accel: np.ndarray, sampling_rate: float, *, new_samples: int | N
     return np.where(found, best + lo, -1).astype(np.intp)
 
 
-def fall_probability(features: np.ndarray, model: ObliviousForest) -> np.ndarray:
+def fall_probability(features: np.ndarray, model: FallModel) -> np.ndarray:
     """Probability of a fall for feature rows (n, len(FEATURE_NAMES)) under ``model``.
 
     Examples
@@ -229,16 +263,26 @@ def fall_probability(features: np.ndarray, model: ObliviousForest) -> np.ndarray
     x = np.asarray(features, dtype=float)
     if x.ndim != 2 or x.shape[1] != len(model.feature_names):
         raise InvalidSignalError(f"features must be (n, {len(model.feature_names)}), got {x.shape}")
-    depth = model.features.shape[1]
     if x.shape[0] == 0:
         return np.zeros(0)
-    bits = x[:, model.features] > model.thresholds[None]          # (n, trees, depth)
-    leaf = (bits * (1 << np.arange(depth - 1, -1, -1))).sum(axis=-1)  # (n, trees)
-    logit = model.base_score + model.leaves[np.arange(leaf.shape[1])[None, :], leaf].sum(axis=1)
+    trees = np.arange(model.leaves.shape[0])[None, :]
+    if isinstance(model, BoostedTrees):
+        depth = int(np.log2(model.leaves.shape[1]))
+        node = np.zeros((x.shape[0], trees.size), dtype=np.intp)   # position within the level
+        for level in range(depth):
+            k = (1 << level) - 1 + node
+            go_right = np.take_along_axis(x, model.features[trees, k], axis=1) > model.thresholds[trees, k]
+            node = 2 * node + go_right
+        leaf = node
+    else:
+        depth = model.features.shape[1]
+        bits = x[:, model.features] > model.thresholds[None]          # (n, trees, depth)
+        leaf = (bits * (1 << np.arange(depth - 1, -1, -1))).sum(axis=-1)  # (n, trees)
+    logit = model.base_score + model.leaves[trees, leaf].sum(axis=1)
     return 1.0 / (1.0 + np.exp(-logit))
 
 
-def fall_model_default() -> ObliviousForest:
+def fall_model_default() -> FallModel:
     """The shipped classifier (see :func:`models.thresholds.fall_model`)."""
     return fall_model()
 
@@ -250,7 +294,7 @@ def detect_fall(
     new_samples: int | None = None,
     placement: str = "waist",
     method: str = "boosted_trees",
-    model: ObliviousForest | None = None,
+    model: FallModel | None = None,
     config: FallConfig | None = None,
 ) -> FallDecision:
     """Decide, per device, whether a fall is suspected in the newly decidable part of a window.
@@ -267,7 +311,7 @@ def detect_fall(
     placement : {"wrist", "upper_arm", "chest", "waist"}
     method : {"boosted_trees", "threshold"}
         Learned classifier (default) or the fixed rule :data:`THRESHOLD_RULE`.
-    model : ObliviousForest, optional
+    model : BoostedTrees or ObliviousForest, optional
         Overrides the shipped classifier (used for leave-one-subject-out evaluation).
     config : FallConfig, optional
         Overrides the placement's configuration.
@@ -321,26 +365,31 @@ def fit_fall_classifier(
     features: np.ndarray,
     labels: np.ndarray,
     *,
-    n_trees: int = 150,
-    depth: int = 4,
-    learning_rate: float = 0.1,
+    n_trees: int = 300,
+    depth: int = 3,
+    learning_rate: float = 0.05,
     n_bins: int = 32,
     l2: float = 1.0,
+    min_hessian: float = 3.0,
     feature_names: tuple[str, ...] = FEATURE_NAMES,
-) -> ObliviousForest:
-    """Fit boosted oblivious trees (logistic loss) to candidate features; deterministic.
+) -> BoostedTrees:
+    """Fit boosted depth-limited trees (logistic loss) to candidate features; deterministic.
+
+    Each node picks its own split (unlike oblivious trees, where a level shares one), on
+    quantile bins; a split must leave ``min_hessian`` of weight on each side.
 
     Parameters
     ----------
     features : array_like, shape (n, n_features)
     labels : array_like of {0, 1}, shape (n,)
-    n_trees, depth, learning_rate, n_bins, l2
-        Boosting rounds, splits per tree, shrinkage, quantile bins per feature, leaf ridge.
+    n_trees, depth, learning_rate, n_bins, l2, min_hessian
+        Boosting rounds, levels per tree, shrinkage, quantile bins per feature, leaf ridge,
+        least hessian (p(1-p) summed) on each side of a split.
     feature_names : tuple of str
 
     Returns
     -------
-    ObliviousForest
+    BoostedTrees
 
     Examples
     --------
@@ -356,7 +405,7 @@ def fit_fall_classifier(
         raise InvalidSignalError(f"features {x.shape} must be (n, {len(feature_names)}) with one label per row")
     if x.shape[0] == 0 or y.min() == y.max():
         raise InvalidSignalError("fitting needs rows of both classes")
-    nf = x.shape[1]
+    n, nf = x.shape
     qs = np.linspace(0, 1, n_bins + 1)[1:-1]
     edges = np.full((nf, n_bins - 1), np.inf)
     for f in range(nf):
@@ -365,33 +414,42 @@ def fit_fall_classifier(
     xb = np.stack([np.searchsorted(edges[f], x[:, f], side="left") for f in range(nf)], axis=1)
     prior = np.clip(y.mean(), 1e-6, 1 - 1e-6)
     base = float(np.log(prior / (1 - prior)))
-    pred = np.full(y.size, base)
-    feats = np.zeros((n_trees, depth), dtype=np.intp)
-    thresholds = np.zeros((n_trees, depth))
+    pred = np.full(n, base)
+    inner = 2 ** depth - 1
+    feats = np.zeros((n_trees, inner), dtype=np.intp)
+    thresholds = np.full((n_trees, inner), BoostedTrees.NO_SPLIT)
     leaves = np.zeros((n_trees, 2 ** depth))
+    rows = np.arange(n)
     for t in range(n_trees):
         p = 1.0 / (1.0 + np.exp(-pred))
         g, h = p - y, p * (1 - p)
-        node = np.zeros(y.size, dtype=np.intp)
+        node = np.zeros(n, dtype=np.intp)   # position within the level
         for level in range(depth):
             nodes = 2 ** level
-            best = (-np.inf, 0, 0)
+            best_gain = np.zeros(nodes)
+            best_f = np.zeros(nodes, dtype=np.intp)
+            best_b = np.full(nodes, -1)
             for f in range(nf):
                 key = node * n_bins + xb[:, f]
                 gs = np.bincount(key, g, nodes * n_bins).reshape(nodes, n_bins)
                 hs = np.bincount(key, h, nodes * n_bins).reshape(nodes, n_bins)
                 gl, hl = np.cumsum(gs, axis=1)[:, :-1], np.cumsum(hs, axis=1)[:, :-1]
                 gt, ht = gs.sum(axis=1, keepdims=True), hs.sum(axis=1, keepdims=True)
-                gain = (gl ** 2 / (hl + l2) + (gt - gl) ** 2 / (ht - hl + l2) - gt ** 2 / (ht + l2)).sum(axis=0)
-                gain[~np.isfinite(edges[f])] = -np.inf
-                b = int(np.argmax(gain))
-                if gain[b] > best[0]:
-                    best = (gain[b], f, b)
-            _, f, b = best
-            feats[t, level], thresholds[t, level] = f, edges[f, b]
-            node = node * 2 + (x[:, f] > edges[f, b])
+                gain = gl ** 2 / (hl + l2) + (gt - gl) ** 2 / (ht - hl + l2) - gt ** 2 / (ht + l2)
+                gain[:, ~np.isfinite(edges[f])] = -np.inf
+                gain[(hl < min_hessian) | (ht - hl < min_hessian)] = -np.inf
+                b = np.argmax(gain, axis=1)
+                gb = gain[np.arange(nodes), b]
+                better = gb > best_gain
+                best_gain[better], best_f[better], best_b[better] = gb[better], f, b[better]
+            first = nodes - 1
+            split = best_b >= 0
+            feats[t, first:first + nodes] = best_f
+            thresholds[t, first:first + nodes] = np.where(split, edges[best_f, np.maximum(best_b, 0)], BoostedTrees.NO_SPLIT)
+            k = first + node
+            node = 2 * node + (x[rows, feats[t, k]] > thresholds[t, k])
         gsum = np.bincount(node, g, 2 ** depth)
         hsum = np.bincount(node, h, 2 ** depth)
         leaves[t] = -learning_rate * gsum / (hsum + l2)
         pred = pred + leaves[t][node]
-    return ObliviousForest(tuple(feature_names), feats, thresholds, leaves, base, learning_rate)
+    return BoostedTrees(tuple(feature_names), feats, thresholds, leaves, base, learning_rate)

@@ -212,11 +212,53 @@ class ObliviousForest:
         )
 
 
+@dataclass(frozen=True)
+class BoostedTrees:
+    """Boosted depth-limited binary trees, each stored complete (node k splits into 2k+1, 2k+2):
+    a small, pure-numpy classifier. A node that does not split has threshold ``NO_SPLIT``."""
+
+    feature_names: tuple[str, ...]
+    features: np.ndarray      # (trees, 2**depth - 1) int, breadth-first
+    thresholds: np.ndarray    # (trees, 2**depth - 1) float; go right when feature > threshold
+    leaves: np.ndarray        # (trees, 2**depth) float, log-odds
+    base_score: float
+    learning_rate: float
+
+    NO_SPLIT = float(np.finfo(float).max)
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": "boosted_trees",
+            "feature_names": list(self.feature_names),
+            "features": self.features.tolist(),
+            "thresholds": self.thresholds.tolist(),
+            "leaves": self.leaves.tolist(),
+            "base_score": self.base_score,
+            "learning_rate": self.learning_rate,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BoostedTrees":
+        trees = len(data["leaves"])
+        return cls(
+            feature_names=tuple(data["feature_names"]),
+            features=np.asarray(data["features"], dtype=np.intp).reshape(trees, -1),
+            thresholds=np.asarray(data["thresholds"], dtype=float).reshape(trees, -1),
+            leaves=np.asarray(data["leaves"], dtype=float).reshape(trees, -1),
+            base_score=float(data["base_score"]),
+            learning_rate=float(data["learning_rate"]),
+        )
+
+
+FallModel = BoostedTrees | ObliviousForest
+
+
 @lru_cache(maxsize=1)
-def fall_model() -> ObliviousForest:
+def fall_model() -> FallModel:
     """The shipped fall classifier, fitted on all of SisFall by ``vigil eval falls --export-model``.
 
     Its figures on unseen people come from the leave-one-subject-out run of the same command.
     """
     text = resources.files("models").joinpath("fall_model.json").read_text(encoding="utf-8")
-    return ObliviousForest.from_dict(json.loads(text))
+    data = json.loads(text)
+    return (BoostedTrees if data.get("kind") == "boosted_trees" else ObliviousForest).from_dict(data)

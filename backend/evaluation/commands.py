@@ -18,9 +18,9 @@ import numpy as np
 # regression guards: a little below the figures measured on the full data (see the report)
 HR_MAX_MAE_BPM = 1.5
 HR_MIN_WITHIN_5 = 0.94
-FALL_MIN_SENSITIVITY = 0.975
+FALL_MIN_SENSITIVITY = 0.98
 FALL_MIN_SPECIFICITY = 0.995
-FALL_MAX_FALSE_PER_HOUR = 0.6
+FALL_MAX_FALSE_PER_HOUR = 0.45
 FALL_MAX_LATENCY_S = 2.01
 
 
@@ -181,7 +181,7 @@ def falls_evaluation(data: Path | None, *, hop_s: float = 0.5, quiet: bool = Fal
     cands = falls.stream_candidates(recs, hop_s=hop_s, progress=progress and progress("streaming 8 s windows"))
     ref = falls.reference_impacts(recs)
     label, usable = falls.training_labels(recs, cands, ref)
-    n_trees, depth = 150, 4
+    n_trees, depth = 300, 3
     prob = falls.leave_one_subject_out(recs, cands, label, usable, n_trees=n_trees, depth=depth,
                                        progress=progress and progress("leave-one-subject-out"))
     threshold = thresholds_for("waist").fall.probability
@@ -190,8 +190,9 @@ def falls_evaluation(data: Path | None, *, hop_s: float = 0.5, quiet: bool = Fal
     result_rule = falls.score(recs, cands, ref, rule, 0.5)
     result = {
         "dataset": str(archive), "rate_hz": 50, "sensor": "ADXL345, g", "hop_s": hop_s, "placement": "waist",
-        "protocol": f"leave-one-subject-out over {len(set(r.subject for r in recs))} subjects: boosted oblivious trees "
-                    f"({n_trees} trees, depth {depth}) fitted on the others' impact candidates; probability threshold {threshold}",
+        "protocol": f"leave-one-subject-out over {len(set(r.subject for r in recs))} subjects: boosted trees "
+                    f"({n_trees} trees, depth {depth}) fitted on the others' impact candidates; probability threshold {threshold} "
+                    f"fixed a priori in models/thresholds.py (not tuned per fold)",
         "candidates": int(len(label)),
         "boosted_trees": result,
         "threshold_rule (no fitting)": {k: v for k, v in result_rule.items() if k not in ("by_code", "by_group")},
@@ -231,6 +232,8 @@ def print_falls_table(result: dict) -> None:
     for group, (n, bad, ev) in r["by_group"].items():
         print(f"  {group:<18} {n}/{bad}/{ev}")
     print("Missed falls: " + ", ".join(r["missed"]))
+    print("  of which a fall was suspected at another impact of the same file (the largest peak, taken as the "
+          "reference, may not be the fall; still counted as missed): " + (", ".join(r["missed_but_suspected_elsewhere"]) or "none"))
     print("Flagged daily activities: " + ", ".join(r["false_alarm_recordings"]))
 
 

@@ -136,6 +136,24 @@ class TestFitFallClassifier:
         with pytest.raises(ValueError):
             fit_fall_classifier(np.zeros((5, 2)), np.zeros(5), feature_names=("a", "b"))
 
+    def test_nodes_split_on_their_own(self, rng):
+        # an XOR needs a different split in each branch, which an oblivious tree cannot place per node
+        x = rng.uniform(-1, 1, size=(400, 2))
+        y = ((x[:, 0] > 0) ^ (x[:, 1] > 0.5)).astype(float)
+        m = fit_fall_classifier(x, y, n_trees=60, depth=2, learning_rate=0.3, feature_names=("a", "b"))
+        assert ((fall_probability(x, m) > 0.5) == y).mean() > 0.95
+        assert not np.all(m.thresholds[:, 1] == m.thresholds[:, 2])
+
+    def test_deterministic(self, rng):
+        x = rng.normal(size=(200, 3)); y = (x[:, 0] > 0).astype(float)
+        a = fit_fall_classifier(x, y, n_trees=10, feature_names=("a", "b", "c"))
+        b = fit_fall_classifier(x, y, n_trees=10, feature_names=("a", "b", "c"))
+        np.testing.assert_array_equal(a.leaves, b.leaves)
+
+    def test_shipped_model_matches_features(self):
+        m = fall_model()
+        assert m.feature_names == FEATURE_NAMES
+
     def test_round_trip(self):
         m = fall_model()
         again = type(m).from_dict(m.to_dict())

@@ -159,13 +159,23 @@ class DetectionService:
         for c in chunks:
             if pending:
                 first, last = pending[0], pending[-1]
-                n = len(pending) * len(first.ppg) if len(last.ppg) == len(first.ppg) else sum(len(p.ppg) for p in pending)
                 contiguous = (c.rate_hz == first.rate_hz and c.backfill == first.backfill
                               and abs(c.time_ms - (last.time_ms + len(last.ppg) * 1000.0 / last.rate_hz)) <= 500.0 / c.rate_hz)
-                if not contiguous or n >= hop:
+                if not contiguous:
                     self._raw_row(device_id, pending)
                     pending = self._raw_pending[device_id] = []
             pending.append(c)
+            # a full row goes to the writer at once (not when the next chunk arrives)
+            if sum(len(p.ppg) for p in pending) >= hop:
+                self._raw_row(device_id, pending)
+                pending = self._raw_pending[device_id] = []
+
+    def flush_raw_pending(self) -> None:
+        """Every device's samples that wait to fill a raw row become a (shorter) row now."""
+        for device_id, pending in list(self._raw_pending.items()):
+            if pending:
+                self._raw_row(device_id, pending)
+                self._raw_pending[device_id] = []
 
     def _raw_row(self, device_id: int, chunks: list[TelemetryChunk]) -> None:
         d = self._registry.get(device_id)
@@ -269,6 +279,7 @@ class DetectionService:
                 self.states[result.device_id] = state
                 await self._apply(window, result, now)
                 n += 1
+        self.features.wake()  # the round's features go to the database now, not at the next flush tick
         self.rounds += 1
         self.windows_analysed += n
         self._metrics.detection_windows.inc(n)
@@ -409,11 +420,22 @@ class DetectionService:
 
     async def run(self, stop: asyncio.Event) -> None:
         """All detection loops until ``stop`` is set (or cancelled)."""
+        # The writers stop after the hops, so their last flush also takes the raw samples
+        # still waiting to fill a row (a faster ingest used to end before they were written).
+        writers_stop = asyncio.Event()
+
+        async def hops() -> None:
+            try:
+                await self.run_hops(stop)
+            finally:
+                self.flush_raw_pending()
+                writers_stop.set()
+
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.run_hops(stop), name="detection-hops")
-                tg.create_task(self.features.run(stop, self._settings.feature_flush_s), name="features-writer")
-                tg.create_task(self.raw.run(stop, self._settings.feature_flush_s), name="raw-writer")
+                tg.create_task(hops(), name="detection-hops")
+                tg.create_task(self.features.run(writers_stop, self._settings.feature_flush_s), name="features-writer")
+                tg.create_task(self.raw.run(writers_stop, self._settings.feature_flush_s), name="raw-writer")
                 tg.create_task(self.run_status(stop), name="device-status")
         finally:
             self._executor.shutdown(wait=False, cancel_futures=True)

@@ -71,6 +71,11 @@ class BatchWriter:
         if len(self._rows) >= self._batch_size:
             self._full.set()
 
+    def wake(self) -> None:
+        """Write what is buffered now rather than at the next interval (a round just ended)."""
+        if self._rows:
+            self._full.set()
+
     async def flush(self) -> int:
         """Write everything buffered, a batch at a time; returns the rows written. Raises the
         database error (rows kept) when a batch fails."""

@@ -29,6 +29,7 @@ from backend.core import tables as t
 from backend.exceptions import Conflict, NotFound
 from backend.hub import LiveHub
 from backend.metrics import BackendMetrics
+from backend.waiting import wait_for_any
 
 if TYPE_CHECKING:
     from backend.dispatch import DispatchWebhook
@@ -377,7 +378,7 @@ class AlertService:
         while not stop.is_set():
             if not self._pending:
                 self._wake.clear()
-                await _wait_either(stop, self._wake)
+                await wait_for_any(stop, self._wake)
                 continue
             try:
                 while self._pending:
@@ -481,11 +482,3 @@ def _row_public(r) -> dict:
         d[k] = d[k].isoformat() if d[k] else None
     return d
 
-
-async def _wait_either(a: asyncio.Event, b: asyncio.Event) -> None:
-    ta, tb = asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())
-    try:
-        await asyncio.wait({ta, tb}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        ta.cancel()
-        tb.cancel()

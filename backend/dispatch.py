@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from backend.mqtt import reconnect_delay
+from backend.waiting import wait_for_any
 
 if TYPE_CHECKING:
     from backend.alerts import Alert, AlertService
@@ -56,7 +57,7 @@ class DispatchWebhook:
             while not stop.is_set():
                 if not self._queue:
                     self._wake.clear()
-                    await _until(stop, self._wake, None)
+                    await wait_for_any(stop, self._wake)
                     continue
                 payload = self._queue[0]
                 try:
@@ -66,7 +67,7 @@ class DispatchWebhook:
                     self.failures += 1
                     if attempt == 0:
                         log.error("dispatch webhook %s failed (%s); retrying until it accepts", self.url, exc.__class__.__name__)
-                    await _until(stop, None, reconnect_delay(attempt) * self._retry_base_s / 0.5)
+                    await wait_for_any(stop, timeout=reconnect_delay(attempt) * self._retry_base_s / 0.5)
                     attempt += 1
                     continue
                 if attempt:
@@ -81,13 +82,3 @@ def _uuid(text: str):
     import uuid
     return uuid.UUID(text)
 
-
-async def _until(stop: asyncio.Event, wake: asyncio.Event | None, timeout: float | None) -> None:
-    waits = [asyncio.ensure_future(stop.wait())]
-    if wake is not None:
-        waits.append(asyncio.ensure_future(wake.wait()))
-    try:
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()

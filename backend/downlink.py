@@ -26,6 +26,7 @@ from backend.core import tables_api as api
 from backend.core.config import BackendSettings
 from backend.mqtt import client_for, reconnect_delay
 from backend.registry import DeviceRegistry
+from backend.waiting import wait_for_any
 from firmware import frame as F
 from gateway import topics
 
@@ -142,14 +143,14 @@ class DownlinkService:
         while not stop.is_set():
             if not self._queue:
                 self._wake.clear()
-                await _until(stop, self._wake, self._settings.db_retry_interval_s)
+                await wait_for_any(stop, self._wake, timeout=self._settings.db_retry_interval_s)
                 await self._flush_records()
                 continue
             cmd = self._queue[0]
             try:
                 sendable = await self._seal(cmd)
             except _STORAGE_ERRORS:
-                await _until(stop, None, self._settings.db_retry_interval_s)  # no seq yet: the database is away
+                await wait_for_any(stop, timeout=self._settings.db_retry_interval_s)  # no seq yet: the database is away
                 continue
             if sendable:
                 topic = topics.downlink(cmd.agency_id, cmd.gateway, cmd.device_id)
@@ -216,16 +217,6 @@ class DownlinkService:
             except* aiomqtt.MqttError as group:
                 self.connected.clear()
                 log.error("downlink broker connection lost (%s); reconnecting", group.exceptions[0])
-                await _until(stop, None, reconnect_delay(attempt))
+                await wait_for_any(stop, timeout=reconnect_delay(attempt))
                 attempt += 1
 
-
-async def _until(stop: asyncio.Event, wake: asyncio.Event | None, timeout: float | None) -> None:
-    waits = [asyncio.ensure_future(stop.wait())]
-    if wake is not None:
-        waits.append(asyncio.ensure_future(wake.wait()))
-    try:
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()

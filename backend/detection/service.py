@@ -42,11 +42,12 @@ from backend.core.config import BackendSettings
 from backend.detection import schema
 from backend.detection.hop import DecisionConfig, DeviceModelState, DeviceResult, HopInput, analyse_all
 from backend.detection.status import StatusBoard
-from backend.detection.store import BatchWriter, _is_db_error, _sleep_or
+from backend.detection.store import BatchWriter, _is_db_error
 from backend.detection.windows import DeviceStream, TelemetryChunk, Window, WindowConfig
 from backend.hub import LiveHub
 from backend.metrics import BackendMetrics
 from backend.registry import DeviceRegistry
+from backend.waiting import wait_for_any
 from firmware import frame as F
 from models.man_down import reset_man_down
 
@@ -328,7 +329,7 @@ class DetectionService:
             while rounds < MAX_ROUNDS_PER_TICK and await self.run_round(self._wall()):
                 rounds += 1
             if rounds < MAX_ROUNDS_PER_TICK:
-                await _sleep_or(stop, tick)
+                await wait_for_any(stop, timeout=tick)
 
     # ---- status, holds, partitions --------------------------------------------------------------------
 
@@ -416,7 +417,7 @@ class DetectionService:
                 if not self._status_failing:
                     self._status_failing = True
                     log.error("DEVICE STATUS WRITE FAILED (%s); kept in memory, retrying", exc.__class__.__name__)
-            await _sleep_or(stop, STATUS_SWEEP_S)
+            await wait_for_any(stop, timeout=STATUS_SWEEP_S)
 
     async def run(self, stop: asyncio.Event) -> None:
         """All detection loops until ``stop`` is set (or cancelled)."""

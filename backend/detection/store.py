@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.metrics import BackendMetrics
+from backend.waiting import wait_for_any
 
 log = logging.getLogger("vigil.detection.store")
 
@@ -123,9 +124,9 @@ class BatchWriter:
                               self.table.upper(), exc.__class__.__name__, len(self._rows), self._retry_s)
                 delay = self._retry_s
             if self._failing:
-                await _sleep_or(stop, delay)
+                await wait_for_any(stop, timeout=delay)
             else:
-                await _sleep_or(stop, delay, self._full)
+                await wait_for_any(stop, self._full, timeout=delay)
         try:
             await self.flush()
         except Exception as exc:  # noqa: BLE001
@@ -133,13 +134,3 @@ class BatchWriter:
                 raise
             log.error("%s: %d rows not written at shutdown (database unavailable)", self.table, len(self._rows))
 
-
-async def _sleep_or(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:
-    waiters = [asyncio.ensure_future(stop.wait())]
-    if wake is not None:
-        waiters.append(asyncio.ensure_future(wake.wait()))
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()

@@ -1,6 +1,6 @@
 """Fan-out of live events (alert changes, officer status) to supervisors' WebSockets.
 
-Each event gets a per-process increasing id; the last events of each agency are kept so a
+Each event gets an id that increases, also across a restart of the backend; the last events of each agency are kept so a
 client that reconnects can resume from the last id it saw."""
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import asyncio
 import collections
 import itertools
 import logging
+import time
+from typing import Callable
 
 log = logging.getLogger("vigil.hub")
 
@@ -32,8 +34,11 @@ class Subscription:
 
 
 class LiveHub:
-    def __init__(self) -> None:
-        self._ids = itertools.count(1)
+    def __init__(self, now: Callable[[], float] = time.time) -> None:
+        # Ids start from the wall clock (ms x 1000, below 2**53 for JavaScript), so they keep
+        # increasing across a backend restart: a client resuming with an id from the previous
+        # process receives everything the new one has published since it started.
+        self._ids = itertools.count(int(now() * 1000) * 1000)
         self._subs: dict[str, set[Subscription]] = collections.defaultdict(set)
         self._recent: dict[str, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=REPLAY_BUFFER))
 

@@ -109,12 +109,15 @@ class LiveFeed:
 
     async def _run(self) -> None:
         import websockets
+        last_id = None
         while True:
             try:
-                async with websockets.connect(self.url, open_timeout=3) as ws:
+                url = self.url + (f"&last_event_id={last_id}" if last_id is not None else "")
+                async with websockets.connect(url, open_timeout=3) as ws:
                     self.connected.set()
                     async for raw in ws:
                         msg = json.loads(raw)
+                        last_id = msg.get("id", last_id)  # resume after a reconnect, as the dashboard does
                         if msg.get("type") == "alert":
                             self.changes.append(msg["data"])
             except (OSError, websockets.WebSocketException, asyncio.TimeoutError):

@@ -166,7 +166,9 @@ async def test_unacknowledged_incident_is_escalated_and_sent_to_dispatch(databas
         assert cad.requests == 2 and alerts.dispatch.failures == 1
         assert (cad.bodies[0]["alert_id"], cad.bodies[0]["kind"], cad.bodies[0]["officer_name"]) == (str(incident.id), "sos", "Officer Nguyen")
         assert "explanation" not in cad.bodies[0]  # dispatch gets who/where/what, no physiology
-        _, steps = await _stored(engine, incident.id)
+        async with asyncio.timeout(10):  # the transition is pushed first and stored after
+            while len((steps := (await _stored(engine, incident.id))[1])) < 3:
+                await asyncio.sleep(0.02)
         assert [s for s, _ in steps] == ["raised", "escalated", "dispatch_notified"]
         # an acknowledged incident is never escalated
         await alerts.resolve(incident.id, "user:sup", agency, "test")

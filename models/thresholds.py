@@ -17,7 +17,7 @@ import numpy as np
 
 from models.exceptions import check_option
 
-THRESHOLDS_VERSION = "2025.1-models-v1"
+THRESHOLDS_VERSION = "2025.1-models-v2"  # v2: fall classifier refitted with the last-excursion impact reference
 PLACEMENTS = ("wrist", "upper_arm", "chest", "waist")
 
 

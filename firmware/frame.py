@@ -111,6 +111,30 @@ def hmac_sha256(key, msg):
     return _hmac_sha256_pure(key, msg)
 
 
+class _KeyedHmac:
+    # HMAC-SHA256 under one fixed key. On CPython the two hashed pads are kept and copied per
+    # message: two SHA-256 compressions and the key handling fewer per call, which halves the
+    # backend's cost of verifying a frame (7 HMACs each). MicroPython's hashlib has no copy().
+
+    def __init__(self, key):
+        self.key = key
+        self._inner = self._outer = None
+        if _hmac_digest is not None:
+            padded = key + bytes(64 - len(key))
+            self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
+            self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
+
+    def digest(self, msg):
+        if self._inner is None or self._outer is None:
+            return hmac_sha256(self.key, msg)
+        # copy() exists on CPython only, where _inner is set (the ESP32 stubs rightly lack it)
+        inner = self._inner.copy()  # type: ignore[attr-defined]
+        inner.update(msg)
+        outer = self._outer.copy()  # type: ignore[attr-defined]
+        outer.update(inner.digest())
+        return outer.digest()
+
+
 class DeviceKeys:
     """The two keys derived from a device's 32-byte secret: one to authenticate, one to encrypt."""
 
@@ -119,19 +143,18 @@ class DeviceKeys:
             raise FrameError("bad_key", "a device key is exactly 32 bytes")
         self.mac_key = hmac_sha256(bytes(device_key), _MAC_LABEL)
         self.enc_key = hmac_sha256(bytes(device_key), _ENC_LABEL)
+        self.mac = _KeyedHmac(self.mac_key)
+        self.enc = _KeyedHmac(self.enc_key)
 
 
-def _keystream_xor(enc_key, header_bytes, payload):
+def _keystream_xor(enc, header_bytes, payload):
     # Keystream block i = HMAC(enc_key, header[:20 with len] || i); the (device_id, seq) pair in
-    # the header is unique for a device key, so no block is ever reused.
+    # the header is unique for a device key, so no block is ever reused. ``enc`` is the
+    # device's keyed HMAC (DeviceKeys.enc).
     n = len(payload)
     if n == 0:
         return b""
-    stream = b""
-    counter = 0
-    while len(stream) < n:
-        stream += hmac_sha256(enc_key, header_bytes + struct.pack("<I", counter))
-        counter += 1
+    stream = b"".join(enc.digest(header_bytes + struct.pack("<I", counter)) for counter in range((n + 31) // 32))
     x = int.from_bytes(payload, "big") ^ int.from_bytes(stream[:n], "big")
     return x.to_bytes(n, "big")
 
@@ -187,8 +210,8 @@ def seal(keys, frame_type, device_id, seq, time_ms, payload, flags=FLAG_ENCRYPTE
     header = struct.pack(
         HEADER_FORMAT, VERSION, frame_type, flags, device_id, seq, time_ms, len(payload)
     )
-    body = _keystream_xor(keys.enc_key, header, payload) if flags & FLAG_ENCRYPTED else payload
-    tag = hmac_sha256(keys.mac_key, header + body)[:TAG_LEN]
+    body = _keystream_xor(keys.enc, header, payload) if flags & FLAG_ENCRYPTED else payload
+    tag = keys.mac.digest(header + body)[:TAG_LEN]
     return header + body + tag
 
 
@@ -205,12 +228,12 @@ def open_frame(buf, keys):
     header = parse_header(buf)
     end = HEADER_LEN + header.payload_len
     mv = memoryview(buf)
-    expected = hmac_sha256(keys.mac_key, bytes(mv[:end]))[:TAG_LEN]
+    expected = keys.mac.digest(bytes(mv[:end]))[:TAG_LEN]
     if not _tags_equal(expected, bytes(mv[end:])):
         raise FrameError("bad_tag", "device %d seq %d" % (header.device_id, header.seq))
     body = bytes(mv[HEADER_LEN:end])
     if header.flags & FLAG_ENCRYPTED:
-        body = _keystream_xor(keys.enc_key, bytes(mv[:HEADER_LEN]), body)
+        body = _keystream_xor(keys.enc, bytes(mv[:HEADER_LEN]), body)
     return header, body
 
 

@@ -87,6 +87,16 @@ class TestEncryption:
         long_key = bytes(100)
         assert F._hmac_sha256_pure(long_key, b"x") == hmac.digest(long_key, b"x", "sha256")
 
+    def test_keyed_hmac_with_kept_pads_matches_stdlib(self):
+        key = bytes(range(1, 33))
+        keyed = F._KeyedHmac(key)
+        for n in (0, 1, 24, 63, 64, 65, 212):
+            msg = bytes(range(n % 256))
+            assert keyed.digest(msg) == hmac.digest(key, msg, "sha256")
+            assert keyed.digest(msg) == keyed.digest(msg)  # the kept pads are copied, never consumed
+        keyed._inner = keyed._outer = None  # the MicroPython path
+        assert keyed.digest(b"abc") == hmac.digest(key, b"abc", "sha256")
+
 
 class TestParseHeader:
     def test_reads_cleartext_without_key(self):

@@ -116,3 +116,24 @@ async def test_alert_transitions_and_provisioning_enter_the_chain_without_secret
     devices = [e for e in chain if e["action"] == "provisioning.devices.insert"]
     assert len(devices) == 3 and all("key_wrapped" not in e["details"] for e in devices)
     assert audit.verify_rows(chain).ok
+
+
+async def test_device_heartbeat_writes_stay_out_of_the_chain_and_real_changes_enter_it(world):
+    engine = db.create_engine(world.settings)
+    await audit.drain_outbox(engine)
+    before = len(await audit.read_chain(engine))
+    async with engine.begin() as conn:  # what device status writes every few seconds
+        for pct in (80, 79, 78):
+            await conn.execute(sa.text("update devices set last_seen = now(), battery_pct = :p where id = :d"),
+                               {"p": pct, "d": world.alice_device})
+        await conn.execute(sa.text("update devices set firmware = 'fw-9.9' where id = :d"), {"d": world.alice_device})
+        await conn.execute(sa.text("update devices set status = 'retired', retired_at = now() where id = :d"),
+                           {"d": world.alice_device + 1})
+    await audit.drain_outbox(engine)
+    chain = await audit.read_chain(engine)
+    await engine.dispose()
+    new = [(e["action"], e["subject"]) for e in chain[before:]]
+    assert new == [("provisioning.devices.update", f"devices:{world.alice_device}"),
+                   ("provisioning.devices.update", f"devices:{world.alice_device + 1}")]
+    assert chain[before]["details"]["firmware"] == "fw-9.9"
+    assert audit.verify_rows(chain).ok

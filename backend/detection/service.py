@@ -61,6 +61,8 @@ PARTITIONS_EVERY_S = 3600.0
 FEATURE_COLUMNS = ("time", "device_id", "officer_id", "heart_rate", "hr_quality", "activity", "posture",
                    "cadence", "motion_energy")
 RAW_COLUMNS = ("time", "device_id", "officer_id", "rate_hz", "samples", "ppg", "accel_mg", "backfill", "held_by_alert")
+# their binary COPY kinds (schema.raw_windows); the sample arrays stay numpy arrays until encoded
+RAW_KINDS = ("timestamptz", "int8", "int4", "int2", "int2", "int4[]", "int2[]", "bool", "uuid")
 # an unsynced device clock is re-anchored to wall time when it drifts further than this
 CLOCK_REANCHOR_MS = 60_000
 
@@ -103,7 +105,7 @@ class DetectionService:
                                     on_stored=self._features_stored)
         self.raw = BatchWriter(engine, "raw_windows", RAW_COLUMNS, metrics, batch_size=settings.feature_batch_size,
                                max_buffered=settings.raw_buffer_max, retry_s=settings.db_retry_interval_s,
-                               prepare=self._mark_held)
+                               prepare=self._mark_held, kinds=RAW_KINDS)
         self.rounds = 0
         self.windows_analysed = 0
         self.paged: deque[tuple[int, str, int]] = deque(maxlen=1000)  # (device, kind, seq), newest last
@@ -184,7 +186,7 @@ class DetectionService:
         ppg = np.concatenate([c.ppg for c in chunks])
         accel = np.concatenate([c.accel_mg for c in chunks])
         self.raw.add([_utc(first.time_ms + first.wall_offset_ms), device_id, d.officer_id if d else None,
-                      first.rate_hz, len(ppg), ppg.tolist(), accel.reshape(-1).tolist(), first.backfill, None])
+                      first.rate_hz, len(ppg), ppg, accel.reshape(-1), first.backfill, None])
 
     # ---- raw holds around alerts --------------------------------------------------------------------
 

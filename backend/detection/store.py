@@ -1,7 +1,9 @@
 """Batched, outage-proof writes of append-only rows (features, raw windows).
 
-Rows wait in a bounded in-memory buffer and go to PostgreSQL by COPY (asyncpg's binary
-``copy_records_to_table``), ``batch_size`` at a time. A failed write keeps its rows and is
+Rows wait in a bounded in-memory buffer and go to PostgreSQL by binary COPY, ``batch_size`` at
+a time: encoded by asyncpg (``copy_records_to_table``), or, for a writer given its columns'
+``kinds``, by :mod:`backend.detection.binary_copy` (rows with sample arrays; a row that does not
+fit its columns is dropped, counted and logged, never retried forever). A failed write keeps its rows and is
 retried every ``retry_s``; while the database is away the buffer fills, and past
 ``max_buffered`` the oldest rows are dropped and counted. Each change of state (write failed,
 rows dropped, recovered) is logged once, loudly, not per batch. Nothing here blocks the
@@ -17,6 +19,7 @@ from collections.abc import Callable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend.detection import binary_copy
 from backend.metrics import BackendMetrics
 from backend.waiting import wait_for_any
 
@@ -34,10 +37,14 @@ class BatchWriter:
     def __init__(self, engine: AsyncEngine, table: str, columns: Sequence[str], metrics: BackendMetrics, *,
                  batch_size: int, max_buffered: int, retry_s: float,
                  prepare: Callable[[list], tuple] | None = None,
-                 on_stored: Callable[[list[int]], None] | None = None):
+                 on_stored: Callable[[list[int]], None] | None = None,
+                 kinds: Sequence[str] | None = None):
         self._engine = engine
         self.table = table
         self._columns = list(columns)
+        if kinds is not None and len(kinds) != len(self._columns):
+            raise ValueError(f"{table}: {len(kinds)} kinds for {len(self._columns)} columns")
+        self._kinds = tuple(kinds) if kinds is not None else None
         self._metrics = metrics
         self._batch_size = batch_size
         self._max = max_buffered
@@ -84,7 +91,7 @@ class BatchWriter:
         while self._rows:
             n = min(self._batch_size, len(self._rows))
             batch = [self._prepare(self._rows[i]) for i in range(n)]
-            await self._copy(batch)
+            sent = await self._copy(batch)
             stamps = []
             for _ in range(n):
                 self._rows.popleft()
@@ -93,16 +100,40 @@ class BatchWriter:
                     stamps.append(stamp)
             if stamps and self._on_stored is not None:
                 self._on_stored(stamps)
-            done += n
+            done += sent
         self.written += done
         if done:
             self._metrics.detection_rows_written.labels(self.table).inc(done)
         return done
 
-    async def _copy(self, batch: list[tuple]) -> None:
+    async def _copy(self, batch: list[tuple]) -> int:
+        """Write a batch; returns the rows sent (a row that does not fit its columns is not)."""
+        data, sent = self._encode(batch) if self._kinds is not None else (None, len(batch))
         async with self._engine.connect() as conn:
             raw = await conn.get_raw_connection()
-            await raw.driver_connection.copy_records_to_table(self.table, records=batch, columns=self._columns)
+            if data is None:
+                await raw.driver_connection.copy_records_to_table(self.table, records=batch, columns=self._columns)
+            else:
+                async def stream():
+                    yield data
+                await raw.driver_connection.copy_to_table(self.table, source=stream(), columns=self._columns, format="binary")
+        return sent
+
+    def _encode(self, batch: list[tuple]) -> tuple[bytes, int]:
+        try:
+            return binary_copy.encode(batch, self._kinds), len(batch)
+        except binary_copy.BinaryCopyError:
+            pass
+        good = []
+        for row in batch:  # find the rows that do not fit; the others are written
+            try:
+                binary_copy.encode([row], self._kinds)
+                good.append(row)
+            except binary_copy.BinaryCopyError as exc:
+                self.dropped += 1
+                self._metrics.detection_rows_dropped.labels(self.table).inc()
+                log.error("%s: a row that does not fit its columns was dropped (%s)", self.table, exc)
+        return binary_copy.encode(good, self._kinds), len(good)
 
     async def run(self, stop: asyncio.Event, interval_s: float) -> None:
         """Flush every ``interval_s`` (sooner when a batch is full) until ``stop``; a last flush on stop."""

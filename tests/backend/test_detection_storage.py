@@ -6,11 +6,12 @@ import asyncio
 import datetime as dt
 import time
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
 from backend.core import db
-from backend.detection.service import FEATURE_COLUMNS
+from backend.detection.service import FEATURE_COLUMNS, RAW_COLUMNS, RAW_KINDS
 from backend.detection.status import StatusBoard
 from backend.detection.store import BatchWriter
 from backend.metrics import BackendMetrics
@@ -66,6 +67,32 @@ async def test_features_survive_a_database_outage(private_postgres, mqtt_broker,
         stored = (await conn.execute(sa.text("select count(*) from features where device_id = 7"))).scalar_one()
     await engine.dispose()
     assert stored == 400
+
+
+async def test_raw_rows_go_by_numpy_copy_and_a_misfit_row_is_dropped_not_retried(database_url, mqtt_broker, agency):
+    host, port = mqtt_broker
+    settings = backend_settings(database_url, host, port, agency)
+    db.upgrade(settings)
+    engine = db.create_engine(settings)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("select vigil_ensure_detection_partitions(2, 1)"))
+    metrics = BackendMetrics()
+    writer = BatchWriter(engine, "raw_windows", RAW_COLUMNS, metrics, batch_size=50, max_buffered=300, retry_s=0.1,
+                         kinds=RAW_KINDS)
+    ppg = np.arange(100, dtype=np.int32) + 70_000
+    accel = np.tile(np.array([10, -1000, 20], np.int16), 100)
+    now = dt.datetime.now(dt.timezone.utc)
+    for i in range(5):
+        writer.add([now + dt.timedelta(seconds=2 * i), 9, None, 50, 100, ppg, accel, False, None])
+    writer.add([now, 9, None, 50, 100, ppg, np.full(300, 40_000), False, None])  # not a smallint
+    try:
+        assert await writer.flush() == 5 and writer.buffered == 0  # all taken off the buffer ...
+    finally:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(sa.text("select ppg, accel_mg from raw_windows where device_id = 9"))).all()
+        await engine.dispose()
+    assert writer.dropped == 1 and metrics.detection_rows_dropped.labels("raw_windows")._value.get() == 1
+    assert len(rows) == 5 and all(r.ppg == ppg.tolist() and r.accel_mg == accel.tolist() for r in rows)  # ... 5 stored
 
 
 class TestStatusBoard:

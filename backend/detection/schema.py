@@ -7,7 +7,7 @@ raw_windows
     The short rolling store of raw waveforms, one row per device per hop (2 s) of samples,
     exactly as the device sent them. Time-partitioned like ``features`` (a TimescaleDB
     hypertable, or native daily range partitions kept ready by
-    ``vigil_ensure_detection_partitions``). No primary key (partitioned, append-only).
+    ``vigil_ensure_partitions``). No primary key (partitioned, append-only).
 
     ======================  =============================================================
     time                    wall time of the first sample

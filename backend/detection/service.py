@@ -12,7 +12,7 @@ models. The loops of :meth:`DetectionService.run` do the rest:
 * writers: features (1 Hz per device) and raw windows (one row per device per hop) by COPY,
   through bounded buffers that survive a database outage (:mod:`backend.detection.store`).
 * status: officer status changes published on the live hub every second; device status,
-  raw holds around alerts and the raw store's partitions written periodically.
+  raw holds around alerts written periodically (partitions: the runtime's maintenance loop).
 
 Model alerts go through ``AlertService.raise_alert`` with a deterministic pseudo-seq: the seq
 of the frame that carried the first sample of the evidence (the impact of a fall, the start
@@ -57,7 +57,6 @@ log = logging.getLogger("vigil.detection")
 # over a few ticks instead of one long stall).
 MAX_ROUNDS_PER_TICK = 30
 STATUS_SWEEP_S = 1.0
-PARTITIONS_EVERY_S = 3600.0
 FEATURE_COLUMNS = ("time", "device_id", "officer_id", "heart_rate", "hr_quality", "activity", "posture",
                    "cadence", "motion_energy")
 RAW_COLUMNS = ("time", "device_id", "officer_id", "rate_hz", "samples", "ppg", "accel_mg", "backfill", "held_by_alert")
@@ -333,7 +332,7 @@ class DetectionService:
             if rounds < MAX_ROUNDS_PER_TICK:
                 await wait_for_any(stop, timeout=tick)
 
-    # ---- status, holds, partitions --------------------------------------------------------------------
+    # ---- status and holds -----------------------------------------------------------------------------
 
     def publish_status(self, now: float) -> int:
         changes = self.status.changes(now)
@@ -393,19 +392,12 @@ class DetectionService:
             else:
                 del self._holds[device_id]
 
-    async def ensure_partitions(self) -> None:
-        async with self._engine.begin() as conn:
-            await conn.execute(sa.text("select vigil_ensure_detection_partitions(2, 3)"))
-
     async def run_status(self, stop: asyncio.Event) -> None:
-        next_write = next_partitions = 0.0
+        next_write = 0.0
         while not stop.is_set():
             now = self._wall()
             self.publish_status(now)
             try:
-                if now >= next_partitions:
-                    await self.ensure_partitions()
-                    next_partitions = now + PARTITIONS_EVERY_S
                 if now >= next_write:
                     next_write = now + self._settings.status_flush_s
                     await self.write_status()

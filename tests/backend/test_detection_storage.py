@@ -75,7 +75,7 @@ async def test_raw_rows_go_by_numpy_copy_and_a_misfit_row_is_dropped_not_retried
     db.upgrade(settings)
     engine = db.create_engine(settings)
     async with engine.begin() as conn:
-        await conn.execute(sa.text("select vigil_ensure_detection_partitions(2, 1)"))
+        await conn.execute(sa.text("select vigil_ensure_partitions(2, 1)"))
     metrics = BackendMetrics()
     writer = BatchWriter(engine, "raw_windows", RAW_COLUMNS, metrics, batch_size=50, max_buffered=300, retry_s=0.1,
                          kinds=RAW_KINDS)
@@ -124,3 +124,23 @@ class TestStatusBoard:
         assert board.officer_status(st, 101.0)["state"] == "alert"
         board.seen(1, "a", 11, "Officer A", "gw1", now=500.0, backfill=False)
         assert board.officer_status(st, 500.0)["state"] == "ok"
+
+
+async def test_one_partition_function_keeps_every_time_series_table_ready(database_url, mqtt_broker, agency):
+    host, port = mqtt_broker
+    settings = backend_settings(database_url, host, port, agency)
+    db.upgrade(settings)
+    engine = db.create_engine(settings)
+    try:
+        assert await db.storage_mode(engine) == "native_partitioning"  # no TimescaleDB on this machine
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("select vigil_ensure_partitions(4, 2)"))
+            names = set((await conn.execute(sa.text(
+                "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid "
+                "join pg_class p on p.oid = i.inhparent where p.relname in ('features', 'raw_windows')"))).scalars())
+            today = (await conn.execute(sa.text("select current_date"))).scalar_one()
+    finally:
+        await engine.dispose()
+    days = [(today + dt.timedelta(days=k)).strftime("%Y%m%d") for k in range(-4, 3)]
+    for table in ("features", "raw_windows"):
+        assert {f"{table}_{d}" for d in days} <= names, sorted(names)

@@ -64,7 +64,7 @@ async def insert_features(engine, device_id: int, officer_id: int, times: list[d
 
 async def insert_raw(engine, device_id: int, officer_id: int, times: list[dt.datetime], held_by: uuid.UUID | None = None) -> None:
     async with engine.begin() as conn:
-        await conn.execute(sa.text("select vigil_ensure_detection_partitions(40, 3)"))
+        await conn.execute(sa.text("select vigil_ensure_partitions(40, 3)"))
         for ts in times:
             await conn.execute(sa.text(
                 "insert into raw_windows (time, device_id, officer_id, rate_hz, samples, ppg, accel_mg, held_by_alert) "

@@ -19,6 +19,8 @@ depends_on = None
 
 log = logging.getLogger("alembic.vigil")
 
+# Daily partitions for every range-partitioned table of the schema (features here; raw_windows
+# of 0003 too): one function, whichever migrations made the tables.
 _PARTITION_FUNCTION = """
 create or replace function vigil_ensure_partitions(days_back int, days_ahead int) returns void
 language plpgsql as $$
@@ -29,7 +31,9 @@ begin
     if (select value from vigil_meta where key = 'storage_mode') <> 'native_partitioning' then
         return;
     end if;
-    foreach tbl in array array['features'] loop
+    for tbl in select c.relname from pg_partitioned_table p join pg_class c on c.oid = p.partrelid
+               join pg_namespace n on n.oid = c.relnamespace
+               where n.nspname = current_schema() and p.partstrat = 'r' order by c.relname loop
         for d in select generate_series(current_date - days_back, current_date + days_ahead, interval '1 day')::date loop
             execute format(
                 'create table if not exists %I partition of %I for values from (%L) to (%L)',

@@ -2,8 +2,8 @@
 
 The tables are documented in backend/detection/schema.py. ``raw_windows`` is time-partitioned
 the way 0001 chose for ``features`` (vigil_meta.storage_mode): a TimescaleDB hypertable, or
-native daily range partitions kept ready by ``vigil_ensure_detection_partitions`` (a function
-of its own, so this branch never rewrites 0001's ``vigil_ensure_partitions``).
+native daily range partitions kept ready by 0001's ``vigil_ensure_partitions`` (it covers
+every range-partitioned table).
 
 Revision ID: 0003_detection
 Revises: 0001
@@ -20,26 +20,6 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-_PARTITION_FUNCTION = """
-create or replace function vigil_ensure_detection_partitions(days_back int, days_ahead int) returns void
-language plpgsql as $$
-declare
-    tbl text;
-    d date;
-begin
-    if (select value from vigil_meta where key = 'storage_mode') <> 'native_partitioning' then
-        return;
-    end if;
-    foreach tbl in array array['raw_windows'] loop
-        for d in select generate_series(current_date - days_back, current_date + days_ahead, interval '1 day')::date loop
-            execute format(
-                'create table if not exists %I partition of %I for values from (%L) to (%L)',
-                tbl || '_' || to_char(d, 'YYYYMMDD'), tbl, d::timestamptz, (d + 1)::timestamptz);
-        end loop;
-    end loop;
-end $$;
-"""
-
 
 def upgrade() -> None:
     bind = op.get_bind()
@@ -53,11 +33,9 @@ def upgrade() -> None:
         bind.execute(sa.text(ddl + " PARTITION BY RANGE (time)"))
     for index in s.raw_windows.indexes:
         index.create(bind)
-    bind.execute(sa.text(_PARTITION_FUNCTION))
-    bind.execute(sa.text("select vigil_ensure_detection_partitions(2, 3)"))
+    bind.execute(sa.text("select vigil_ensure_partitions(2, 3)"))  # 0001's function covers every partitioned table
 
 
 def downgrade() -> None:
     bind = op.get_bind()
-    bind.execute(sa.text("drop function if exists vigil_ensure_detection_partitions(int, int)"))
     s.metadata.drop_all(bind)

@@ -177,7 +177,6 @@ class UplinkSubscriber:
     async def __aenter__(self) -> "UplinkSubscriber":
         ssl_context = None
         if self._tls:
-            import ssl
             ssl_context = tls_context(self._ca_file)
         try:
             self._reader, self._writer = await asyncio.wait_for(

@@ -25,7 +25,7 @@ from scipy.ndimage import maximum_filter1d, uniform_filter1d
 
 from models.exceptions import InvalidSignalError, check_option, check_sampling_rate
 from models.quality import as_device_channels
-from models.thresholds import BoostedTrees, FallConfig, FallModel, ObliviousForest, fall_model, thresholds_for
+from models.thresholds import BoostedTrees, FallConfig, FallModel, fall_model, thresholds_for
 
 FALL_METHODS = ("boosted_trees", "threshold")
 FEATURE_NAMES = (

@@ -7,9 +7,7 @@ below what was measured, never above).
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -103,7 +101,7 @@ def hr_evaluation(data: Path | None, *, libraries: bool = True, quiet: bool = Fa
 def print_hr_table(result: dict) -> None:
     methods = ["vigil"] + [m for m in ("HeartPy", "NeuroKit2") if m in result]
     label = {"vigil": "Vigil", "HeartPy": "HeartPy", "NeuroKit2": "NeuroKit2"}
-    print(f"Heart rate, IEEE SPC 2015 training set (12 recordings, 50 Hz, 8 s windows / 2 s hop, online)")
+    print("Heart rate, IEEE SPC 2015 training set (12 recordings, 50 Hz, 8 s windows / 2 s hop, online)")
     print(f"Vigil: {result['protocol']}")
     print(f"{'recording':<10}" + "".join(f"{label[m]:>12}" for m in methods))
     for rec in result["recordings"]:

@@ -1,10 +1,8 @@
 """``vigil eval falls``: the fall detector on SisFall, streamed as the backend runs it."""
 from __future__ import annotations
 
-import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 

@@ -14,6 +14,7 @@ from firmware import frame
 from gateway import topics
 from gateway.bridge import Gateway
 from gateway.config import GatewaySettings
+from tests.listening import BackgroundListener
 
 
 def device_key(device_id: int) -> bytes:
@@ -24,16 +25,15 @@ def fleet_keys(device_ids) -> dict[int, bytes]:
     return {d: device_key(d) for d in device_ids}
 
 
-class UplinkRecorder:
+class UplinkRecorder(BackgroundListener):
     """Subscribes (MQTT 5, QoS 1, persistent session) to every topic of one agency and records
     uplink frames as (device_id, kind, seq, payload, user properties) in arrival order."""
 
     def __init__(self, host: str, port: int, agency: str):
+        super().__init__()
         self.host, self.port, self.agency = host, port, agency
         self.frames: list[tuple[int, str, int, bytes, dict]] = []
         self.other: list[tuple[str, bytes]] = []
-        self.connected = asyncio.Event()
-        self._task: asyncio.Task | None = None
 
     async def _run(self) -> None:
         from paho.mqtt.packettypes import PacketTypes
@@ -58,17 +58,6 @@ class UplinkRecorder:
             except aiomqtt.MqttError:
                 self.connected.clear()
                 await asyncio.sleep(0.2)
-
-    async def __aenter__(self) -> "UplinkRecorder":
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        async with asyncio.timeout(10):
-            await self.connected.wait()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
 
     def seqs(self, device_id: int, kind: str | None = None) -> list[int]:
         return [seq for d, k, seq, _, _ in self.frames if d == device_id and (kind is None or k == kind)]

@@ -4,7 +4,6 @@ seeded backend database."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import time
@@ -19,6 +18,7 @@ from backend.core import db
 from backend.core.security import issue_token
 from firmware import frame as F
 from gateway import topics
+from tests.listening import BackgroundListener
 
 FAULT_ROWS: list[tuple[str, str, str, str, str]] = []
 
@@ -98,14 +98,15 @@ def supervisor_token(secret: str, agency: str) -> str:
     return issue_token(secret, {"sub": "sup-h", "role": "supervisor", "agency": agency}, 3600)
 
 
-class LiveFeed:
+class LiveFeed(BackgroundListener):
     """A supervisor's WebSocket, recording every alert change; reconnects when the backend dies."""
 
+    connect_timeout_s = 15.0
+
     def __init__(self, base_url: str, token: str):
+        super().__init__()
         self.url = base_url.replace("http", "ws", 1) + f"/api/v1/ws?token={token}"
         self.changes: list[dict] = []
-        self.connected = asyncio.Event()
-        self._task: asyncio.Task | None = None
 
     async def _run(self) -> None:
         import websockets
@@ -128,17 +129,6 @@ class LiveFeed:
     def raised(self) -> list[str]:
         """Ids of the pages: every 'raised' change is a page to the supervisors."""
         return [c["id"] for c in self.changes if c["change"] == "raised"]
-
-    async def __aenter__(self) -> "LiveFeed":
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        async with asyncio.timeout(15):
-            await self.connected.wait()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
 
 
 async def wait_for(check, timeout: float, what: str, poll_s: float = 0.1):

@@ -98,8 +98,10 @@ def decode_telemetry(payload: bytes) -> tuple[int, int, np.ndarray, np.ndarray]:
         raise F.FrameError("bad_payload", "%d samples at %d Hz" % (n, rate_hz))
     if len(payload) != F.TELEMETRY_HEADER_LEN + n * F.TELEMETRY_SAMPLE_LEN:
         raise F.FrameError("bad_payload", "%d samples in %d bytes" % (n, len(payload)))
-    raw = np.frombuffer(payload, np.uint8, 3 * n, F.TELEMETRY_HEADER_LEN).reshape(n, 3).astype(np.int32)
-    ppg = raw[:, 0] | (raw[:, 1] << 8) | (raw[:, 2] << 16)
+    # uint24 little-endian -> int32: each value's 3 bytes into a zeroed 4-byte cell, then one view
+    cells = np.zeros((n, 4), np.uint8)
+    cells[:, :3] = np.frombuffer(payload, np.uint8, 3 * n, F.TELEMETRY_HEADER_LEN).reshape(n, 3)
+    ppg = cells.view("<i4").reshape(n)
     accel = np.frombuffer(payload, _ACCEL, 3 * n, F.TELEMETRY_HEADER_LEN + 3 * n).reshape(n, 3)
     return rate_hz, led_current, ppg, accel
 

@@ -3,6 +3,7 @@ import hmac
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -195,3 +196,20 @@ def test_telemetry_roundtrip(samples, seq):
     header, payload = F.open_frame(frame_bytes, keys)
     rate, _, ppg2, acc2 = F.decode_telemetry(payload)
     assert (rate, ppg2, [tuple(a) for a in acc2], header.seq) == (50, ppg, acc, seq)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 0xFFFFFF), st.integers(-32767, 32767), st.integers(-32767, 32767), st.integers(-32767, 32767)), min_size=1, max_size=F.MAX_SAMPLES),
+       st.integers(0, 255))
+def test_backend_bulk_decode_equals_the_frame_codec(samples, led):
+    from backend.ingest import decode_telemetry
+
+    payload = F.encode_telemetry(50, [s[0] for s in samples], [s[1:] for s in samples], led)
+    rate, led_current, ppg, accel = decode_telemetry(payload)
+    ref = F.decode_telemetry(payload)
+    assert (rate, led_current) == (ref[0], ref[1])
+    assert ppg.dtype == np.int32 and ppg.tolist() == list(ref[2])
+    assert accel.shape == (len(samples), 3) and [tuple(a) for a in accel.tolist()] == [tuple(a) for a in ref[3]]
+    for bad in (payload[:-1], payload[:2], bytes([50, 0, 0, 0])):
+        with pytest.raises(F.FrameError):
+            decode_telemetry(bad)

@@ -109,7 +109,7 @@ class HopInput:
     step_samples: int
     new_samples: int | None          # None: first window of a stream, the whole window is new
     windows: list[Window]
-    states: list[DeviceModelState]
+    states: list[DeviceModelState]  # filled where the models run (ModelStates); the service sends []
     worn_reported: np.ndarray        # (devices,) bool: the last status frame did not say "removed"
 
 
@@ -209,9 +209,47 @@ def analyse(batch: HopInput, now_wall_ms: int, config: DecisionConfig = Decision
     return results, states
 
 
-def analyse_all(batches: list[HopInput], now_wall_ms: int, config: DecisionConfig) -> list[tuple[list[DeviceResult], list[DeviceModelState]]]:
-    """All batches of one round (runs in the detection worker: a thread or a process)."""
-    return [analyse(b, now_wall_ms, config) for b in batches]
+class ModelStates:
+    """Every device's :class:`DeviceModelState`, kept where the models run.
+
+    In the detection thread it is an object of the service; in the detection process it lives
+    in that process (:func:`run_in_process`), so a round sends only the windows and gets back
+    only the results: the states, most of what a round would otherwise pickle both ways, never
+    cross the process boundary. A new worker process starts from fresh states (the man-down
+    timers and heart-rate trackers restart)."""
+
+    def __init__(self) -> None:
+        self.states: dict[int, DeviceModelState] = {}
+
+    def run(self, batches: list[HopInput], resets: frozenset[int], now_wall_ms: int,
+            config: DecisionConfig) -> list[list[DeviceResult]]:
+        """Analyse one round. ``resets``: devices whose man-down alarm a person cleared."""
+        out = []
+        for batch in batches:
+            states = []
+            for win in batch.windows:
+                state = self.states.get(win.device_id) or DeviceModelState()
+                if win.device_id in resets:
+                    state.man_down = reset_man_down(state.man_down, np.array([True]))
+                    state.man_down_paged = False
+                states.append(state)
+            results, new = analyse(dataclasses.replace(batch, states=states), now_wall_ms, config)
+            for result, state in zip(results, new):
+                self.states[result.device_id] = state
+            out.append(results)
+        return out
+
+
+_PROCESS_STATES: ModelStates | None = None
+
+
+def run_in_process(batches: list[HopInput], resets: frozenset[int], now_wall_ms: int,
+                   config: DecisionConfig) -> list[list[DeviceResult]]:
+    """:meth:`ModelStates.run` on the detection process's own states."""
+    global _PROCESS_STATES
+    if _PROCESS_STATES is None:
+        _PROCESS_STATES = ModelStates()
+    return _PROCESS_STATES.run(batches, resets, now_wall_ms, config)
 
 
 def _decide(i, win, batch, state, fall, md, st, act_all, last, contact, est, limits) -> list[AlertCandidate]:

@@ -40,7 +40,7 @@ from backend.alerts import AlertService
 from backend.core import tables as t
 from backend.core.config import BackendSettings
 from backend.detection import schema
-from backend.detection.hop import DecisionConfig, DeviceModelState, DeviceResult, HopInput, analyse_all
+from backend.detection.hop import DecisionConfig, DeviceResult, HopInput, ModelStates, run_in_process
 from backend.detection.status import StatusBoard
 from backend.detection.store import BatchWriter, _is_db_error
 from backend.detection.windows import DeviceStream, TelemetryChunk, Window, WindowConfig
@@ -49,7 +49,6 @@ from backend.metrics import BackendMetrics
 from backend.registry import DeviceRegistry
 from backend.waiting import wait_for_any
 from firmware import frame as F
-from models.man_down import reset_man_down
 
 log = logging.getLogger("vigil.detection")
 
@@ -88,7 +87,7 @@ class DetectionService:
             backlog_s=settings.detection_backlog_s)
         self.decision_config = DecisionConfig(live_alert_max_age_s=settings.live_alert_max_age_s)
         self.streams: dict[int, DeviceStream] = {}
-        self.states: dict[int, DeviceModelState] = {}
+        self.model_states = ModelStates()  # used when the models run in a thread
         self.status = StatusBoard(settings.device_offline_s, settings.battery_low_pct)
         self._clock_offsets: dict[int, int] = {}
         self._raw_pending: dict[int, list[TelemetryChunk]] = defaultdict(list)
@@ -210,16 +209,18 @@ class DetectionService:
 
     # ---- hops ---------------------------------------------------------------------------------------
 
-    def collect(self, now: float) -> list[HopInput]:
+    def collect(self, now: float) -> tuple[list[HopInput], frozenset[int]]:
         """Take one due window from every device that has one, grouped into batches by
-        (placement, rate, first window or not): one model call per batch."""
+        (placement, rate, first window or not): one model call per batch. Also returns the
+        devices among them whose man-down alarm is to be re-armed."""
         for device_id, stream in self.streams.items():
             self._released(device_id, stream.release(now), now)
         for device_id, pending in list(self._raw_pending.items()):
             if pending and now - self._raw_touched.get(device_id, now) >= self.window_config.hop_s:
                 self._raw_row(device_id, pending)  # the stream paused: do not hold its last samples back
                 self._raw_pending[device_id] = []
-        groups: dict[tuple, list[tuple[Window, DeviceModelState, bool]]] = defaultdict(list)
+        groups: dict[tuple, list[tuple[Window, bool]]] = defaultdict(list)
+        resets = set()
         for device_id, stream in self.streams.items():
             if not stream.due():
                 continue
@@ -227,46 +228,42 @@ class DetectionService:
             if record is None or record.officer_id is None:
                 stream.take_window()  # unassigned now: skip, never page for nobody
                 continue
-            state = self.states.get(device_id) or DeviceModelState()
             if device_id in self._resets:
-                state.man_down = reset_man_down(state.man_down, np.array([True]))
-                state.man_down_paged = False
+                resets.add(device_id)
                 self._resets.discard(device_id)
             window = stream.take_window()
             st = self.status.devices.get(device_id)
             worn = st is None or not (st.worn is False or st.skin_contact is False)
-            groups[(record.placement, stream.rate_hz, window.first)].append((window, state, worn))
+            groups[(record.placement, stream.rate_hz, window.first)].append((window, worn))
         batches = []
         for (placement, rate, first), items in groups.items():
             w, hop, step = self.window_config.samples(rate)
             batches.append(HopInput(placement, rate, w, hop, step, None if first else hop,
-                                    [i[0] for i in items], [i[1] for i in items], np.array([i[2] for i in items])))
-        return batches
+                                    [i[0] for i in items], [], np.array([i[1] for i in items])))
+        return batches, frozenset(resets)
 
     def _new_executor(self) -> concurrent.futures.Executor:
         # A process of its own gives the models a core without the GIL that ingest needs; the
-        # windows and states travel pickled (about 7 kB per device and hop).
+        # windows travel pickled (about 5 kB per device and hop), the model states stay there.
         if self._settings.detection_worker == "process":
             return concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vigil-detection")
 
-    def analyse(self, batches: list[HopInput], now_wall_ms: int) -> list[tuple[list[DeviceResult], list[DeviceModelState]]]:
-        """All batches of one round (what the worker runs)."""
-        return analyse_all(batches, now_wall_ms, self.decision_config)
-
     async def run_round(self, now: float) -> int:
         """Collect, analyse off the loop, apply. Returns the number of windows analysed."""
-        batches = self.collect(now)
+        batches, resets = self.collect(now)
         if not batches:
             return 0
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
+        work = run_in_process if self._settings.detection_worker == "process" else self.model_states.run
         try:
-            outcome = await loop.run_in_executor(self._executor, analyse_all, batches, int(now * 1000), self.decision_config)
+            outcome = await loop.run_in_executor(self._executor, work, batches, resets, int(now * 1000), self.decision_config)
         except Exception as exc:  # a model error must not stop ingest: log it once, count every one
             self._metrics.detection_failures.inc()
             if isinstance(exc, concurrent.futures.BrokenExecutor):  # the worker process died: a new one
-                log.error("detection worker lost (%s); starting a new one", exc.__class__.__name__)
+                log.error("detection worker lost (%s); starting a new one (model states start afresh)",
+                          exc.__class__.__name__)
                 self._executor.shutdown(wait=False, cancel_futures=True)
                 self._executor = self._new_executor()
             if not self._failure_logged:
@@ -276,9 +273,8 @@ class DetectionService:
         finally:
             self._metrics.detection_hop.observe(time.perf_counter() - started)
         n = 0
-        for batch, (results, states) in zip(batches, outcome):
-            for window, result, state in zip(batch.windows, results, states):
-                self.states[result.device_id] = state
+        for batch, results in zip(batches, outcome):
+            for window, result in zip(batch.windows, results):
                 await self._apply(window, result, now)
                 n += 1
         self.features.wake()  # the round's features go to the database now, not at the next flush tick

@@ -64,10 +64,12 @@ async def _wait_for(predicate, timeout=30.0):
         await asyncio.sleep(0.05)
 
 
-async def test_fall_then_lying_still_pages_fall_then_man_down_and_the_car_never_pages(database_url, mqtt_broker, agency):
+@pytest.mark.parametrize("worker", ["thread", "process"])  # process: the model states live in the worker process
+async def test_fall_then_lying_still_pages_fall_then_man_down_and_the_car_never_pages(database_url, mqtt_broker, agency, worker):
     host, port = mqtt_broker
     settings = backend_settings(database_url, host, port, agency, detection_tick_s=0.05, status_flush_s=0.3,
-                                feature_flush_s=0.2, detection_backlog_s=320)  # the whole feed fits: no window skipped
+                                feature_flush_s=0.2, detection_backlog_s=320,  # the whole feed fits: no window skipped
+                                detection_worker=worker)
     keys = await _seed(settings, agency)
     # device clocks start now and run ahead of the wall clock (frames are fed as fast as the
     # broker takes them), so every window is "live" for the backfill rule

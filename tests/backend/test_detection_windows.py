@@ -197,3 +197,35 @@ def test_backfilled_fall_is_not_paged_but_a_man_down_still_in_progress_is():
     officer.chunks = more.chunks
     (alerts,), _ = run_officers([officer])
     assert [a.kind for a in alerts] == ["man_down"]
+
+
+def test_model_states_kept_where_the_models_run_equal_states_passed_along_and_a_reset_rearms():
+    """ModelStates (the detection worker's own states) gives the same pages as carrying each
+    device's state by hand, and a reset re-arms a latched man-down alarm."""
+    from backend.detection.hop import ModelStates
+
+    by_hand = Officer(1, [("walking", 12), ("fall", 80)], seed=3)
+    (expected,), _ = run_officers([by_hand])
+    assert [a.kind for a in expected] == ["fall", "man_down"]
+
+    officer = Officer(1, [("walking", 12), ("fall", 80)], seed=3)
+    keeper = ModelStates()
+    w, hop, step = WindowConfig().samples(RATE)
+    pages, clear_next = [], False
+    for c in officer.chunks:
+        officer.stream.push(c, 0.0)
+        if not officer.stream.due():
+            continue
+        win = officer.stream.take_window()
+        batch = HopInput("chest", RATE, w, hop, step, hop, [win], [], np.ones(1, bool))
+        resets = frozenset({1}) if clear_next else frozenset()
+        clear_next = False
+        (results,) = keeper.run([batch], resets, win.wall_end_ms, DecisionConfig())
+        for a in results[0].alerts:
+            pages.append(a)
+            clear_next = a.kind == "man_down" and len(pages) == 2  # a supervisor clears the first alarm
+    kinds = [a.kind for a in pages]
+    assert [(a.kind, a.evidence_ms) for a in pages[:2]] == [(a.kind, a.evidence_ms) for a in expected]
+    # still lying after the reset: the alarm pages again once another 30 s of stillness passed
+    assert kinds == ["fall", "man_down", "man_down"], kinds
+    assert keeper.states[1].man_down_paged

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import pickle
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -130,8 +131,11 @@ def row(state, i: int):
 
 
 def to_model_g(accel_mg: np.ndarray) -> np.ndarray:
-    """(devices, samples, 3) milli-g in device axes -> (devices, 3, samples) g in model axes."""
-    return np.einsum("dsc,ck->dks", accel_mg.astype(float), DEVICE_TO_MODEL_AXES) / 1000.0
+    """(devices, samples, 3) milli-g in device axes -> (devices, 3, samples) g in model axes.
+
+    C-contiguous: einsum leaves the sample axis strided (every third value), and the models'
+    reductions along it ran 2-3 times slower on such an array."""
+    return np.ascontiguousarray(np.einsum("dsc,ck->dks", accel_mg.astype(float), DEVICE_TO_MODEL_AXES) / 1000.0)
 
 
 def _num(x: float, digits: int = 3) -> float | None:
@@ -243,13 +247,17 @@ class ModelStates:
 _PROCESS_STATES: ModelStates | None = None
 
 
-def run_in_process(batches: list[HopInput], resets: frozenset[int], now_wall_ms: int,
-                   config: DecisionConfig) -> list[list[DeviceResult]]:
-    """:meth:`ModelStates.run` on the detection process's own states."""
+def run_in_process(round_pickle: bytes) -> bytes:
+    """:meth:`ModelStates.run` on the detection process's own states.
+
+    The round and its results travel as bytes the event loop pickled and unpickles itself:
+    left to the executor, the pickling ran in its helper threads, which waited for the GIL
+    behind the busy event loop at every step (a round of 900 windows took over a second)."""
     global _PROCESS_STATES
     if _PROCESS_STATES is None:
         _PROCESS_STATES = ModelStates()
-    return _PROCESS_STATES.run(batches, resets, now_wall_ms, config)
+    batches, resets, now_wall_ms, config = pickle.loads(round_pickle)
+    return pickle.dumps(_PROCESS_STATES.run(batches, resets, now_wall_ms, config), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _decide(i, win, batch, state, fall, md, st, act_all, last, contact, est, limits) -> list[AlertCandidate]:

@@ -26,6 +26,7 @@ import concurrent.futures
 import datetime as dt
 import logging
 import multiprocessing
+import pickle
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -256,9 +257,13 @@ class DetectionService:
             return 0
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        work = run_in_process if self._settings.detection_worker == "process" else self.model_states.run
         try:
-            outcome = await loop.run_in_executor(self._executor, work, batches, resets, int(now * 1000), self.decision_config)
+            if self._settings.detection_worker == "process":
+                sent = pickle.dumps((batches, resets, int(now * 1000), self.decision_config), protocol=pickle.HIGHEST_PROTOCOL)
+                outcome = pickle.loads(await loop.run_in_executor(self._executor, run_in_process, sent))
+            else:
+                outcome = await loop.run_in_executor(self._executor, self.model_states.run, batches, resets,
+                                                     int(now * 1000), self.decision_config)
         except Exception as exc:  # a model error must not stop ingest: log it once, count every one
             self._metrics.detection_failures.inc()
             if isinstance(exc, concurrent.futures.BrokenExecutor):  # the worker process died: a new one

@@ -25,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ingest.add_argument("--keep-going", action="store_true", help="run every step even after the backend fell behind")
     ingest.add_argument("--database-url", default=None, help="server for the throw-away vigil_bench_* database "
                         "(default VIGIL_DATABASE_URL, else 127.0.0.1:5432)")
-    ingest.add_argument("--detection-worker", choices=("thread", "process"), default="thread",
-                        help="the backend's VIGIL_DETECTION_WORKER (default thread)")
+    ingest.add_argument("--detection-worker", choices=("inline", "thread", "process"), default="inline",
+                        help="the backend's VIGIL_DETECTION_WORKER (default inline)")
     ingest.add_argument("--out", type=Path, default=Path("artifacts/bench"))
     ingest.add_argument("--tag", default="", help="suffix of the result files (ingest-<tag>.json)")
     ingest.set_defaults(func=lambda a: _ingest(a))

@@ -85,7 +85,7 @@ class BenchConfig:
     out: Path = Path("artifacts/bench")
     database_url: str | None = None
     tag: str = ""
-    detection_worker: str = "thread"
+    detection_worker: str = "inline"
 
     def check(self) -> None:
         if not self.steps or min(self.steps) <= 0 or max(self.steps) > MAX_DEVICES:

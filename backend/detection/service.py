@@ -7,8 +7,12 @@ models. The loops of :meth:`DetectionService.run` do the rest:
 
 * hops: every ``detection_tick_s`` (default: the hop, 2 s) the windows that are due are
   collected and analysed in rounds; each round is one call per model per placement over all
-  its devices, run in a dedicated worker thread (:mod:`backend.detection.hop`). Its duration
-  goes to the ``vigil_detection_hop_seconds`` histogram.
+  its devices (:mod:`backend.detection.hop`). By default the calls run on the event loop
+  itself, at most ``INLINE_CHUNK`` windows at a time with a turn for ingest and SOS in between:
+  a worker thread shares the GIL with the busy loop and lost it at every numpy call (a round of
+  900 windows took 1.1 s in the thread against 0.2 s alone), and a worker process costs the
+  pickling. ``VIGIL_DETECTION_WORKER`` chooses. A round's duration goes to the
+  ``vigil_detection_hop_seconds`` histogram.
 * writers: features (1 Hz per device) and raw windows (one row per device per hop) by COPY,
   through bounded buffers that survive a database outage (:mod:`backend.detection.store`).
 * status: officer status changes published on the live hub every second; device status,
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import datetime as dt
 import logging
 import multiprocessing
@@ -56,6 +61,8 @@ log = logging.getLogger("vigil.detection")
 # Rounds of analysis per tick before yielding to the next tick (a stream far ahead catches up
 # over a few ticks instead of one long stall).
 MAX_ROUNDS_PER_TICK = 30
+# Windows analysed on the event loop between two turns for ingest (~45 ms of models at most).
+INLINE_CHUNK = 200
 STATUS_SWEEP_S = 1.0
 FEATURE_COLUMNS = ("time", "device_id", "officer_id", "heart_rate", "hr_quality", "activity", "posture",
                    "cadence", "motion_energy")
@@ -243,15 +250,19 @@ class DetectionService:
                                     [i[0] for i in items], [], np.array([i[1] for i in items])))
         return batches, frozenset(resets)
 
-    def _new_executor(self) -> concurrent.futures.Executor:
-        # A process of its own gives the models a core without the GIL that ingest needs; the
-        # windows travel pickled (about 5 kB per device and hop), the model states stay there.
+    def _new_executor(self) -> concurrent.futures.Executor | None:
+        # process: the models get a core without the GIL that ingest needs; the windows travel
+        # pickled (about 5 kB per device and hop), the model states stay there. thread: shares
+        # the GIL with the event loop. inline: no executor.
         if self._settings.detection_worker == "process":
             return concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vigil-detection")
+        if self._settings.detection_worker == "thread":
+            return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vigil-detection")
+        return None  # inline: on the event loop
 
     async def run_round(self, now: float) -> int:
-        """Collect, analyse off the loop, apply. Returns the number of windows analysed."""
+        """Collect, analyse (inline in chunks, or in the worker), apply. Returns the number of
+        windows analysed."""
         batches, resets = self.collect(now)
         if not batches:
             return 0
@@ -261,6 +272,16 @@ class DetectionService:
             if self._settings.detection_worker == "process":
                 sent = pickle.dumps((batches, resets, int(now * 1000), self.decision_config), protocol=pickle.HIGHEST_PROTOCOL)
                 outcome = pickle.loads(await loop.run_in_executor(self._executor, run_in_process, sent))
+            elif self._settings.detection_worker == "inline":
+                outcome = []
+                for batch in batches:
+                    parts = []
+                    for i in range(0, len(batch.windows), INLINE_CHUNK):
+                        part = dataclasses.replace(batch, windows=batch.windows[i:i + INLINE_CHUNK],
+                                                   worn_reported=batch.worn_reported[i:i + INLINE_CHUNK])
+                        parts += self.model_states.run([part], resets, int(now * 1000), self.decision_config)[0]
+                        await asyncio.sleep(0)
+                    outcome.append(parts)
             else:
                 outcome = await loop.run_in_executor(self._executor, self.model_states.run, batches, resets,
                                                      int(now * 1000), self.decision_config)
@@ -434,4 +455,5 @@ class DetectionService:
                 tg.create_task(self.raw.run(writers_stop, self._settings.feature_flush_s), name="raw-writer")
                 tg.create_task(self.run_status(stop), name="device-status")
         finally:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)

@@ -64,7 +64,7 @@ async def _wait_for(predicate, timeout=30.0):
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.parametrize("worker", ["thread", "process"])  # process: the model states live in the worker process
+@pytest.mark.parametrize("worker", ["inline", "thread", "process"])  # process: the model states live in the worker process
 async def test_fall_then_lying_still_pages_fall_then_man_down_and_the_car_never_pages(database_url, mqtt_broker, agency, worker):
     host, port = mqtt_broker
     settings = backend_settings(database_url, host, port, agency, detection_tick_s=0.05, status_flush_s=0.3,

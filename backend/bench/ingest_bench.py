@@ -57,6 +57,7 @@ DEFAULT_STEPS = (500, 1000, 2000, 5000, 10000)
 MAX_DEVICES = 20_000
 MAX_STEP_S = 120.0
 SOS_PER_STEP = 8
+BASELINE_AHEAD_S = 1.5
 # A step "keeps up" when the backend ingested this share of the offered frames during the
 # step and caught up this soon after it.
 KEEP_UP_RATIO = 0.95
@@ -555,9 +556,14 @@ class Bench:
         backend_pids = [p.pid for p, _, _ in self.backends]
         cpu = CpuMeter({"backend": lambda: _with_children(backend_pids), "broker": [self.broker.proc.pid],
                         "generators": [p.pid for p, _ in self.generators], "postgres": _postgres_pids})
-        # the baseline before the first frame (a frame counted in it would look lost)
-        time.sleep(max(0.0, t0 - 0.3 - time.time()))
+        # the baseline before the first frame (a frame counted in it would look lost); a backend
+        # busy at start-up may answer /metrics slowly, so it is asked well ahead
+        time.sleep(max(0.0, t0 - BASELINE_AHEAD_S - time.time()))
         s0 = self._scrape()
+        if time.time() > t0:
+            late = f"baseline read {time.time() - t0:.2f} s after the first frame: 'lost' may count frames ingested before it"
+            note = (note + "; " if note else "") + late
+            self.say(f"  warning: {late}")
         time.sleep(max(0.0, t0 - time.time()))
         cpu.start()
         rss = 0.0

@@ -9,8 +9,8 @@ models. The loops of :meth:`DetectionService.run` do the rest:
   collected and analysed in rounds; each round is one call per model per placement over all
   its devices (:mod:`backend.detection.hop`). By default the calls run on the event loop
   itself, at most ``INLINE_CHUNK`` windows at a time with a turn for ingest and SOS in between:
-  a worker thread shares the GIL with the busy loop and lost it at every numpy call (a round of
-  900 windows took 1.1 s in the thread against 0.2 s alone), and a worker process costs the
+  a worker thread shares the GIL with the busy loop (a round of 900 windows took 1.1 s in the
+  thread against 0.2 s alone, most likely waiting for the GIL after every large numpy call), and a worker process costs the
   pickling. ``VIGIL_DETECTION_WORKER`` chooses. A round's duration goes to the
   ``vigil_detection_hop_seconds`` histogram.
 * writers: features (1 Hz per device) and raw windows (one row per device per hop) by COPY,

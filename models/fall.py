@@ -266,18 +266,12 @@ def fall_probability(features: np.ndarray, model: FallModel) -> np.ndarray:
     if x.shape[0] == 0:
         return np.zeros(0)
     trees = np.arange(model.leaves.shape[0])[None, :]
-    if isinstance(model, BoostedTrees):
-        depth = int(np.log2(model.leaves.shape[1]))
-        node = np.zeros((x.shape[0], trees.size), dtype=np.intp)   # position within the level
-        for level in range(depth):
-            k = (1 << level) - 1 + node
-            go_right = np.take_along_axis(x, model.features[trees, k], axis=1) > model.thresholds[trees, k]
-            node = 2 * node + go_right
-        leaf = node
-    else:
-        depth = model.features.shape[1]
-        bits = x[:, model.features] > model.thresholds[None]          # (n, trees, depth)
-        leaf = (bits * (1 << np.arange(depth - 1, -1, -1))).sum(axis=-1)  # (n, trees)
+    depth = int(np.log2(model.leaves.shape[1]))
+    leaf = np.zeros((x.shape[0], trees.size), dtype=np.intp)   # position within the level
+    for level in range(depth):
+        k = (1 << level) - 1 + leaf
+        go_right = np.take_along_axis(x, model.features[trees, k], axis=1) > model.thresholds[trees, k]
+        leaf = 2 * leaf + go_right
     logit = model.base_score + model.leaves[trees, leaf].sum(axis=1)
     return 1.0 / (1.0 + np.exp(-logit))
 
@@ -311,7 +305,7 @@ def detect_fall(
     placement : {"wrist", "upper_arm", "chest", "waist"}
     method : {"boosted_trees", "threshold"}
         Learned classifier (default) or the fixed rule :data:`THRESHOLD_RULE`.
-    model : BoostedTrees or ObliviousForest, optional
+    model : BoostedTrees, optional
         Overrides the shipped classifier (used for leave-one-subject-out evaluation).
     config : FallConfig, optional
         Overrides the placement's configuration.

@@ -180,39 +180,6 @@ def thresholds_for(placement: str) -> PlacementThresholds:
 
 
 @dataclass(frozen=True)
-class ObliviousForest:
-    """Boosted oblivious trees (one split per level): a small, pure-numpy classifier."""
-
-    feature_names: tuple[str, ...]
-    features: np.ndarray      # (trees, depth) int
-    thresholds: np.ndarray    # (trees, depth) float
-    leaves: np.ndarray        # (trees, 2**depth) float, log-odds
-    base_score: float
-    learning_rate: float
-
-    def to_dict(self) -> dict:
-        return {
-            "feature_names": list(self.feature_names),
-            "features": self.features.tolist(),
-            "thresholds": self.thresholds.tolist(),
-            "leaves": self.leaves.tolist(),
-            "base_score": self.base_score,
-            "learning_rate": self.learning_rate,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ObliviousForest":
-        return cls(
-            feature_names=tuple(data["feature_names"]),
-            features=np.asarray(data["features"], dtype=np.intp).reshape(-1, len(data["features"][0]) if data["features"] else 0),
-            thresholds=np.asarray(data["thresholds"], dtype=float).reshape(len(data["thresholds"]), -1),
-            leaves=np.asarray(data["leaves"], dtype=float).reshape(len(data["leaves"]), -1),
-            base_score=float(data["base_score"]),
-            learning_rate=float(data["learning_rate"]),
-        )
-
-
-@dataclass(frozen=True)
 class BoostedTrees:
     """Boosted depth-limited binary trees, each stored complete (node k splits into 2k+1, 2k+2):
     a small, pure-numpy classifier. A node that does not split has threshold ``NO_SPLIT``."""
@@ -250,7 +217,7 @@ class BoostedTrees:
         )
 
 
-FallModel = BoostedTrees | ObliviousForest
+FallModel = BoostedTrees
 
 
 @lru_cache(maxsize=1)
@@ -261,4 +228,6 @@ def fall_model() -> FallModel:
     """
     text = resources.files("models").joinpath("fall_model.json").read_text(encoding="utf-8")
     data = json.loads(text)
-    return (BoostedTrees if data.get("kind") == "boosted_trees" else ObliviousForest).from_dict(data)
+    if data.get("kind") != "boosted_trees":
+        raise ValueError(f"fall_model.json holds a {data.get('kind')!r} model; valid: 'boosted_trees'")
+    return BoostedTrees.from_dict(data)

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from backend import fleet
 from backend.core import db
 from backend.detection import schema
+from backend.detection import service as detection_service
 from backend.server import serve
 from firmware import frame as F
 from gateway import topics
@@ -65,7 +66,10 @@ async def _wait_for(predicate, timeout=30.0):
 
 
 @pytest.mark.parametrize("worker", ["inline", "thread", "process"])  # process: the model states live in the worker process
-async def test_fall_then_lying_still_pages_fall_then_man_down_and_the_car_never_pages(database_url, mqtt_broker, agency, worker):
+async def test_fall_then_lying_still_pages_fall_then_man_down_and_the_car_never_pages(database_url, mqtt_broker, agency, worker,
+                                                                                     monkeypatch):
+    if worker == "inline":  # one window per chunk: the two officers' batches are split and rejoined
+        monkeypatch.setattr(detection_service, "INLINE_CHUNK", 1)
     host, port = mqtt_broker
     settings = backend_settings(database_url, host, port, agency, detection_tick_s=0.05, status_flush_s=0.3,
                                 feature_flush_s=0.2, detection_backlog_s=320,  # the whole feed fits: no window skipped

@@ -9,6 +9,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 
 import aiomqtt
@@ -34,7 +35,7 @@ class VerifiedFrame:
     device: DeviceRecord
     gateway: str
     header: F.Header
-    decoded: tuple
+    decoded: tuple | bytes  # bytes: a telemetry payload not decoded yet (FrameVerifier.authenticate)
     location: dict | None
 
 
@@ -50,6 +51,17 @@ class FrameVerifier:
 
     def verify(self, topic: str, payload: bytes, props: dict[str, str] | None = None) -> VerifiedFrame:
         """Raise FrameRejected, or return the verified, decoded frame (its seq now consumed)."""
+        frame = self.authenticate(topic, payload, props)
+        if frame.header.frame_type == F.TYPE_TELEMETRY:
+            try:
+                frame.decoded = decode_telemetry(frame.decoded)
+            except F.FrameError as exc:
+                raise FrameRejected(exc.reason, exc.detail) from exc
+        return frame
+
+    def authenticate(self, topic: str, payload: bytes, props: dict[str, str] | None = None) -> VerifiedFrame:
+        """:meth:`verify` short of decoding a telemetry payload: its ``decoded`` is the
+        decrypted payload bytes, for :func:`decode_telemetry_batch`."""
         try:
             where = topics.parse(topic)
         except topics.TopicError as exc:
@@ -75,7 +87,7 @@ class FrameVerifier:
             device.replay.check(header.seq)
             header, body = F.open_frame(payload, device.keys)
             device.replay.accept(header.seq)
-            decoded = decode_telemetry(body) if header.frame_type == F.TYPE_TELEMETRY else F.decode_payload(header.frame_type, body)
+            decoded = body if header.frame_type == F.TYPE_TELEMETRY else F.decode_payload(header.frame_type, body)
         except F.FrameError as exc:
             raise FrameRejected(exc.reason, exc.detail) from exc
         if device.officer_id is None:
@@ -106,6 +118,41 @@ def decode_telemetry(payload: bytes) -> tuple[int, int, np.ndarray, np.ndarray]:
     return rate_hz, led_current, ppg, accel
 
 
+def decode_telemetry_batch(payloads: list[bytes]) -> list[tuple[int, int, np.ndarray, np.ndarray] | F.FrameError]:
+    """:func:`decode_telemetry` of many payloads at once: one numpy pass per payload length
+    instead of several calls per frame. Returns, in order, each payload's decoded values (its
+    arrays are views of the batch's) or the FrameError it raises."""
+    out: list = [None] * len(payloads)
+    by_len: dict[int, list[int]] = defaultdict(list)
+    for i, p in enumerate(payloads):
+        by_len[len(p)].append(i)
+    for length, idx in by_len.items():
+        n = (length - F.TELEMETRY_HEADER_LEN) // F.TELEMETRY_SAMPLE_LEN
+        if len(idx) < 2 or not 0 < n <= F.MAX_SAMPLES or length != F.TELEMETRY_HEADER_LEN + n * F.TELEMETRY_SAMPLE_LEN:
+            for i in idx:  # a malformed length (or a lone frame): its exact error or values one by one
+                try:
+                    out[i] = decode_telemetry(payloads[i])
+                except F.FrameError as exc:
+                    out[i] = exc
+            continue
+        raw = np.frombuffer(b"".join(payloads[i] for i in idx), np.uint8).reshape(len(idx), length)
+        rates, counts, leds = raw[:, 0].tolist(), raw[:, 1].tolist(), raw[:, 2].tolist()
+        h = F.TELEMETRY_HEADER_LEN
+        cells = np.zeros((len(idx), n, 4), np.uint8)
+        cells[:, :, :3] = raw[:, h:h + 3 * n].reshape(len(idx), n, 3)
+        ppg = cells.view("<i4").reshape(len(idx), n)
+        accel = np.ascontiguousarray(raw[:, h + 3 * n:]).view(_ACCEL).reshape(len(idx), n, 3)
+        for k, i in enumerate(idx):
+            if counts[k] != n or rates[k] == 0:  # the sample count disagrees with the length
+                try:
+                    out[i] = decode_telemetry(payloads[i])
+                except F.FrameError as exc:
+                    out[i] = exc
+            else:
+                out[i] = (rates[k], leds[k], ppg[k], accel[k])
+    return out
+
+
 def _location(props: dict[str, str] | None) -> dict | None:
     if not props or "lat" not in props or "lon" not in props:
         return None
@@ -127,26 +174,57 @@ class IngestService:
         self.connected = asyncio.Event()  # both uplink connections are up
         self._links: dict[str, asyncio.Event] = {}
         self._reject_logged: set[str] = set()
-        self._accepted = {kind: metrics.frames_accepted.labels(kind) for kind in _KIND_BY_TYPE.values()}  # per frame: no label lookup
+        self._accepted = {kind: metrics.frames_accepted.labels(kind) for kind in _KIND_BY_TYPE.values()}  # label children looked up once
         # streaming detection (backend/detection): fed every verified frame, set by the runtime
         self.detection = None
 
     async def handle(self, topic: str, payload: bytes, props: dict[str, str] | None = None) -> VerifiedFrame | None:
+        """One frame: the verified frame, or None when it was rejected (counted, logged)."""
+        return (await self.handle_batch([(topic, payload, props)]))[0]
+
+    async def handle_batch(self, messages: list[tuple]) -> list[VerifiedFrame | None]:
+        """Messages (topic, payload, user properties, ...) as one MQTT read delivered them:
+        each verified, the telemetry payloads decoded together, then acted on in order.
+        Returns each message's verified frame, or None where it was rejected."""
         received = time.monotonic()
-        try:
-            frame = self._verifier.verify(topic, payload, props)
-        except FrameRejected as exc:
-            self._metrics.frames_rejected.labels(exc.reason).inc()
-            if exc.reason not in self._reject_logged:  # once per reason; the counter has the rest
-                self._reject_logged.add(exc.reason)
-                log.warning("frame rejected (%s) on %s: %s", exc.reason, topic, exc.detail)
-            return None
-        self._accepted[_KIND_BY_TYPE[frame.header.frame_type]].inc()
-        if frame.header.frame_type == F.TYPE_EVENT:
-            await self._on_event(frame, received)
-        if self.detection is not None:  # bookkeeping only; the models run in their own loop
-            self.detection.on_frame(frame, received)
-        return frame
+        frames: list[VerifiedFrame | None] = []
+        telemetry: list[int] = []
+        for topic, payload, props, *_ in messages:
+            try:
+                frame = self._verifier.authenticate(topic, payload, props)
+            except FrameRejected as exc:
+                self._rejected(exc, topic)
+                frame = None
+            else:
+                if frame.header.frame_type == F.TYPE_TELEMETRY:
+                    telemetry.append(len(frames))
+            frames.append(frame)
+        if telemetry:
+            for i, decoded in zip(telemetry, decode_telemetry_batch([frames[i].decoded for i in telemetry])):
+                if isinstance(decoded, F.FrameError):
+                    self._rejected(FrameRejected(decoded.reason, decoded.detail), messages[i][0])
+                    frames[i] = None
+                else:
+                    frames[i].decoded = decoded
+        accepted = dict.fromkeys(_KIND_BY_TYPE, 0)
+        for frame in frames:
+            if frame is None:
+                continue
+            accepted[frame.header.frame_type] += 1
+            if frame.header.frame_type == F.TYPE_EVENT:
+                await self._on_event(frame, received)
+            if self.detection is not None:  # bookkeeping only; the models run in their own loop
+                self.detection.on_frame(frame, received)
+        for frame_type, n in accepted.items():
+            if n:
+                self._accepted[_KIND_BY_TYPE[frame_type]].inc(n)
+        return frames
+
+    def _rejected(self, exc: FrameRejected, topic: str) -> None:
+        self._metrics.frames_rejected.labels(exc.reason).inc()
+        if exc.reason not in self._reject_logged:  # once per reason; the counter has the rest
+            self._reject_logged.add(exc.reason)
+            log.warning("frame rejected (%s) on %s: %s", exc.reason, topic, exc.detail)
 
     async def _on_event(self, frame: VerifiedFrame, received: float) -> None:
         code, priority_hint, detail = frame.decoded
@@ -199,8 +277,7 @@ class IngestService:
                     if all(link.is_set() for link in self._links.values()) and len(self._links) == 2:
                         self.connected.set()
                     async for batch in uplink.batches():
-                        for topic, payload, props, _ in batch:
-                            await self.handle(topic, payload, props)
+                        await self.handle_batch(batch)
                         uplink.ack(batch)  # QoS 1: acknowledged once handled
                         await asyncio.sleep(0)  # a full socket buffer must not starve the other tasks
             except aiomqtt.MqttError as exc:

@@ -111,6 +111,10 @@ def hmac_sha256(key, msg):
     return _hmac_sha256_pure(key, msg)
 
 
+# the keystream's block counters, packed once (a payload has at most 7 blocks)
+_COUNTERS = tuple(struct.pack("<I", i) for i in range((MAX_PAYLOAD_LEN + 31) // 32))
+
+
 class _KeyedHmac:
     # HMAC-SHA256 under one fixed key. On CPython the two hashed pads are kept and copied per
     # message: two SHA-256 compressions and the key handling fewer per call, which halves the
@@ -134,6 +138,22 @@ class _KeyedHmac:
         outer.update(inner.digest())
         return outer.digest()
 
+    def blocks(self, prefix, count):
+        # HMAC(key, prefix || counter) for counter 0..count-1, joined. On CPython the inner
+        # hash takes the prefix once and is copied per block.
+        if self._inner is None or self._outer is None:
+            return b"".join(self.digest(prefix + struct.pack("<I", i)) for i in range(count))
+        base = self._inner.copy()  # type: ignore[attr-defined]
+        base.update(prefix)
+        out = []
+        for i in range(count):
+            inner = base.copy()
+            inner.update(_COUNTERS[i] if i < len(_COUNTERS) else struct.pack("<I", i))
+            outer = self._outer.copy()  # type: ignore[attr-defined]
+            outer.update(inner.digest())
+            out.append(outer.digest())
+        return b"".join(out)
+
 
 class DeviceKeys:
     """The two keys derived from a device's 32-byte secret: one to authenticate, one to encrypt."""
@@ -154,7 +174,7 @@ def _keystream_xor(enc, header_bytes, payload):
     n = len(payload)
     if n == 0:
         return b""
-    stream = b"".join(enc.digest(header_bytes + struct.pack("<I", counter)) for counter in range((n + 31) // 32))
+    stream = enc.blocks(header_bytes, (n + 31) // 32)
     x = int.from_bytes(payload, "big") ^ int.from_bytes(stream[:n], "big")
     return x.to_bytes(n, "big")
 

@@ -213,3 +213,38 @@ def test_backend_bulk_decode_equals_the_frame_codec(samples, led):
     for bad in (payload[:-1], payload[:2], bytes([50, 0, 0, 0])):
         with pytest.raises(F.FrameError):
             decode_telemetry(bad)
+
+
+_sample = st.tuples(st.integers(0, 0xFFFFFF), st.integers(-32767, 32767), st.integers(-32767, 32767), st.integers(-32767, 32767))
+
+
+@st.composite
+def _telemetry_payload(draw):
+    samples = draw(st.lists(_sample, min_size=1, max_size=4))
+    payload = bytearray(F.encode_telemetry(draw(st.sampled_from([25, 50])), [s[0] for s in samples],
+                                           [s[1:] for s in samples], draw(st.integers(0, 255))))
+    damage = draw(st.sampled_from(["none", "none", "rate0", "count", "truncate"]))
+    if damage == "rate0":
+        payload[0] = 0
+    elif damage == "count":  # the sample count disagrees with the length
+        payload[1] = draw(st.sampled_from([0, len(samples) + 1, 255]))
+    elif damage == "truncate":
+        payload = payload[:draw(st.integers(0, len(payload) - 1))]
+    return bytes(payload)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_telemetry_payload(), min_size=1, max_size=12))
+def test_backend_batch_decode_equals_one_by_one(payloads):
+    from backend.ingest import decode_telemetry, decode_telemetry_batch
+
+    for payload, got in zip(payloads, decode_telemetry_batch(payloads), strict=True):
+        try:
+            want = decode_telemetry(payload)
+        except F.FrameError as exc:
+            assert isinstance(got, F.FrameError) and got.reason == exc.reason
+            continue
+        assert not isinstance(got, F.FrameError)
+        assert got[:2] == want[:2]
+        assert got[2].dtype == np.int32 and got[2].tolist() == want[2].tolist()
+        assert got[3].dtype == np.int16 and got[3].tolist() == want[3].tolist()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import pickle
 from dataclasses import dataclass, field
 
@@ -139,7 +140,16 @@ def to_model_g(accel_mg: np.ndarray) -> np.ndarray:
 
 
 def _num(x: float, digits: int = 3) -> float | None:
-    return None if not np.isfinite(x) else round(float(x), digits)
+    return None if not math.isfinite(x) else round(float(x), digits)
+
+
+def _nums(x: np.ndarray, digits: int) -> list[float | None]:
+    """:func:`_num` of every element, as Python values (one conversion for the batch)."""
+    return [None if not math.isfinite(v) else round(v, digits) for v in np.asarray(x, float).tolist()]
+
+
+def _rounded(x: np.ndarray, digits: int) -> list[float]:
+    return [round(v, digits) for v in np.asarray(x, float).tolist()]
 
 
 def analyse(batch: HopInput, now_wall_ms: int, config: DecisionConfig = DecisionConfig()) -> tuple[list[DeviceResult], list[DeviceModelState]]:
@@ -181,6 +191,10 @@ def analyse(batch: HopInput, now_wall_ms: int, config: DecisionConfig = Decision
         stack([s.strain or StrainState.initial(1, strain_cfg) for s in batch.states], StrainState), now_s,
         bpm=est.bpm, quality=est.quality, activity=activity, placement=batch.placement)
 
+    # the feature rows' values as Python objects, converted once for the whole batch
+    bpm_now, quality_now = _nums(est.bpm, 1), _rounded(est.quality, 3)
+    act_names, posture_names = act_all.activity.tolist(), act_all.posture.tolist()
+    cadence, energy = _nums(act_all.cadence_spm, 1), _rounded(act_all.motion_energy_g, 4)
     results, states = [], []
     for i, win in enumerate(batch.windows):
         old = batch.states[i]
@@ -193,13 +207,11 @@ def analyse(batch: HopInput, now_wall_ms: int, config: DecisionConfig = Decision
         for k, e in enumerate(ends):
             j = k * d + i
             is_last = k == k_steps - 1
-            bpm = est.bpm[i] if is_last else old.last_bpm
-            quality = est.quality[i] if is_last else old.last_quality
             features.append(FeatureRow(
                 wall_ms=win.wall_end_ms - (span - e) * 1000 // rate,
-                heart_rate=_num(bpm, 1), hr_quality=round(float(quality), 3),
-                activity=str(act_all.activity[j]), posture=str(act_all.posture[j]),
-                cadence=_num(act_all.cadence_spm[j], 1), motion_energy=round(float(act_all.motion_energy_g[j]), 4)))
+                heart_rate=bpm_now[i] if is_last else _num(old.last_bpm, 1),
+                hr_quality=quality_now[i] if is_last else round(float(old.last_quality), 3),
+                activity=act_names[j], posture=posture_names[j], cadence=cadence[j], motion_energy=energy[j]))
         candidates = _decide(i, win, batch, state, fall, md, st, act_all, last, contact, est, limits)
         recent = now_wall_ms - win.wall_end_ms <= config.live_alert_max_age_s * 1000
         alerts: list[AlertCandidate] = []
@@ -261,6 +273,8 @@ def run_in_process(round_pickle: bytes) -> bytes:
 
 
 def _decide(i, win, batch, state, fall, md, st, act_all, last, contact, est, limits) -> list[AlertCandidate]:
+    if not (fall.suspected[i] or md.phase[i] == "alarm" or st.extreme[i] or st.strain[i]):
+        return []  # nothing to page: most devices, every hop
     out = []
     end_ms = win.end_ms
     base = {"thresholds_version": THRESHOLDS_VERSION, "placement": batch.placement,

@@ -99,6 +99,7 @@ class DetectionService:
         self.status = StatusBoard(settings.device_offline_s, settings.battery_low_pct)
         self._clock_offsets: dict[int, int] = {}
         self._raw_pending: dict[int, list[TelemetryChunk]] = defaultdict(list)
+        self._raw_samples: dict[int, int] = defaultdict(int)  # samples in _raw_pending[device]
         self._raw_touched: dict[int, float] = {}  # device -> wall time samples were last released
         self._holds: dict[int, list[tuple[float, float, object]]] = defaultdict(list)  # device -> (start ms, until ms, alert id)
         self._hold_rows: list[dict] = []
@@ -171,28 +172,31 @@ class DetectionService:
                 contiguous = (c.rate_hz == first.rate_hz and c.backfill == first.backfill
                               and abs(c.time_ms - (last.time_ms + len(last.ppg) * 1000.0 / last.rate_hz)) <= 500.0 / c.rate_hz)
                 if not contiguous:
-                    self._raw_row(device_id, pending)
-                    pending = self._raw_pending[device_id] = []
+                    pending = self._raw_row(device_id)
             pending.append(c)
+            self._raw_samples[device_id] += len(c.ppg)
             # a full row goes to the writer at once (not when the next chunk arrives)
-            if sum(len(p.ppg) for p in pending) >= hop:
-                self._raw_row(device_id, pending)
-                pending = self._raw_pending[device_id] = []
+            if self._raw_samples[device_id] >= hop:
+                pending = self._raw_row(device_id)
 
     def flush_raw_pending(self) -> None:
         """Every device's samples that wait to fill a raw row become a (shorter) row now."""
         for device_id, pending in list(self._raw_pending.items()):
             if pending:
-                self._raw_row(device_id, pending)
-                self._raw_pending[device_id] = []
+                self._raw_row(device_id)
 
-    def _raw_row(self, device_id: int, chunks: list[TelemetryChunk]) -> None:
+    def _raw_row(self, device_id: int) -> list[TelemetryChunk]:
+        """The device's pending samples become one raw row; returns its new, empty pending list."""
+        chunks = self._raw_pending[device_id]
+        fresh = self._raw_pending[device_id] = []
+        self._raw_samples[device_id] = 0
         d = self._registry.get(device_id)
         first = chunks[0]
         ppg = np.concatenate([c.ppg for c in chunks])
         accel = np.concatenate([c.accel_mg for c in chunks])
         self.raw.add([_utc(first.time_ms + first.wall_offset_ms), device_id, d.officer_id if d else None,
                       first.rate_hz, len(ppg), ppg, accel.reshape(-1), first.backfill, None])
+        return fresh
 
     # ---- raw holds around alerts --------------------------------------------------------------------
 
@@ -222,11 +226,11 @@ class DetectionService:
         (placement, rate, first window or not): one model call per batch. Also returns the
         devices among them whose man-down alarm is to be re-armed."""
         for device_id, stream in self.streams.items():
-            self._released(device_id, stream.release(now), now)
+            if stream.waiting:
+                self._released(device_id, stream.release(now), now)
         for device_id, pending in list(self._raw_pending.items()):
             if pending and now - self._raw_touched.get(device_id, now) >= self.window_config.hop_s:
-                self._raw_row(device_id, pending)  # the stream paused: do not hold its last samples back
-                self._raw_pending[device_id] = []
+                self._raw_row(device_id)  # the stream paused: do not hold its last samples back
         groups: dict[tuple, list[tuple[Window, bool]]] = defaultdict(list)
         resets = set()
         for device_id, stream in self.streams.items():

@@ -91,7 +91,16 @@ class BatchWriter:
         while self._rows:
             n = min(self._batch_size, len(self._rows))
             batch = [self._prepare(self._rows[i]) for i in range(n)]
-            sent = await self._copy(batch)
+            data = None
+            if self._kinds is not None:
+                data, misfits = self._encode(batch)
+                for i in reversed(misfits):  # dropped for good, whether or not the write succeeds
+                    del self._rows[i]
+                    del self._stamps[i]
+                n -= len(misfits)
+                if not n:
+                    continue
+            await self._copy(batch, data)
             stamps = []
             for _ in range(n):
                 self._rows.popleft()
@@ -100,40 +109,42 @@ class BatchWriter:
                     stamps.append(stamp)
             if stamps and self._on_stored is not None:
                 self._on_stored(stamps)
-            done += sent
+            done += n
         self.written += done
         if done:
             self._metrics.detection_rows_written.labels(self.table).inc(done)
         return done
 
-    async def _copy(self, batch: list[tuple]) -> int:
-        """Write a batch; returns the rows sent (a row that does not fit its columns is not)."""
-        data, sent = self._encode(batch) if self._kinds is not None else (None, len(batch))
+    async def _copy(self, batch: list[tuple], data: bytes | None) -> None:
+        """Write a batch: ``data``, its binary COPY stream, if it was encoded, else the rows."""
         async with self._engine.connect() as conn:
             raw = await conn.get_raw_connection()
             if data is None:
                 await raw.driver_connection.copy_records_to_table(self.table, records=batch, columns=self._columns)
-            else:
-                async def stream():
-                    yield data
-                await raw.driver_connection.copy_to_table(self.table, source=stream(), columns=self._columns, format="binary")
-        return sent
+                return
 
-    def _encode(self, batch: list[tuple]) -> tuple[bytes, int]:
+            async def stream():
+                yield data
+            await raw.driver_connection.copy_to_table(self.table, source=stream(), columns=self._columns, format="binary")
+
+    def _encode(self, batch: list[tuple]) -> tuple[bytes, list[int]]:
+        """The batch's COPY stream without the rows that do not fit their columns (dropped,
+        counted and logged here, once), and those rows' positions in the batch."""
         try:
-            return binary_copy.encode(batch, self._kinds), len(batch)
+            return binary_copy.encode(batch, self._kinds), []
         except binary_copy.BinaryCopyError:
             pass
-        good = []
-        for row in batch:  # find the rows that do not fit; the others are written
+        good, misfits = [], []
+        for i, row in enumerate(batch):  # find the rows that do not fit; the others are written
             try:
                 binary_copy.encode([row], self._kinds)
                 good.append(row)
             except binary_copy.BinaryCopyError as exc:
+                misfits.append(i)
                 self.dropped += 1
                 self._metrics.detection_rows_dropped.labels(self.table).inc()
                 log.error("%s: a row that does not fit its columns was dropped (%s)", self.table, exc)
-        return binary_copy.encode(good, self._kinds), len(good)
+        return binary_copy.encode(good, self._kinds), misfits
 
     async def run(self, stop: asyncio.Event, interval_s: float) -> None:
         """Flush every ``interval_s`` (sooner when a batch is full) until ``stop``; a last flush on stop."""

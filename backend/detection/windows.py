@@ -142,6 +142,10 @@ class DeviceStream:
 
     def push(self, chunk: TelemetryChunk, now: float) -> list[TelemetryChunk]:
         """Queue a chunk; returns the chunks released to the windows (in order)."""
+        if not self._pending:  # nothing waits: a chunk that continues the stream needs no queue
+            expected = self.expected_ms
+            if expected is None or chunk.time_ms <= expected + 500.0 / chunk.rate_hz:
+                return [chunk] if self._append(chunk) else []
         heapq.heappush(self._pending, (chunk.time_ms, next(_tiebreak), chunk, now))
         return self.release(now)
 

@@ -95,6 +95,39 @@ async def test_raw_rows_go_by_numpy_copy_and_a_misfit_row_is_dropped_not_retried
     assert len(rows) == 5 and all(r.ppg == ppg.tolist() and r.accel_mg == accel.tolist() for r in rows)  # ... 5 stored
 
 
+async def test_a_misfit_row_met_during_an_outage_is_dropped_once(private_postgres, mqtt_broker, agency):
+    host, port = mqtt_broker
+    url = private_postgres.url.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + "/vigil"
+    settings = backend_settings(url, host, port, agency)
+    db.upgrade(settings)
+    engine = db.create_engine(settings)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("select vigil_ensure_partitions(2, 1)"))
+    metrics = BackendMetrics()
+    writer = BatchWriter(engine, "raw_windows", RAW_COLUMNS, metrics, batch_size=50, max_buffered=300, retry_s=0.05,
+                         kinds=RAW_KINDS)
+    ppg = np.arange(100, dtype=np.int32)
+    accel = np.zeros(300, np.int16)
+    now = dt.datetime.now(dt.timezone.utc)
+    private_postgres.stop("immediate")
+    stop = asyncio.Event()
+    task = asyncio.create_task(writer.run(stop, 0.05))
+    try:
+        writer.add([now, 9, None, 50, 100, ppg, np.full(300, 40_000), False, None])  # not a smallint
+        for i in range(3):
+            writer.add([now + dt.timedelta(seconds=2 * i), 9, None, 50, 100, ppg, accel, False, None])
+        await _wait_for(lambda: metrics.storage_failures._value.get() >= 3)  # several failed retries
+        assert writer.dropped == 1 and writer.buffered == 3
+        assert metrics.detection_rows_dropped.labels("raw_windows")._value.get() == 1
+        private_postgres.start()
+        await _wait_for(lambda: writer.written == 3 and writer.buffered == 0)
+    finally:
+        stop.set()
+        await task
+        await engine.dispose()
+    assert writer.dropped == 1
+
+
 class TestStatusBoard:
     def test_offline_removed_and_low_battery_are_checks_not_alerts(self):
         board = StatusBoard(offline_s=30, battery_low_pct=15)

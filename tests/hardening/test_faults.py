@@ -34,14 +34,13 @@ async def accounted_backend(settings: BackendSettings):
     async with serve(settings) as backend:
         ingest = backend.runtime.ingest
         accepted: list[tuple[int, int]] = []
-        handle = ingest.handle
+        handle_batch = ingest.handle_batch
 
-        async def recording(topic, payload, props=None):
-            frame = await handle(topic, payload, props)
-            if frame is not None:
-                accepted.append((frame.header.device_id, frame.header.seq))
-            return frame
-        ingest.handle = recording
+        async def recording(messages):
+            frames = await handle_batch(messages)
+            accepted.extend((f.header.device_id, f.header.seq) for f in frames if f is not None)
+            return frames
+        ingest.handle_batch = recording
         await asyncio.wait_for(ingest.connected.wait(), 20)
         backend.accepted = accepted
         yield backend

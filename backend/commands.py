@@ -33,6 +33,7 @@ def _run_backend(args: argparse.Namespace) -> int:
 
     from backend.core import db
     from backend.core.config import BackendSettings
+    from backend.runtime import settle_heap
     from backend.server import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -47,6 +48,9 @@ def _run_backend(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         async with serve(settings, log_level="info") as backend:
             logging.getLogger("vigil.backend").info("API at %s/docs", backend.url)
+            while not (backend.runtime.registry.loaded or stop.is_set()):
+                await asyncio.sleep(0.1)
+            settle_heap()
             await stop.wait()
 
     asyncio.run(main())

@@ -1,4 +1,4 @@
-"""``vigil bench models`` and ``vigil bench ingest``."""
+"""``vigil bench models``, ``ingest``, ``pipeline``, ``fuzz``, ``soak`` and ``api``."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +14,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     models.add_argument("--out", type=Path, default=Path("artifacts/bench"))
     models.add_argument("--no-libraries", action="store_true")
     models.set_defaults(func=lambda a: _models(a))
+
+    pipeline = sub.add_parser("pipeline", help="the backend's CPU per frame in one process (no broker, no database): "
+                                               "stable figures for comparing changes")
+    pipeline.add_argument("--devices", type=int, default=2000)
+    pipeline.add_argument("--seconds", type=float, default=60.0, help="simulated seconds of telemetry (default 60)")
+    pipeline.add_argument("--gc", choices=("tuned", "default"), default="tuned",
+                          help="the backend's garbage-collector settings (tuned, as `vigil backend run`) or CPython's")
+    pipeline.add_argument("--out", type=Path, default=Path("artifacts/bench"))
+    pipeline.add_argument("--tag", default="", help="suffix of the result file (pipeline-<tag>.json)")
+    pipeline.set_defaults(func=lambda a: _pipeline(a))
 
     ingest = sub.add_parser("ingest", help="50 Hz wearables -> Mosquitto -> backend process(es): ramp, loss, latency, CPU, memory")
     ingest.add_argument("--steps", type=int, nargs="+", default=None, help="devices per ramp step (default 500 1000 2000 5000 10000)")
@@ -52,6 +62,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _models(args: argparse.Namespace) -> int:
     from backend.bench.models_bench import run
     run(tuple(args.batch), args.data, args.out, not args.no_libraries)
+    return 0
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from backend.bench.pipeline_bench import run
+    if args.devices < 1 or args.seconds < 10:
+        raise SystemExit("vigil bench pipeline: at least 1 device and 10 simulated seconds (the first window needs 9 s)")
+    run(args.devices, args.seconds, args.gc, args.out, args.tag)
     return 0
 
 

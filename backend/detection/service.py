@@ -48,7 +48,7 @@ from backend.core.config import BackendSettings
 from backend.detection import schema
 from backend.detection.hop import DecisionConfig, DeviceResult, HopInput, ModelStates, run_in_process
 from backend.detection.status import StatusBoard
-from backend.detection.store import BatchWriter, _is_db_error
+from backend.detection.store import BatchWriter, Copy, _is_db_error
 from backend.detection.windows import DeviceStream, TelemetryChunk, Window, WindowConfig
 from backend.hub import LiveHub
 from backend.metrics import BackendMetrics
@@ -80,7 +80,7 @@ def _utc(ms: float) -> dt.datetime:
 class DetectionService:
     def __init__(self, settings: BackendSettings, engine: AsyncEngine, registry: DeviceRegistry,
                  alerts: AlertService, hub: LiveHub, metrics: BackendMetrics, *,
-                 wall: Callable[[], float] = time.time):
+                 wall: Callable[[], float] = time.time, store_copy: Copy | None = None):
         self._settings = settings
         self._engine = engine
         self._registry = registry
@@ -109,10 +109,10 @@ class DetectionService:
         self._status_failing = False
         self.features = BatchWriter(engine, "features", FEATURE_COLUMNS, metrics, batch_size=settings.feature_batch_size,
                                     max_buffered=settings.feature_buffer_max, retry_s=settings.db_retry_interval_s,
-                                    on_stored=self._features_stored)
+                                    on_stored=self._features_stored, copy=store_copy)
         self.raw = BatchWriter(engine, "raw_windows", RAW_COLUMNS, metrics, batch_size=settings.feature_batch_size,
                                max_buffered=settings.raw_buffer_max, retry_s=settings.db_retry_interval_s,
-                               prepare=self._mark_held, kinds=RAW_KINDS)
+                               prepare=self._mark_held, kinds=RAW_KINDS, copy=store_copy)
         self.rounds = 0
         self.windows_analysed = 0
         self.paged: deque[tuple[int, str, int]] = deque(maxlen=1000)  # (device, kind, seq), newest last
@@ -155,6 +155,8 @@ class DetectionService:
 
     def _count_stream(self, stream: DeviceStream, before: tuple[int, int, int]) -> None:
         c = stream.counters
+        if before == (c.gaps_filled, c.restarts, c.late_frames):
+            return  # nothing happened to the stream: the usual case
         for kind, old, new in zip(("gap_filled", "restart", "late_frame"), before, (c.gaps_filled, c.restarts, c.late_frames)):
             if new > old:
                 self._metrics.detection_stream.labels(kind).inc(new - old)

@@ -237,11 +237,16 @@ class DeviceStream:
         window, hop, step = self.config.samples(self.rate_hz)
         span = window + hop - step
         end = self.next_end
-        idx = np.arange(end - span, end) % self.capacity
+        start = (end - span) % self.capacity
+        if start + span <= self.capacity:  # one piece of the ring: slices, copied
+            cut = slice(start, start + span)
+            ppg, accel, seq = self._ppg[cut].copy(), self._accel[cut].copy(), self._seq[cut].copy()
+        else:  # wraps around the ring's end
+            idx = np.arange(start, start + span) % self.capacity
+            ppg, accel, seq = self._ppg[idx], self._accel[idx], self._seq[idx]
         end_ms = int(round(self.t0_ms + end * 1000.0 / self.rate_hz))
-        w = Window(self.device_id, end, end_ms, end_ms + self.wall_offset_ms, self._ppg[idx].copy(),
-                   self._accel[idx].copy(), self._seq[idx].copy(), self.analysed == 0, end <= self.backfill_until,
-                   self._frame_wall_ms(end))
+        w = Window(self.device_id, end, end_ms, end_ms + self.wall_offset_ms, ppg, accel, seq, self.analysed == 0,
+                   end <= self.backfill_until, self._frame_wall_ms(end))
         self.next_end += hop
         self.analysed += 1
         return w

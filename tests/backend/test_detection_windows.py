@@ -43,6 +43,22 @@ class TestDeviceStream:
         w2 = s.take_window()
         assert not w2.first and w2.end_ms - w.end_ms == 2000
 
+    def test_windows_hold_exactly_the_samples_also_across_the_ring_end(self):
+        s = DeviceStream(1, WindowConfig(backlog_s=2.0))  # a small ring: 700 samples, wraps every 35 frames
+        taken = 0
+        for k in range(200):
+            idx = np.arange(k * N, (k + 1) * N)
+            accel = np.stack([idx % 1000, -(idx % 1000), idx % 7], axis=1).astype(np.int16)
+            s.push(chunk(k, ppg=idx.astype(np.int32), accel=accel), 0.0)
+            while s.due():
+                w = s.take_window()
+                want = np.arange(w.end_index - len(w.ppg), w.end_index)
+                assert w.ppg.tolist() == want.tolist()
+                assert w.accel_mg[:, 0].tolist() == (want % 1000).tolist() and w.accel_mg[:, 2].tolist() == (want % 7).tolist()
+                assert w.seq.tolist() == (want // N).tolist()
+                taken += 1
+        assert taken == (200 * N - 450) // 100 + 1 and s.capacity < 200 * N
+
     def test_reorder_within_depth(self):
         s = DeviceStream(1, WindowConfig(reorder_frames=3))
         assert len(s.push(chunk(0), 0.0)) == 1
@@ -229,3 +245,12 @@ def test_model_states_kept_where_the_models_run_equal_states_passed_along_and_a_
     # still lying after the reset: the alarm pages again once another 30 s of stillness passed
     assert kinds == ["fall", "man_down", "man_down"], kinds
     assert keeper.states[1].man_down_paged
+
+
+def test_model_axes_are_the_turn_of_the_device_axes_in_g():
+    from backend.detection.hop import DEVICE_TO_MODEL_AXES, to_model_g
+
+    accel = np.random.default_rng(3).integers(-16000, 16000, (5, 450, 3)).astype(np.int16)
+    got = to_model_g(accel)
+    want = np.einsum("dsc,ck->dks", accel.astype(float), DEVICE_TO_MODEL_AXES) / 1000.0
+    assert got.shape == (5, 3, 450) and got.flags.c_contiguous and np.array_equal(got, want)

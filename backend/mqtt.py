@@ -268,11 +268,14 @@ class UplinkSubscriber:
                 raise UplinkError(f"uplink connection lost: {exc!r}") from exc
             if not chunk:
                 raise UplinkError("the broker closed the uplink connection")
-            batch = self._parse(chunk)
+            batch = self.feed(chunk)
             if batch:
                 yield batch
 
-    def _parse(self, chunk: bytes) -> list[tuple[str, bytes, dict[str, str] | None, int]]:
+    def feed(self, chunk: bytes) -> list[tuple[str, bytes, dict[str, str] | None, int]]:
+        """The messages (topic, payload, user properties, packet id) that these bytes from the
+        broker complete; a packet cut at the end waits for the next chunk. Raises UplinkError
+        for a refused subscription or the broker's DISCONNECT."""
         buf = self._buf + chunk if self._buf else chunk
         out = []
         pos, n = 0, len(buf)

@@ -41,6 +41,9 @@ LOOP_ACTIVITIES = ("standing", "walking", "sitting_car", "walking", "running", "
 TICK_S = 0.005
 # How long a generator waits for the broker's last PUBACKs after its last publish.
 ACK_WAIT_S = 20.0
+# The PUBACK counter reads this often, not at every PUBACK the broker sends (thousands a second,
+# each waking the thread and taking the GIL from the pacing thread).
+ACK_READ_PAUSE_S = 0.01
 
 
 # ---- MQTT 3.1.1 packets ------------------------------------------------------------------------
@@ -173,6 +176,7 @@ class Generator:
                     return
                 received += len(chunk)
                 self.acked = received // 4
+                time.sleep(ACK_READ_PAUSE_S)  # let PUBACKs gather in the socket buffer
         except OSError:
             return
 

@@ -120,7 +120,7 @@ async def _run(devices: int, simulated_s: float, gc_mode: str, progress) -> Pipe
     slots = int(simulated_s / load.FRAME_PERIOD_S)
     progress(f"encoding {slots * devices:,} frames of {devices:,} devices ({slots * load.FRAME_PERIOD_S:.0f} s simulated)")
     reads = _reads(devices, keys, slots)
-    parser = UplinkSubscriber("mqtt://127.0.0.1:1", "vigil-bench-pipeline")  # its parser only; never connects
+    parser = UplinkSubscriber("mqtt://127.0.0.1:1", "vigil-bench-pipeline")  # its parser only (feed); never connects
     clock = _GcClock()
     if gc_mode == "tuned":
         settle_heap()
@@ -133,7 +133,7 @@ async def _run(devices: int, simulated_s: float, gc_mode: str, progress) -> Pipe
             now[0] = T0 + s * load.FRAME_PERIOD_S + 0.05  # the frames of the slot arrive 50 ms after their time
             c0 = time.process_time()
             for chunk in chunks:
-                batch = parser._parse(chunk)
+                batch = parser.feed(chunk)
                 if batch:
                     frames += sum(f is not None for f in await runtime.ingest.handle_batch(batch))
             c1 = time.process_time()

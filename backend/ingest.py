@@ -55,19 +55,10 @@ class FrameVerifier:
     def __init__(self, registry: DeviceRegistry):
         self._registry = registry
 
-    def verify(self, topic: str, payload: bytes, props: dict[str, str] | None = None) -> VerifiedFrame:
-        """Raise FrameRejected, or return the verified, decoded frame (its seq now consumed)."""
-        frame = self.authenticate(topic, payload, props)
-        if frame.header.frame_type == F.TYPE_TELEMETRY:
-            try:
-                frame.decoded = decode_telemetry(frame.decoded)
-            except F.FrameError as exc:
-                raise FrameRejected(exc.reason, exc.detail) from exc
-        return frame
-
     def authenticate(self, topic: str, payload: bytes, props: dict[str, str] | None = None) -> VerifiedFrame:
-        """:meth:`verify` short of decoding a telemetry payload: its ``decoded`` is the
-        decrypted payload bytes, for :func:`decode_telemetry_batch`."""
+        """Raise FrameRejected, or return the verified frame (its seq now consumed), decoded but
+        for a telemetry payload: its ``decoded`` is the decrypted bytes, which ingest decodes
+        with the rest of its batch (:func:`decode_telemetry_batch`)."""
         try:
             where = _parse_topic(topic)
         except topics.TopicError as exc:

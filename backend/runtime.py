@@ -29,9 +29,9 @@ PARTITION_MAINTENANCE_S = 3600.0
 # The cyclic garbage collector, for a process that allocates hundreds of thousands of short-lived
 # objects a second (frames, chunks, windows, rows) beside a large heap that stays (modules, the
 # registry, per-device state). With CPython's default (a young collection every 700 net
-# allocations) full collections of the whole heap came every few seconds at 2,000 devices,
-# 130 ms each, about a tenth of the CPU (`vigil bench pipeline --gc default`) and a stall of
-# the event loop each time.
+# allocations) 2,000 devices' minute brought 16 full collections of the whole heap, 120 ms each
+# (a stall of the event loop each time), and the collector took 9 % of the CPU; with this
+# setting, no full collection and 1.5 % (`vigil bench pipeline --gc default`, then `--gc tuned`).
 GC_YOUNG_THRESHOLD = 10_000
 
 

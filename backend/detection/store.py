@@ -100,6 +100,7 @@ class BatchWriter:
             if self._kinds is not None:
                 data, misfits = self._encode(batch)
                 for i in reversed(misfits):  # dropped for good, whether or not the write succeeds
+                    del batch[i]
                     del self._rows[i]
                     del self._stamps[i]
                 n -= len(misfits)

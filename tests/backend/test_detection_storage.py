@@ -37,8 +37,7 @@ async def _wait_for(predicate, timeout=20.0):
 
 async def test_features_survive_a_database_outage(private_postgres, mqtt_broker, agency):
     host, port = mqtt_broker
-    url = private_postgres.url.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + "/vigil"
-    settings = backend_settings(url, host, port, agency)
+    settings = backend_settings(_private_url(private_postgres), host, port, agency)
     db.upgrade(settings)
     engine = db.create_engine(settings)
     metrics = BackendMetrics()
@@ -69,7 +68,12 @@ async def test_features_survive_a_database_outage(private_postgres, mqtt_broker,
     assert stored == 400
 
 
-async def test_raw_rows_go_by_numpy_copy_and_a_misfit_row_is_dropped_not_retried(database_url, mqtt_broker, agency):
+def _private_url(private_postgres) -> str:
+    return private_postgres.url.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + "/vigil"
+
+
+async def _raw_writer(database_url: str, mqtt_broker, agency: str, retry_s: float):
+    """A raw_windows writer on a migrated database with this hour's partitions: (engine, metrics, writer)."""
     host, port = mqtt_broker
     settings = backend_settings(database_url, host, port, agency)
     db.upgrade(settings)
@@ -77,8 +81,13 @@ async def test_raw_rows_go_by_numpy_copy_and_a_misfit_row_is_dropped_not_retried
     async with engine.begin() as conn:
         await conn.execute(sa.text("select vigil_ensure_partitions(2, 1)"))
     metrics = BackendMetrics()
-    writer = BatchWriter(engine, "raw_windows", RAW_COLUMNS, metrics, batch_size=50, max_buffered=300, retry_s=0.1,
+    writer = BatchWriter(engine, "raw_windows", RAW_COLUMNS, metrics, batch_size=50, max_buffered=300, retry_s=retry_s,
                          kinds=RAW_KINDS)
+    return engine, metrics, writer
+
+
+async def test_raw_rows_go_by_numpy_copy_and_a_misfit_row_is_dropped_not_retried(database_url, mqtt_broker, agency):
+    engine, metrics, writer = await _raw_writer(database_url, mqtt_broker, agency, retry_s=0.1)
     ppg = np.arange(100, dtype=np.int32) + 70_000
     accel = np.tile(np.array([10, -1000, 20], np.int16), 100)
     now = dt.datetime.now(dt.timezone.utc)
@@ -96,16 +105,7 @@ async def test_raw_rows_go_by_numpy_copy_and_a_misfit_row_is_dropped_not_retried
 
 
 async def test_a_misfit_row_met_during_an_outage_is_dropped_once(private_postgres, mqtt_broker, agency):
-    host, port = mqtt_broker
-    url = private_postgres.url.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + "/vigil"
-    settings = backend_settings(url, host, port, agency)
-    db.upgrade(settings)
-    engine = db.create_engine(settings)
-    async with engine.begin() as conn:
-        await conn.execute(sa.text("select vigil_ensure_partitions(2, 1)"))
-    metrics = BackendMetrics()
-    writer = BatchWriter(engine, "raw_windows", RAW_COLUMNS, metrics, batch_size=50, max_buffered=300, retry_s=0.05,
-                         kinds=RAW_KINDS)
+    engine, metrics, writer = await _raw_writer(_private_url(private_postgres), mqtt_broker, agency, retry_s=0.05)
     ppg = np.arange(100, dtype=np.int32)
     accel = np.zeros(300, np.int16)
     now = dt.datetime.now(dt.timezone.utc)

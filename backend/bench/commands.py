@@ -17,11 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     pipeline = sub.add_parser("pipeline", help="the backend's CPU per frame in one process (no broker, no database): "
                                                "stable figures for comparing changes")
-    pipeline.add_argument("--devices", type=int, default=2000)
+    pipeline.add_argument("--devices", type=int, default=2000, help="simulated wearables (default 2000, at most 20000)")
     pipeline.add_argument("--seconds", type=float, default=60.0, help="simulated seconds of telemetry (default 60)")
     pipeline.add_argument("--gc", choices=("tuned", "default"), default="tuned",
                           help="the backend's garbage-collector settings (tuned, as `vigil backend run`) or CPython's")
-    pipeline.add_argument("--out", type=Path, default=Path("artifacts/bench"))
+    pipeline.add_argument("--out", type=Path, default=Path("artifacts/bench"), help="folder of the result file")
     pipeline.add_argument("--tag", default="", help="suffix of the result file (pipeline-<tag>.json)")
     pipeline.set_defaults(func=lambda a: _pipeline(a))
 
@@ -67,8 +67,9 @@ def _models(args: argparse.Namespace) -> int:
 
 def _pipeline(args: argparse.Namespace) -> int:
     from backend.bench.pipeline_bench import run
-    if args.devices < 1 or args.seconds < 10:
-        raise SystemExit("vigil bench pipeline: at least 1 device and 10 simulated seconds (the first window needs 9 s)")
+    if not 1 <= args.devices <= 20_000 or args.seconds < 10:
+        raise SystemExit("vigil bench pipeline: 1 to 20,000 devices and at least 10 simulated seconds "
+                         "(the first window needs 9 s)")
     run(args.devices, args.seconds, args.gc, args.out, args.tag)
     return 0
 

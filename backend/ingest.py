@@ -205,16 +205,18 @@ class IngestService:
                     frames[i].decoded = decoded
         accepted = dict.fromkeys(_KIND_BY_TYPE, 0)
         for frame in frames:
+            if frame is not None:
+                accepted[frame.header.frame_type] += 1
+        for frame_type, n in accepted.items():  # counted before acting, like the refusals
+            if n:
+                self._accepted[_KIND_BY_TYPE[frame_type]].inc(n)
+        for frame in frames:
             if frame is None:
                 continue
-            accepted[frame.header.frame_type] += 1
             if frame.header.frame_type == F.TYPE_EVENT:
                 await self._on_event(frame, received)
             if self.detection is not None:  # bookkeeping only; the models run in their own loop
                 self.detection.on_frame(frame, received)
-        for frame_type, n in accepted.items():
-            if n:
-                self._accepted[_KIND_BY_TYPE[frame_type]].inc(n)
         return frames
 
     def _rejected(self, exc: FrameRejected, topic: str) -> None:

@@ -95,7 +95,7 @@ class DetectionService:
             backlog_s=settings.detection_backlog_s)
         self.decision_config = DecisionConfig(live_alert_max_age_s=settings.live_alert_max_age_s)
         self.streams: dict[int, DeviceStream] = {}
-        self.model_states = ModelStates()  # used when the models run in a thread
+        self.model_states = ModelStates()  # used when the models run inline or in a thread
         self.status = StatusBoard(settings.device_offline_s, settings.battery_low_pct)
         self._clock_offsets: dict[int, int] = {}
         self._raw_pending: dict[int, list[TelemetryChunk]] = defaultdict(list)

@@ -142,10 +142,8 @@ class DeviceStream:
 
     def push(self, chunk: TelemetryChunk, now: float) -> list[TelemetryChunk]:
         """Queue a chunk; returns the chunks released to the windows (in order)."""
-        if not self._pending:  # nothing waits: a chunk that continues the stream needs no queue
-            expected = self.expected_ms
-            if expected is None or chunk.time_ms <= expected + 500.0 / chunk.rate_hz:
-                return [chunk] if self._append(chunk) else []
+        if not self._pending and self._in_order(chunk):  # nothing waits and it continues the stream: no queue
+            return [chunk] if self._append(chunk) else []
         heapq.heappush(self._pending, (chunk.time_ms, next(_tiebreak), chunk, now))
         return self.release(now)
 
@@ -154,17 +152,19 @@ class DeviceStream:
         or waited long enough (``now``: wall seconds, passed in)."""
         out: list[TelemetryChunk] = []
         while self._pending:
-            time_ms, _, chunk, arrived = self._pending[0]
-            expected = self.expected_ms
-            tolerance = 500.0 / chunk.rate_hz
-            in_order = expected is None or time_ms <= expected + tolerance
+            _, _, chunk, arrived = self._pending[0]
             overdue = len(self._pending) > self.config.reorder_frames or now - arrived >= self.config.reorder_wait_s
-            if not (in_order or overdue):
+            if not (self._in_order(chunk) or overdue):
                 break  # a gap ahead: wait a little for the frame that fills it
             heapq.heappop(self._pending)
             if self._append(chunk):
                 out.append(chunk)
         return out
+
+    def _in_order(self, chunk: TelemetryChunk) -> bool:
+        """The chunk starts where the stream ends, within half a sample (or the stream is new)."""
+        expected = self.expected_ms
+        return expected is None or chunk.time_ms <= expected + 500.0 / chunk.rate_hz
 
     @property
     def waiting(self) -> int:

@@ -1,4 +1,4 @@
-"""``vigil gateway run``, ``vigil gateway bench`` and ``vigil simulate`` (registered by backend/cli.py)."""
+"""``vigil gateway run`` and ``vigil simulate`` (registered by backend/cli/__init__.py)."""
 from __future__ import annotations
 
 import argparse
@@ -24,16 +24,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--config", type=Path, help="dotenv file of VIGIL_GATEWAY_* settings (environment wins)")
     run.add_argument("--log-level", default="INFO")
     run.set_defaults(func=_cmd_gateway_run)
-    bench = gsub.add_parser("bench", help="measure frames/s one gateway sustains and reconnect time")
-    bench.add_argument("--mqtt-url", default=os.environ.get("VIGIL_GATEWAY_MQTT_URL"),
-                       help="broker (default: a private Mosquitto)")
-    bench.add_argument("--devices", type=int, nargs="+", default=[10, 40, 80],
-                       help="device counts to try, each at 50 Hz real time")
-    bench.add_argument("--seconds", type=float, default=20.0, help="measurement window per step")
-    bench.add_argument("--link-losses", type=int, default=10, help="link losses for the reconnect timing")
-    bench.add_argument("--speed", type=float, default=1.0,
-                       help="simulated seconds per real second (x devices = equivalent 50 Hz devices)")
-    bench.set_defaults(func=_cmd_gateway_bench)
     gateway.set_defaults(func=lambda args: gateway.print_help() or 2)
 
     sim = subparsers.add_parser("simulate", help="simulated officers' wearables (virtual BlueZ + gateway, or MQTT)")
@@ -142,11 +132,3 @@ async def _simulate(args, keys: dict[int, bytes], names: list[str]) -> None:
             await Gateway(settings).run(stop)
             sent = sum(len(w.sent) for w in fleet.wearables.values())
     print(f"{sent} frames went over the virtual radio for {len(keys)} officers")
-
-
-def _cmd_gateway_bench(args) -> int:
-    from gateway.bench import run_benchmark
-
-    _setup_logging("WARNING")
-    asyncio.run(run_benchmark(args.mqtt_url, args.devices, args.seconds, args.link_losses, args.speed))
-    return 0

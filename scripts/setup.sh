@@ -3,7 +3,7 @@
 # (Mosquitto, PostgreSQL server binaries, D-Bus, Node.js for the MicroPython checks, Chromium for
 # the dashboard tests) and a virtual environment with the project installed. Idempotent: a
 # second run installs nothing. Services are not started here: the demo and the tests start
-# private ones when none is configured (backend/infra.py).
+# private ones when none is configured (backend/local/infra.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,7 +1,7 @@
 """Shared fixtures: real Mosquitto and real PostgreSQL.
 
 The machine's services (127.0.0.1:1883 and :5432) are used when they answer; otherwise the
-project starts private ones (backend/infra.py), so the suite runs on a fresh machine too.
+project starts private ones (backend/local/infra.py), so the suite runs on a fresh machine too.
 Tests isolate themselves by a unique agency (MQTT topic prefix) and a database per session.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from backend import infra
+from backend.local import infra
 
 
 @pytest.fixture(scope="session")

@@ -202,7 +202,7 @@ def test_telemetry_roundtrip(samples, seq):
 @given(st.lists(st.tuples(st.integers(0, 0xFFFFFF), st.integers(-32767, 32767), st.integers(-32767, 32767), st.integers(-32767, 32767)), min_size=1, max_size=F.MAX_SAMPLES),
        st.integers(0, 255))
 def test_backend_bulk_decode_equals_the_frame_codec(samples, led):
-    from backend.ingest import decode_telemetry
+    from backend.ingest.service import decode_telemetry
 
     payload = F.encode_telemetry(50, [s[0] for s in samples], [s[1:] for s in samples], led)
     rate, led_current, ppg, accel = decode_telemetry(payload)
@@ -236,7 +236,7 @@ def _telemetry_payload(draw):
 @settings(max_examples=150, deadline=None)
 @given(st.lists(_telemetry_payload(), min_size=1, max_size=12))
 def test_backend_batch_decode_equals_one_by_one(payloads):
-    from backend.ingest import decode_telemetry, decode_telemetry_batch
+    from backend.ingest.service import decode_telemetry, decode_telemetry_batch
 
     for payload, got in zip(payloads, decode_telemetry_batch(payloads), strict=True):
         try:

@@ -19,7 +19,7 @@ PEOPLE = frozenset({"officer", "supervisor", "fleet_admin", "auditor"})
 class Rule:
     roles: frozenset[str]
     own: tuple[str, str] | None = None  # (role, path parameter) that must be the caller's own id
-    # The route also passes the privacy policy (backend/policy/access.py: purpose x role x data
+    # The route also passes the privacy policy (backend/privacy/access.py: purpose x role x data
     # class x ownership), which may refuse a role let through here, with 403 and an audit entry.
     purpose_checked: bool = False
 
@@ -59,7 +59,7 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/events"): _r("supervisor"),
     ("WEBSOCKET", f"{API}/ws"): _r("supervisor"),
     # privacy (issue 7): the coarse gate lets every person through; require_access
-    # (backend/policy/access.py) then decides purpose x role x data class x ownership against
+    # (backend/privacy/access.py) then decides purpose x role x data class x ownership against
     # the policy and audits the grant or the refusal, so every attempt on biometric data is logged.
     ("GET", f"{API}/policy"): Rule(PUBLIC),
     ("GET", f"{API}/officers/{{officer_id}}/vitals"): POLICY_GATED,

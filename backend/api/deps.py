@@ -13,10 +13,10 @@ from fastapi import Depends, HTTPException, Request, WebSocketException, status
 from starlette.requests import HTTPConnection
 
 from backend.api.access import rule_for
-from backend.auth import GATEWAY_TOKEN_PREFIX, gateway_for_token
-from backend.core.security import read_token
+from backend.identity.auth import GATEWAY_TOKEN_PREFIX, gateway_for_token
+from backend.identity.security import read_token
 from backend.exceptions import AuthError
-from backend.runtime import Runtime
+from backend.app.runtime import Runtime
 
 ROLES = ("officer", "supervisor", "fleet_admin", "auditor")
 

@@ -52,9 +52,9 @@ class FuzzReport:
 async def seed_roles(database_url: str, secret: str, agency: str) -> dict[str, str]:
     """One agency with a person of each role, an officer wearing a device, a gateway; returns
     {caller: bearer token source}: usernames for people, the API token for the gateway."""
-    from backend import auth, fleet
-    from backend.core import db
-    from backend.core.config import BackendSettings
+    from backend.identity import auth, fleet
+    from backend.db import engine as db
+    from backend.app.config import BackendSettings
 
     settings = BackendSettings(database_url=database_url, secret_key=secret)
     db.upgrade(settings)
@@ -143,7 +143,7 @@ def main(max_examples: int, out: Path) -> int:
     import contextlib
     import logging
 
-    from backend import infra
+    from backend.local import infra
     from backend.bench.processes import BackendProcess, backend_env
     from backend.bench.soak import _drop_database
 

@@ -1,7 +1,8 @@
-"""``vigil bench models``, ``ingest``, ``pipeline``, ``fuzz``, ``soak`` and ``api``."""
+"""``vigil bench models``, ``ingest``, ``pipeline``, ``gateway``, ``fuzz``, ``soak`` and ``api``."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -40,6 +41,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ingest.add_argument("--out", type=Path, default=Path("artifacts/bench"))
     ingest.add_argument("--tag", default="", help="suffix of the result files (ingest-<tag>.json)")
     ingest.set_defaults(func=lambda a: _ingest(a))
+
+    gateway = sub.add_parser("gateway", help="measure frames/s one gateway sustains and reconnect time")
+    gateway.add_argument("--mqtt-url", default=os.environ.get("VIGIL_GATEWAY_MQTT_URL"),
+                       help="broker (default: a private Mosquitto)")
+    gateway.add_argument("--devices", type=int, nargs="+", default=[10, 40, 80],
+                       help="device counts to try, each at 50 Hz real time")
+    gateway.add_argument("--seconds", type=float, default=20.0, help="measurement window per step")
+    gateway.add_argument("--link-losses", type=int, default=10, help="link losses for the reconnect timing")
+    gateway.add_argument("--speed", type=float, default=1.0,
+                       help="simulated seconds per real second (x devices = equivalent 50 Hz devices)")
+    gateway.set_defaults(func=lambda a: _gateway(a))
 
     fuzz = sub.add_parser("fuzz", help="coverage-guided fuzzing of the frame decoder (atheris)")
     fuzz.add_argument("--runs", type=int, default=1_000_000)
@@ -116,3 +128,14 @@ def _fuzz(args: argparse.Namespace) -> int:
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
     return proc.returncode
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from backend.bench.gateway_bench import run_benchmark
+
+    logging.basicConfig(level=logging.WARNING)
+    asyncio.run(run_benchmark(args.mqtt_url, args.devices, args.seconds, args.link_losses, args.speed))
+    return 0

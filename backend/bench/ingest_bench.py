@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend import infra
+from backend.local import infra
 from backend.bench import load
 
 # The backend's detection settings for the bench: windows collected every 250 ms (not once per
@@ -287,12 +287,12 @@ def drop_database(url: str) -> None:
 
 async def provision(url: str, secret: str, count: int, agencies: list[str]) -> list[load.Wearable]:
     """``count`` devices, one officer each, on shift now: bulk inserts, keys wrapped as
-    ``backend.fleet`` wraps them. Device ``i`` belongs to agency ``i % len(agencies)``."""
+    ``backend.identity.fleet`` wraps them. Device ``i`` belongs to agency ``i % len(agencies)``."""
     import sqlalchemy as sa
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from backend.core import tables as t
-    from backend.core.security import wrap_device_key
+    from backend.db import schema as t
+    from backend.identity.security import wrap_device_key
 
     engine = create_async_engine(url)
     wearables = [load.Wearable(10_000 + i, agencies[i % len(agencies)], secrets.token_bytes(32)) for i in range(count)]
@@ -645,8 +645,8 @@ class Bench:
         try:
             self.broker = infra.PrivateMosquitto(workdir=self.workdir / "mosquitto").start()
             self.say(f"broker: private Mosquitto on {self.broker.url}")
-            from backend.core import db
-            from backend.core.config import BackendSettings
+            from backend.db import engine as db
+            from backend.app.config import BackendSettings
 
             self.db_created = True
             db.upgrade(BackendSettings(database_url=self.db_url, secret_key=self.secret))
@@ -660,7 +660,7 @@ class Bench:
             self.say(f"backend: {len(self.backends)} process(es) " + ", ".join(
                 f"pid {p.pid} agencies {owned}" for p, _, owned in self.backends))
             result.machine["audit_outbox_drain_s"] = self.wait_for_audit()
-            from backend.core.security import issue_token
+            from backend.identity.security import issue_token
 
             targets = []
             for _, port, owned in self.backends:

@@ -13,7 +13,7 @@ and asyncpg's encoding of the feature rows.
 It prints process CPU per frame (ingest, detection, all), per device-window, the share of one
 core that ``devices`` wearables would take in real time, and what the cyclic garbage collector
 took (``--gc default`` leaves CPython's settings; ``tuned`` applies the backend's
-:func:`backend.runtime.settle_heap`, as ``vigil backend run`` does). Result file:
+:func:`backend.app.runtime.settle_heap`, as ``vigil backend run`` does). Result file:
 ``artifacts/bench/pipeline[-tag].json``.
 """
 from __future__ import annotations
@@ -27,11 +27,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from backend.bench import load
-from backend.core.config import BackendSettings
+from backend.app.config import BackendSettings
 from backend.detection.service import DetectionService
-from backend.mqtt import UplinkSubscriber
-from backend.registry import DeviceRecord
-from backend.runtime import Runtime, settle_heap
+from backend.ingest.mqtt import UplinkSubscriber
+from backend.ingest.registry import DeviceRecord
+from backend.app.runtime import Runtime, settle_heap
 from firmware import frame as F
 from gateway import topics
 

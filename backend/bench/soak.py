@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import aiomqtt
 import numpy as np
 
-from backend import infra
+from backend.local import infra
 from backend.bench.processes import BackendProcess, backend_env, metric_sum
 from firmware import frame as F
 from gateway import topics
@@ -181,9 +181,9 @@ class SoakFleet:
 
 async def seed_devices(database_url: str, secret: str, agency: str, count: int) -> dict[int, bytes]:
     """An agency with ``count`` officers on shift, each wearing a provisioned device."""
-    from backend import fleet
-    from backend.core import db
-    from backend.core.config import BackendSettings
+    from backend.identity import fleet
+    from backend.db import engine as db
+    from backend.app.config import BackendSettings
 
     settings = BackendSettings(database_url=database_url, secret_key=secret)
     db.upgrade(settings)
@@ -243,7 +243,7 @@ async def run_soak(devices: int, minutes: float, sample_s: float, workdir: Path,
         started = time.monotonic()
 
         async def sample() -> Sample:
-            m = await asyncio.to_thread(backend.metrics)
+            m = await asyncio.to_thread(backend.app.metrics)
             accepted, rejected = metric_sum(m, "vigil_frames_accepted"), metric_sum(m, "vigil_frames_rejected")
             published = sum(fleet.published.values())
             s = Sample(time.monotonic() - started, _rss_mb(backend), published, accepted, rejected,
@@ -268,12 +268,12 @@ async def run_soak(devices: int, minutes: float, sample_s: float, workdir: Path,
         # let the backend take what is in flight, then the final count
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while time.monotonic() < deadline:
-            m = await asyncio.to_thread(backend.metrics)
+            m = await asyncio.to_thread(backend.app.metrics)
             if metric_sum(m, "vigil_frames_accepted") + metric_sum(m, "vigil_frames_rejected") >= sum(fleet.published.values()):
                 break
             await asyncio.sleep(0.5)
         final = await sample()
-        m = await asyncio.to_thread(backend.metrics)
+        m = await asyncio.to_thread(backend.app.metrics)
         accepted = {k: m.get(f"vigil_frames_accepted_total{{kind={k}}}", 0.0) for k in fleet.published}
         rejected = {k.split("reason=")[1].rstrip("}"): v for k, v in m.items()
                     if k.startswith("vigil_frames_rejected_total{") and v}

@@ -1,6 +1,6 @@
 """Tables of ingest and detection (migration ``0003_detection``).
 
-Kept in their own MetaData: ``backend/core/tables.py`` is the schema of revision 0001, and
+Kept in their own MetaData: ``backend/db/schema.py`` is the schema of revision 0001, and
 that migration creates whatever its MetaData holds.
 
 raw_windows
@@ -40,7 +40,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 
-from backend.core import tables as t
+from backend.db import schema as t
 
 metadata = sa.MetaData()
 

@@ -41,19 +41,19 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.alert_rules import EVENT_ALERTS, alert_id
-from backend.alerts import AlertService
-from backend.core import tables as t
-from backend.core.config import BackendSettings
+from backend.incidents.rules import EVENT_ALERTS, alert_id
+from backend.incidents.alerts import AlertService
+from backend.db import schema as t
+from backend.app.config import BackendSettings
 from backend.detection import schema
 from backend.detection.hop import DecisionConfig, DeviceResult, HopInput, ModelStates, run_in_process
 from backend.detection.status import StatusBoard
 from backend.detection.store import BatchWriter, Copy, _is_db_error
 from backend.detection.windows import DeviceStream, TelemetryChunk, Window, WindowConfig
-from backend.hub import LiveHub
-from backend.metrics import BackendMetrics
-from backend.registry import DeviceRegistry
-from backend.waiting import wait_for_any
+from backend.incidents.hub import LiveHub
+from backend.app.metrics import BackendMetrics
+from backend.ingest.registry import DeviceRegistry
+from backend.app.waiting import wait_for_any
 from firmware import frame as F
 
 log = logging.getLogger("vigil.detection")
@@ -120,7 +120,7 @@ class DetectionService:
     # ---- frames (called by ingest, on the event loop) -----------------------------------------------
 
     def on_frame(self, frame, received_monotonic: float | None = None) -> None:
-        """Account one verified frame (a ``backend.ingest.VerifiedFrame``); never blocks."""
+        """Account one verified frame (a ``backend.ingest.service.VerifiedFrame``); never blocks."""
         now = self._wall()
         d, h = frame.device, frame.header
         backfill = bool(h.flags & F.FLAG_BACKFILL)

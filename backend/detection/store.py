@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.detection import binary_copy
-from backend.metrics import BackendMetrics
-from backend.waiting import wait_for_any
+from backend.app.metrics import BackendMetrics
+from backend.app.waiting import wait_for_any
 
 log = logging.getLogger("vigil.detection.store")
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from backend import auth, fleet
-from backend.core import db
-from backend.server import serve
+from backend.identity import auth, fleet
+from backend.db import engine as db
+from backend.app.server import serve
 from tests.backend.conftest import backend_settings
 
 PASSWORD = "correct horse battery"

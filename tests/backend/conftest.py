@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import uuid
 
-from backend import infra
-from backend.core.config import BackendSettings
-from backend.core.security import issue_token
+from backend.local import infra
+from backend.app.config import BackendSettings
+from backend.identity.security import issue_token
 
 
 def backend_settings(database_url: str, mqtt_host: str, mqtt_port: int, agency: str, **overrides) -> BackendSettings:

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from backend import fleet
-from backend.core import db
+from backend.identity import fleet
+from backend.db import engine as db
 from backend.detection import schema
 from backend.detection import service as detection_service
-from backend.server import serve
+from backend.app.server import serve
 from firmware import frame as F
 from gateway import topics
 from gateway.sim.signals import SensorModel, to_frame_samples
@@ -81,7 +81,7 @@ async def test_fall_then_lying_still_pages_fall_then_man_down_and_the_car_never_
     faller = _frames(keys[FALLER], FALLER, [("walking", 12), ("fall", 48)], t0, seed=3)
     driver = _frames(keys[DRIVER], DRIVER, [("sitting_car", 300)], t0, seed=5)
     async with serve(settings) as backend:
-        rt = backend.runtime
+        rt = backend.app.runtime
         await asyncio.wait_for(rt.ingest.connected.wait(), 10)
         status_sub, _ = rt.hub.subscribe(agency)
         started = time.monotonic()

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from backend.core import db
+from backend.db import engine as db
 from backend.detection.service import FEATURE_COLUMNS, RAW_COLUMNS, RAW_KINDS
 from backend.detection.status import StatusBoard
 from backend.detection.store import BatchWriter
-from backend.metrics import BackendMetrics
+from backend.app.metrics import BackendMetrics
 from firmware import frame as F
 from tests.backend.conftest import backend_settings
 

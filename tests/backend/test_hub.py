@@ -1,6 +1,6 @@
 """The live hub's event ids: increasing, and a client resuming after a backend restart with an
 id from the previous process gets what the new process has published since."""
-from backend.hub import LiveHub
+from backend.incidents.hub import LiveHub
 
 
 class TestLiveHub:

@@ -11,13 +11,13 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from backend import fleet
-from backend.alerts import AlertService
-from backend.core import db
-from backend.core import tables as t
-from backend.dispatch import DispatchWebhook
-from backend.hub import LiveHub
-from backend.metrics import BackendMetrics
+from backend.identity import fleet
+from backend.incidents.alerts import AlertService
+from backend.db import engine as db
+from backend.db import schema as t
+from backend.incidents.dispatch import DispatchWebhook
+from backend.incidents.hub import LiveHub
+from backend.app.metrics import BackendMetrics
 from firmware import frame as F
 from tests.backend.conftest import backend_settings
 

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 import websockets
 
-from backend.core import tables_api as api
+from backend.db import tables_api as api
 from gateway.sim.fleet import SimulatedFleet
 from tests.backend.api_helpers import two_agencies
 from tests.gateway.conftest import gateway_settings, running_gateway, wait_until  # noqa: F401 (fixture)
@@ -25,7 +25,7 @@ SPEED = 3.0  # simulated seconds per second: the 45 s scenario in 15 s
 
 async def test_man_down_incident_acknowledged_help_reaches_device(database_url, mqtt_broker, agency, gateway_settings):
     async with two_agencies(database_url, mqtt_broker, agency, escalate_after_s=600) as (backend, http, settings, a, _):
-        rt = backend.runtime
+        rt = backend.app.runtime
         sup = {"Authorization": f"Bearer {a.tokens['supervisor']}"}
         events: list[dict] = []
 

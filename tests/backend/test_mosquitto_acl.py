@@ -9,8 +9,9 @@ import contextlib
 import aiomqtt
 import pytest
 
-from backend import auth, broker, fleet, infra
-from backend.core import db
+from backend.identity import auth, broker, fleet
+from backend.local import infra
+from backend.db import engine as db
 from gateway import topics
 from tests.backend.conftest import backend_settings
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from backend import infra
+from backend.local import infra
 from backend.bench.ingest_bench import BenchConfig, format_table, run
 
 pytestmark = pytest.mark.integration

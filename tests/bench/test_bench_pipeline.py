@@ -22,7 +22,7 @@ def test_tiny_pipeline_bench_verifies_every_frame_and_analyses_windows(tmp_path)
 
 
 def test_settle_heap_freezes_what_exists_and_raises_the_young_threshold():
-    code = ("import gc; from backend.runtime import settle_heap, GC_YOUNG_THRESHOLD; "
+    code = ("import gc; from backend.app.runtime import settle_heap, GC_YOUNG_THRESHOLD; "
             "assert gc.get_freeze_count() == 0; settle_heap(); "
             "assert gc.get_freeze_count() > 1000 and gc.get_threshold()[0] == GC_YOUNG_THRESHOLD; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

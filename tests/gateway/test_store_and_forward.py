@@ -13,7 +13,7 @@ from pathlib import Path
 import aiomqtt
 import httpx
 
-from backend.infra import free_port
+from backend.local.infra import free_port
 from gateway.sim.fleet import SimulatedFleet
 
 from tests.gateway.conftest import UplinkRecorder, fleet_keys, running_gateway, wait_until

@@ -13,9 +13,9 @@ import aiomqtt
 import httpx
 import pytest
 
-from backend import fleet
-from backend.core import db
-from backend.core.security import issue_token
+from backend.identity import fleet
+from backend.db import engine as db
+from backend.identity.security import issue_token
 from firmware import frame as F
 from gateway import topics
 from tests.listening import BackgroundListener
@@ -87,7 +87,7 @@ async def seed(settings, agency: str, device_id: int, supervisor: str | None = N
         device = await fleet.provision_device(engine, settings.secret_key.get_secret_value(), agency, device_id)
         await fleet.assign_device(engine, device_id, officer)
         if supervisor:
-            from backend import auth
+            from backend.identity import auth
             await auth.create_user(engine, supervisor, password, "supervisor", agency)
     finally:
         await engine.dispose()

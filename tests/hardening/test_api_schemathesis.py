@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from backend import infra
+from backend.local import infra
 from backend.bench import api_fuzz
 from backend.bench.processes import BackendProcess, backend_env
 

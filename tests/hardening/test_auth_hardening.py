@@ -7,13 +7,13 @@ import time
 import httpx
 import pytest
 
-from backend import auth
+from backend.identity import auth
 from backend.api.middleware import LoginThrottle
-from backend.core import db
-from backend.core.config import DEVELOPMENT_SECRET, BackendSettings
-from backend.core.security import issue_token
+from backend.db import engine as db
+from backend.app.config import DEVELOPMENT_SECRET, BackendSettings
+from backend.identity.security import issue_token
 from backend.exceptions import ConfigurationError
-from backend.server import serve
+from backend.app.server import serve
 from gateway.config import GatewaySettings
 from tests.backend.conftest import backend_settings
 
@@ -36,7 +36,7 @@ async def app_with_user(database_url, mqtt_broker, agency):
     db.upgrade(settings)
     engine = db.create_engine(settings)
     try:
-        from backend import fleet
+        from backend.identity import fleet
         await fleet.ensure_agency(engine, agency)
         await auth.create_user(engine, f"{agency}-sup", PASSWORD, "supervisor", agency)
     finally:
@@ -101,7 +101,7 @@ async def test_token_expiry_and_revocation(app_with_user):
     assert (await http.post("/api/v1/auth/logout", headers=bearer)).status_code == 204
     r = await http.get("/api/v1/auth/me", headers=bearer)
     assert r.status_code == 401 and "revoked" in r.json()["detail"]
-    await backend.runtime.revoked.refresh()  # still revoked after the cache reloads from the database
+    await backend.app.runtime.revoked.refresh()  # still revoked after the cache reloads from the database
     assert (await http.get("/api/v1/alerts", headers=bearer)).status_code == 401
 
 

@@ -12,9 +12,9 @@ import uuid
 import httpx
 import pytest
 
-from backend import infra
+from backend.local import infra
 from backend.bench.processes import BackendProcess, backend_env
-from backend.core.config import BackendSettings
+from backend.app.config import BackendSettings
 from firmware import frame as F
 from tests.hardening.conftest import (LiveFeed, SealingDevice, api_get, publish, record_fault, seed,
                                       supervisor_token, wait_for)
@@ -59,7 +59,7 @@ async def test_backend_sigkill_mid_incident(database_url, mqtt_broker, agency, t
             assert [a["id"] for a in opened] == [incident_id], "the open incident was not recovered as the same one"
             assert opened[0]["kind"] == "device_alarm" and opened[0]["priority"] == 1
 
-            metrics = backend.metrics()
+            metrics = backend.app.metrics()
             accepted_after = metrics.get("vigil_frames_accepted_total{kind=telemetry}", 0)
             # the re-sent fall is a duplicate (its alert id is known): accepted as a frame, never paged
             assert feed.raised() == [incident_id], f"paged twice: {feed.raised()}"
@@ -88,7 +88,7 @@ async def _stored_steps(database_url: str, incident_id: str) -> list[str] | None
     import sqlalchemy as sa
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from backend.core import tables as t
+    from backend.db import schema as t
     engine = create_async_engine(database_url)
     try:
         async with engine.connect() as conn:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from backend.core import tables as t
+from backend.db import schema as t
 from firmware import frame as F
 from tests.backend.conftest import backend_settings
 from tests.hardening.conftest import LiveFeed, SealingDevice, publish, record_fault, seed, supervisor_token, wait_for
@@ -41,7 +41,7 @@ async def test_database_stopped_for_60_s(private_postgres, mqtt_broker, agency):
 
     async with accounted_backend(settings) as backend, LiveFeed(backend.url, token) as feed, \
             httpx.AsyncClient(base_url=backend.url, timeout=10) as http:
-        rt = backend.runtime
+        rt = backend.app.runtime
         streamer = asyncio.create_task(stream())
         await wait_for(lambda: len(backend.accepted) >= 5, 20, "telemetry before the outage")
         await asyncio.to_thread(private_postgres.stop, "immediate")

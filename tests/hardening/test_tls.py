@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from backend import infra
-from backend.mqtt import client_for
-from backend.server import serve
+from backend.local import infra
+from backend.ingest.mqtt import client_for
+from backend.app.server import serve
 from gateway import topics
 from gateway.config import GatewaySettings
 from gateway.metrics import GatewayMetrics
@@ -116,7 +116,7 @@ async def test_mqtt_over_tls_gateway_to_backend(tmp_path, pki, agency):
 async def test_https_api_with_hsts(database_url, mqtt_broker, agency, pki):
     ca, cert, key, other_ca = pki
     settings = backend_settings(database_url, *mqtt_broker, agency, ssl_certfile=str(cert), ssl_keyfile=str(key))
-    from backend.core import db
+    from backend.db import engine as db
     db.upgrade(settings)
     async with serve(settings) as backend:
         assert backend.url.startswith("https://")

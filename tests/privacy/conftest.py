@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import pytest
 import sqlalchemy as sa
 
-from backend import fleet
-from backend.core import db
-from backend.core import tables as t
-from backend.core.security import issue_token
-from backend.server import serve
+from backend.identity import fleet
+from backend.db import engine as db
+from backend.db import schema as t
+from backend.identity.security import issue_token
+from backend.app.server import serve
 from tests.backend.conftest import backend_settings
 
 log = logging.getLogger("tests.privacy")

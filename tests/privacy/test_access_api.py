@@ -8,8 +8,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from backend import audit
-from backend.core import db
+from backend.privacy import audit
+from backend.db import engine as db
 from tests.privacy.conftest import NOW, open_incident
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,7 @@ async def _audit_rows(w, **where) -> list[dict]:
 async def test_policy_is_public_with_version_and_hash(backend, world):
     async with httpx.AsyncClient(base_url=backend.url) as http:
         body = (await http.get("/api/v1/policy")).json()
-    policy = backend.runtime.privacy.policies
+    policy = backend.app.runtime.privacy.policies
     current = await policy.current(NOW)
     assert body["version"] == current.policy.version and len(body["sha256"]) == 64
     assert set(REFUSED) <= set(body["always_refused"])

@@ -9,8 +9,8 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from backend import audit
-from backend.core import db
+from backend.privacy import audit
+from backend.db import engine as db
 
 pytestmark = pytest.mark.integration
 

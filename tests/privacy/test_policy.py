@@ -6,12 +6,12 @@ import datetime as dt
 
 import pytest
 
-from backend import audit
-from backend.core import db
-from backend.policy import store
-from backend.policy.engine import AccessRequest, Facts, Incident, decide
-from backend.policy.loader import SHIPPED_POLICY, PolicyError, load_policy_file, parse_policy
-from backend.policy.service import PrivacyService
+from backend.privacy import audit
+from backend.db import engine as db
+from backend.privacy import store
+from backend.privacy.engine import AccessRequest, Facts, Incident, decide
+from backend.privacy.loader import SHIPPED_POLICY, PolicyError, load_policy_file, parse_policy
+from backend.privacy.service import PrivacyService
 
 SHIPPED = SHIPPED_POLICY.read_text()
 T0 = dt.datetime(2025, 6, 1, 12, tzinfo=dt.timezone.utc)
@@ -75,7 +75,7 @@ class TestDecide:
 @pytest.mark.integration
 async def test_policy_change_waits_for_notice_and_is_audited(database_url):
     from tests.privacy.conftest import migrate
-    from backend.core.config import BackendSettings
+    from backend.app.config import BackendSettings
 
     settings = BackendSettings(database_url=database_url)
     migrate(settings)

@@ -11,11 +11,12 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from backend import fleet, reports
-from backend.core import db
-from backend.core import tables as t
-from backend.policy.loader import load_policy_file
-from backend.policy.store import officer_cohorts
+from backend.identity import fleet
+from backend.privacy import reports
+from backend.db import engine as db
+from backend.db import schema as t
+from backend.privacy.loader import load_policy_file
+from backend.privacy.store import officer_cohorts
 from tests.privacy.conftest import NOW
 
 pytestmark = pytest.mark.integration

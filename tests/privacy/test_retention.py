@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 
-from backend import audit
-from backend.core import db
-from backend.policy.service import PrivacyService
+from backend.privacy import audit
+from backend.db import engine as db
+from backend.privacy.service import PrivacyService
 from tests.privacy.conftest import NOW, insert_raw, open_incident
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Query, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field
 
-from backend.alert_rules import OUTCOMES
+from backend.incidents.rules import OUTCOMES
 from backend.api.access import API
 from backend.api.deps import CallerDep, RuntimeDep
 

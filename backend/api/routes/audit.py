@@ -6,8 +6,8 @@ from typing import Annotated
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 
-from backend import audit
-from backend.policy.access import Access, require_access
+from backend.privacy import audit
+from backend.privacy.access import Access, require_access
 
 router = APIRouter(tags=["audit"])
 

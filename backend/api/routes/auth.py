@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
-from backend import auth
+from backend.identity import auth
 from backend.api.access import API
 from backend.api.deps import CallerDep, RuntimeDep
 from backend.exceptions import AuthError

@@ -4,11 +4,11 @@ import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
-from backend import auth
+from backend.identity import auth
 from backend.api.access import API
 from backend.api.deps import CallerDep, RuntimeDep
-from backend.core import tables as t
-from backend.core import tables_api as api
+from backend.db import schema as t
+from backend.db import tables_api as api
 from backend.exceptions import NotFound
 from gateway.topics import TopicError
 

@@ -5,7 +5,7 @@ from fastapi import APIRouter
 
 from backend.api.access import API
 from backend.api.deps import CallerDep, RuntimeDep
-from backend.core import tables as t
+from backend.db import schema as t
 
 router = APIRouter(prefix=f"{API}/live", tags=["live"])
 

@@ -4,10 +4,10 @@ import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
-from backend import fleet
+from backend.identity import fleet
 from backend.api.access import API
 from backend.api.deps import CallerDep, RuntimeDep
-from backend.core import tables as t
+from backend.db import schema as t
 from backend.exceptions import NotFound
 
 router = APIRouter(prefix=f"{API}/officers", tags=["officers"])

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from backend import reports
-from backend.policy.access import Access, require_access
+from backend.privacy import reports
+from backend.privacy.access import Access, require_access
 
 router = APIRouter(tags=["privacy"])
 

@@ -5,7 +5,7 @@ from typing import Literal
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, Field
 
-from backend import auth
+from backend.identity import auth
 from backend.api.access import API
 from backend.api.deps import CallerDep, RuntimeDep
 

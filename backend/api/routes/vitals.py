@@ -1,6 +1,6 @@
 """Biometric reads: an officer's derived features and raw waveforms, and an officer's own data.
 
-Every route here takes its Access from ``require_access`` (backend/policy/access.py): the
+Every route here takes its Access from ``require_access`` (backend/privacy/access.py): the
 purpose was declared, the policy granted it, the read was audited, and ``access.start`` /
 ``access.end`` bound what may be returned (for a supervisor: the open incident's span)."""
 from __future__ import annotations
@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Query, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backend import audit
-from backend.core import tables as t
-from backend.policy.access import Access, require_access
-from backend.policy.store import officer_cohorts
+from backend.privacy import audit
+from backend.db import schema as t
+from backend.privacy.access import Access, require_access
+from backend.privacy.store import officer_cohorts
 
 router = APIRouter(tags=["vitals"])
 

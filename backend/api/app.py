@@ -1,0 +1,82 @@
+"""The FastAPI application: REST under /api/v1, live events on /api/v1/ws, metrics at /metrics."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import FastAPI
+
+import sqlalchemy as sa
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from backend.api.deps import Authorized
+from backend.api.middleware import LoginThrottle, SecureHeaders
+from backend.api.routes import alerts, auth, devices, events, gateways, health, live, officers, users
+from backend.exceptions import Conflict, NotFound
+from backend import dashboard
+from backend.app.config import BackendSettings
+from backend.app.runtime import Runtime
+from backend.api.routes import audit as audit_routes, privacy, vitals
+
+log = logging.getLogger("vigil.backend")
+
+
+def create_app(settings: BackendSettings | None = None) -> FastAPI:
+    settings = settings or BackendSettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        runtime = Runtime(settings)
+        app.state.runtime = runtime
+        task = asyncio.create_task(runtime.run(), name="vigil-runtime")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            await runtime.close()
+
+    app = FastAPI(title="Vigil", version="0.1.0", lifespan=lifespan,
+                  description="Officer-safety alerts. Biometric data serves officer safety only.")
+    # Every router goes through ``authorize``: the access table (backend/api/access.py) decides.
+    for module in (health, auth, users, officers, devices, gateways, alerts, events, live):
+        app.include_router(module.router, dependencies=Authorized)  # paths carry /api/v1 themselves
+    for router in (privacy.router, vitals.router, audit_routes.router):  # purpose-checked by require_access
+        app.include_router(router, prefix="/api/v1")
+    app.include_router(health.metrics_router, dependencies=Authorized)
+    _error_answers(app)
+    # hardening (backend/api/middleware.py): secure headers on every answer, sign-in throttling
+    app.add_middleware(SecureHeaders)
+    app.state.login_throttle = LoginThrottle(settings.login_max_failures, settings.login_window_s)
+    dashboard.install(app)  # the web pages and /static; the pages fetch everything from /api/v1
+    return app
+
+
+def _error_answers(app: FastAPI) -> None:
+    """Backend errors mapped to HTTP at the boundary."""
+
+    @app.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(sa.exc.DBAPIError)
+    async def _bad_argument(request: Request, exc: sa.exc.DBAPIError) -> JSONResponse:
+        # a value the database cannot take (an id beyond its column's range): the caller's error
+        if "invalid input for query argument" in str(exc.orig):
+            return JSONResponse({"detail": [{"loc": ["path"], "msg": "a value is out of range", "type": "value_error"}]},
+                                status_code=422)
+        return await _storage_down(request, exc)
+
+    @app.exception_handler(sa.exc.OperationalError)
+    @app.exception_handler(sa.exc.InterfaceError)
+    @app.exception_handler(OSError)
+    async def _storage_down(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": "the database is unavailable; live alerts still flow on /api/v1/ws and /api/v1/events"},
+                            status_code=503)

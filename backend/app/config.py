@@ -1,0 +1,78 @@
+"""Backend configuration: the one settings class of this deployable (environment: VIGIL_*)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from backend.exceptions import ConfigurationError
+
+# Accepted only when environment == "development"; production refuses to start with it.
+DEVELOPMENT_SECRET = "vigil-development-secret-do-not-use-in-production"
+
+
+class BackendSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VIGIL_", env_file=".env", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    database_url: str = Field(
+        "postgresql+asyncpg://postgres@127.0.0.1:5432/vigil",
+        description="SQLAlchemy async URL of the PostgreSQL (TimescaleDB when available) database",
+    )
+    mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="broker, mqtt://[user:pass@]host:port")
+    mqtt_client_id: str = Field("vigil-backend", description="fixed id: the broker keeps our QoS 1 session")
+    agencies: list[str] = Field(["+"], description="agencies this backend serves; '+' means all")
+    secret_key: SecretStr = Field(SecretStr(DEVELOPMENT_SECRET), description="signs tokens, wraps device keys")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    db_retry_interval_s: float = Field(2.0, gt=0, description="how often to retry writes while the database is down")
+    registry_refresh_s: float = Field(10.0, gt=0, description="how often to reload devices and assignments")
+    token_ttl_s: int = Field(8 * 3600, gt=0, description="lifetime of a person's access token")
+    # ingest and detection (backend/detection)
+    detection_window_s: float = Field(8.0, gt=0, description="length of the analysis window of each device")
+    detection_hop_s: float = Field(2.0, gt=0, description="windows are analysed every hop of device time")
+    detection_tick_s: float = Field(0.0, ge=0, description="how often due windows are collected; 0 = every hop")
+    detection_worker: Literal["inline", "thread", "process"] = Field(
+        "inline", description="where the models run: on the event loop in chunks of at most 200 windows (no GIL "
+                              "hand-offs; fastest measured), in a thread, or in a process of their own")
+    detection_reorder_frames: int = Field(3, ge=0, description="telemetry frames held to restore order")
+    detection_reorder_wait_s: float = Field(1.0, ge=0, description="longest wait for a missing frame")
+    detection_gap_fill_s: float = Field(1.0, ge=0, description="gaps up to this are filled; longer ones restart the window")
+    detection_backlog_s: float = Field(60.0, gt=0, description="device time a stream may run ahead of the analysis")
+    live_alert_max_age_s: float = Field(60.0, gt=0, description="model alerts from older windows (backfill) are not paged")
+    feature_interval_s: float = Field(1.0, gt=0, description="one features row per device per interval")
+    feature_batch_size: int = Field(2000, gt=0, description="rows per COPY into features and raw_windows")
+    feature_flush_s: float = Field(1.0, gt=0, description="how often buffered rows are written")
+    feature_buffer_max: int = Field(500_000, gt=0, description="features rows kept in memory while the database is away")
+    raw_buffer_max: int = Field(50_000, gt=0, description="raw-window rows kept in memory while the database is away")
+    raw_hold_minutes: float = Field(5.0, ge=0, description="raw waveforms kept this long before and after an alert")
+    device_offline_s: float = Field(30.0, gt=0, description="no frame for this long: the device is offline")
+    battery_low_pct: int = Field(15, ge=0, le=100, description="battery level at which an officer's status is 'check'")
+    status_flush_s: float = Field(5.0, gt=0, description="how often device status is written")
+    # alert lifecycle (backend/incidents/alerts.py)
+    escalate_after_s: float = Field(30.0, gt=0, description="an unacknowledged incident is escalated after this long")
+    cancel_grace_s: float = Field(60.0, gt=0, description="how long after a fall the officer's cancel still ends it")
+    cad_webhook_url: str | None = Field(None, description="computer-aided dispatch: escalated incidents are POSTed here")
+    cad_retry_base_s: float = Field(0.5, gt=0, description="first retry delay of the dispatch webhook (doubles, capped)")
+    # hardening: TLS and sign-in throttling
+    mqtt_ca_file: str | None = Field(None, description="CA bundle that signed the broker's certificate (mqtts://); None: the system's")
+    ssl_certfile: str | None = Field(None, description="serve HTTPS with this certificate chain (PEM); None: plain HTTP")
+    ssl_keyfile: str | None = Field(None, description="private key of ssl_certfile (PEM)")
+    login_max_failures: int = Field(5, ge=1, description="failed sign-ins per username and client address before a wait")
+    login_window_s: float = Field(60.0, gt=0, description="the window in which failed sign-ins are counted")
+
+    @model_validator(mode="after")
+    def _no_default_secret_in_production(self) -> "BackendSettings":
+        if self.environment != "development" and self.secret_key.get_secret_value() == DEVELOPMENT_SECRET:
+            raise ConfigurationError("VIGIL_SECRET_KEY must be set outside development mode")
+        if len(self.secret_key.get_secret_value()) < 32:
+            raise ConfigurationError("VIGIL_SECRET_KEY must be at least 32 characters")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ConfigurationError("set both VIGIL_SSL_CERTFILE and VIGIL_SSL_KEYFILE, or neither")
+        return self
+
+    @property
+    def sync_database_url(self) -> str:
+        """The same database for synchronous tools (Alembic): psycopg2 driver."""
+        return self.database_url.replace("+asyncpg", "+psycopg2")

@@ -1,0 +1,158 @@
+"""``vigil officer …``, ``vigil device …`` (fleet admins, over the API) and ``vigil user create``
+(straight to the database, to bootstrap the first admin of an agency)."""
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+
+import httpx
+
+DEFAULT_API = "http://127.0.0.1:8000"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    def api_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--api", default=os.environ.get("VIGIL_API", DEFAULT_API), help="backend base URL (VIGIL_API)")
+        p.add_argument("--token", default=None, help="access token (default: VIGIL_TOKEN)")
+        p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    officer = subparsers.add_parser("officer", help="officers of your agency (calls the API)")
+    osub = officer.add_subparsers(dest="officer_command", metavar="COMMAND", required=True)
+    p = osub.add_parser("create", help="create an officer")
+    p.add_argument("--badge", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--unit", default="")
+    api_args(p)
+    p.set_defaults(func=lambda a: _call(a, "POST", "/api/v1/officers", {"badge": a.badge, "name": a.name, "unit": a.unit}))
+    p = osub.add_parser("list", help="list officers")
+    api_args(p)
+    p.set_defaults(func=lambda a: _call(a, "GET", "/api/v1/officers"))
+
+    device = subparsers.add_parser("device", help="wearables of your agency (calls the API)")
+    dsub = device.add_subparsers(dest="device_command", metavar="COMMAND", required=True)
+    p = dsub.add_parser("provision", help="create a device and its key (the key is printed once)")
+    p.add_argument("device_id", type=lambda s: int(s, 0), help="the id in its frames (decimal or 0x...)")
+    p.add_argument("--placement", default="upper_arm")
+    api_args(p)
+    p.set_defaults(func=lambda a: _call(a, "POST", "/api/v1/devices", {"device_id": a.device_id, "placement": a.placement}))
+    p = dsub.add_parser("assign", help="assign a device to an officer for a shift")
+    p.add_argument("device_id", type=lambda s: int(s, 0))
+    p.add_argument("--officer", type=int, required=True, help="officer id")
+    p.add_argument("--until", default=None, help="end of the shift, ISO 8601 (default: open)")
+    api_args(p)
+    p.set_defaults(func=lambda a: _call(a, "PUT", f"/api/v1/devices/{a.device_id}/assignment",
+                                        {"officer_id": a.officer, "ends_at": a.until}))
+    p = dsub.add_parser("unassign", help="end a device's current assignment")
+    p.add_argument("device_id", type=lambda s: int(s, 0))
+    api_args(p)
+    p.set_defaults(func=lambda a: _call(a, "DELETE", f"/api/v1/devices/{a.device_id}/assignment"))
+    p = dsub.add_parser("list", help="devices with firmware, battery, last seen and officer")
+    api_args(p)
+    p.set_defaults(func=lambda a: _call(a, "GET", "/api/v1/devices"))
+    p = dsub.add_parser("retire", help="retire a device: its frames are refused from now on")
+    p.add_argument("device_id", type=lambda s: int(s, 0))
+    api_args(p)
+    p.set_defaults(func=lambda a: _call(a, "POST", f"/api/v1/devices/{a.device_id}/retire"))
+
+    user = subparsers.add_parser("user", help="people's accounts (direct database access, for bootstrapping)")
+    usub = user.add_subparsers(dest="user_command", metavar="COMMAND", required=True)
+    p = usub.add_parser("create", help="create an account (password from VIGIL_PASSWORD or a prompt)")
+    p.add_argument("username")
+    p.add_argument("--role", required=True, choices=("officer", "supervisor", "fleet_admin", "auditor"))
+    p.add_argument("--agency", required=True, help="created if it does not exist")
+    p.add_argument("--officer-id", type=int, default=None, help="for the officer role")
+    p.set_defaults(func=_create_user)
+
+    brk = subparsers.add_parser("broker", help="the MQTT broker's access files")
+    bsub = brk.add_subparsers(dest="broker_command", metavar="COMMAND", required=True)
+    p = bsub.add_parser("files", help="write Mosquitto password and ACL files from the gateway registry")
+    p.add_argument("--out", default=".vigil/broker", help="directory (default .vigil/broker)")
+    p.add_argument("--backend-user", default="vigil-backend")
+    p.set_defaults(func=_broker_files)
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> int:
+    token = args.token or os.environ.get("VIGIL_TOKEN")
+    if not token:
+        print("no token: pass --token or set VIGIL_TOKEN (get one from POST /api/v1/auth/token)", file=sys.stderr)
+        return 2
+    try:
+        response = httpx.request(method, args.api.rstrip("/") + path, json=body,
+                                 headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    except httpx.HTTPError as exc:
+        print(f"cannot reach {args.api}: {exc}", file=sys.stderr)
+        return 1
+    if response.status_code >= 400:
+        detail = response.json().get("detail") if response.headers.get("content-type", "").startswith("application/json") else response.text
+        print(f"{method} {path}: {response.status_code} {detail}", file=sys.stderr)
+        return 1
+    data = response.json() if response.content else None
+    if args.json or not isinstance(data, list):
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        _table(data)
+    return 0
+
+
+def _table(rows: list[dict]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r.get(c, "") if r.get(c) is not None else "-").ljust(widths[c]) for c in cols))
+
+
+def _create_user(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from backend.identity import auth, fleet
+    from backend.db import engine as db
+    from backend.app.config import BackendSettings
+
+    password = os.environ.get("VIGIL_PASSWORD") or getpass.getpass(f"password for {args.username}: ")
+    settings = BackendSettings()
+
+    async def main() -> None:
+        engine = db.create_engine(settings)
+        try:
+            await fleet.ensure_agency(engine, args.agency)
+            user = await auth.create_user(engine, args.username, password, args.role, args.agency, args.officer_id)
+        finally:
+            await engine.dispose()
+        print(f"user {user.username} ({user.role}, agency {user.agency_id}) created; sign in at POST /api/v1/auth/token")
+
+    asyncio.run(main())
+    return 0
+
+
+def _broker_files(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    from backend.identity import broker
+    from backend.db import engine as db
+    from backend.app.config import BackendSettings
+
+    settings = BackendSettings()
+    password = urlsplit(settings.mqtt_url).password or os.environ.get("VIGIL_MQTT_PASSWORD")
+    if not password:
+        print("the backend's MQTT password comes from VIGIL_MQTT_URL (mqtt://user:pass@host) or VIGIL_MQTT_PASSWORD", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        engine = db.create_engine(settings)
+        try:
+            passwd, acl = await broker.write_broker_files(engine, Path(args.out), args.backend_user, password)
+        finally:
+            await engine.dispose()
+        print(f"wrote {passwd} and {acl}; reload Mosquitto (SIGHUP) to apply")
+
+    asyncio.run(main())
+    return 0

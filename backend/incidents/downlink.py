@@ -1,0 +1,222 @@
+"""Commands to a wearable: "help is coming" when a supervisor acknowledges its incident.
+
+The command frame is sealed with the device's own keys (the gateway cannot forge one) and a
+per-device sequence number that only grows, across restarts: numbers are reserved from the
+database in blocks, so a command can still be sealed while the database is briefly away. It is
+published (QoS 1) to the downlink topic of the gateway that last forwarded the device's frames;
+the gateway's JSON result is recorded on the incident."""
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import aiomqtt
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend.db import tables_api as api
+from backend.app.config import BackendSettings
+from backend.ingest.mqtt import client_for, reconnect_delay
+from backend.ingest.registry import DeviceRegistry
+from backend.app.waiting import wait_for_any
+from firmware import frame as F
+from gateway import topics
+
+if TYPE_CHECKING:
+    from backend.incidents.alerts import Alert, AlertService
+
+log = logging.getLogger("vigil.downlink")
+
+# Sequence numbers reserved per database round trip; a restart skips at most this many.
+SEQ_BLOCK = 64
+_STORAGE_ERRORS = (sa.exc.SQLAlchemyError, OSError, asyncio.TimeoutError)
+# Haptic pattern number carried in the command's argument byte.
+HELP_PATTERN = 1
+
+
+@dataclass(slots=True)
+class Command:
+    alert_id: uuid.UUID
+    agency_id: str
+    device_id: int
+    gateway: str | None
+    code: int
+    seq: int | None = None
+    payload: bytes | None = None
+    sent_at: dt.datetime | None = None
+
+
+class DownlinkService:
+    def __init__(self, settings: BackendSettings, engine: AsyncEngine, registry: DeviceRegistry, alerts: "AlertService"):
+        self._settings = settings
+        self._engine = engine
+        self._registry = registry
+        self._alerts = alerts
+        self._reserved: dict[int, list[int]] = {}  # device -> [next, last reserved]
+        self._queue: collections.deque[Command] = collections.deque()
+        self._records: collections.deque[tuple[str, dict]] = collections.deque()
+        self._sent: dict[tuple[int, int], Command] = {}
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self.results: dict[tuple[int, int], dict] = {}
+        self.connected = asyncio.Event()
+
+    # ---- called by the alert service ---------------------------------------------------------
+
+    def prepare(self, device_id: int) -> None:
+        """Reserve sequence numbers for this device in the background (an incident just began)."""
+        if device_id in self._reserved:
+            return
+        task = asyncio.get_running_loop().create_task(self._reserve_quietly(device_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def help_coming(self, incident: "Alert", gateway: str | None) -> None:
+        self._queue.append(Command(incident.id, incident.agency_id, incident.device_id, gateway, F.COMMAND_HELP_COMING))
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    # ---- sequence numbers ----------------------------------------------------------------------
+
+    async def _reserve_quietly(self, device_id: int) -> None:
+        try:
+            await self._reserve(device_id)
+        except _STORAGE_ERRORS:
+            pass  # reserved when the command is sealed
+
+    async def _reserve(self, device_id: int) -> None:
+        stmt = pg_insert(api.command_seq).values(device_id=device_id, reserved_through=SEQ_BLOCK)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["device_id"], set_={"reserved_through": api.command_seq.c.reserved_through + SEQ_BLOCK}
+        ).returning(api.command_seq.c.reserved_through)
+        async with self._engine.begin() as conn:
+            through = (await conn.execute(stmt)).scalar_one()
+        self._reserved[device_id] = [through - SEQ_BLOCK + 1, through]
+
+    async def next_seq(self, device_id: int) -> int:
+        block = self._reserved.get(device_id)
+        if block is None or block[0] > block[1]:
+            await self._reserve(device_id)
+            block = self._reserved[device_id]
+        seq = block[0]
+        block[0] += 1
+        return seq
+
+    # ---- sending -------------------------------------------------------------------------------
+
+    async def _gateway_for(self, device_id: int) -> str | None:
+        async with self._engine.connect() as conn:
+            return (await conn.execute(
+                sa.select(api.gateway_devices.c.gateway_id).where(api.gateway_devices.c.device_id == device_id)
+                .order_by(api.gateway_devices.c.gateway_id).limit(1)
+            )).scalar()
+
+    async def _seal(self, cmd: Command) -> bool:
+        """Fill in seq and frame; False when it cannot be sent (recorded on the incident)."""
+        device = self._registry.get(cmd.device_id)
+        if device is None:
+            await self._alerts.record(cmd.alert_id, "help_result", "system", "device unknown: no key to seal the command")
+            return False
+        if cmd.gateway is None:
+            cmd.gateway = await self._gateway_for(cmd.device_id)
+            if cmd.gateway is None:
+                await self._alerts.record(cmd.alert_id, "help_result", "system", "no gateway has forwarded this device")
+                return False
+        if cmd.seq is None:
+            cmd.seq = await self.next_seq(cmd.device_id)
+            body = F.encode_command(cmd.code, HELP_PATTERN if cmd.code == F.COMMAND_HELP_COMING else 0)
+            cmd.payload = F.seal(device.keys, F.TYPE_COMMAND, cmd.device_id, cmd.seq, int(time.time() * 1000), body)
+        return True
+
+    async def _publish_queued(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if not self._queue:
+                self._wake.clear()
+                await wait_for_any(stop, self._wake, timeout=self._settings.db_retry_interval_s)
+                await self._flush_records()
+                continue
+            cmd = self._queue[0]
+            try:
+                sendable = await self._seal(cmd)
+            except _STORAGE_ERRORS:
+                await wait_for_any(stop, timeout=self._settings.db_retry_interval_s)  # no seq yet: the database is away
+                continue
+            if sendable:
+                topic = topics.downlink(cmd.agency_id, cmd.gateway, cmd.device_id)
+                await client.publish(topic, cmd.payload, qos=1)
+                cmd.sent_at = dt.datetime.now(dt.timezone.utc)
+                self._sent[(cmd.device_id, cmd.seq)] = cmd
+                log.info("help is coming: command %d to device %d via gateway %s", cmd.seq, cmd.device_id, cmd.gateway)
+                self._records.append(("sent", dict(device_id=cmd.device_id, seq=cmd.seq, command=F.COMMAND_NAMES[cmd.code],
+                                                   alert_id=cmd.alert_id, gateway_id=cmd.gateway, sent_at=cmd.sent_at)))
+                await self._alerts.record(cmd.alert_id, "help_sent", "system", f"gateway {cmd.gateway}, command seq {cmd.seq}")
+            self._queue.popleft()
+            await self._flush_records()
+
+    async def _read_results(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            try:
+                where = topics.parse(str(message.topic))
+                result = json.loads(bytes(message.payload))
+                key = (int(result["device_id"]), int(result["command_seq"]))
+            except (topics.TopicError, ValueError, KeyError, TypeError):
+                log.warning("malformed downlink result on %s", message.topic)
+                continue
+            if where.direction != "result":
+                continue
+            self.results[key] = result
+            cmd = self._sent.pop(key, None)
+            if cmd is None:
+                continue
+            note = "written to the device" if result.get("ok") else f"not delivered: {result.get('error')}"
+            self._records.append(("result", dict(device_id=key[0], seq=key[1], result_ok=bool(result.get("ok")),
+                                                 result_error=result.get("error"), result_at=dt.datetime.now(dt.timezone.utc))))
+            await self._alerts.record(cmd.alert_id, "help_result", f"gateway:{where.gateway}", note)
+            await self._flush_records()
+
+    async def _flush_records(self) -> None:
+        try:
+            while self._records:
+                what, values = self._records[0]
+                async with self._engine.begin() as conn:
+                    if what == "sent":
+                        await conn.execute(pg_insert(api.downlink_commands).values(**values).on_conflict_do_nothing())
+                    else:
+                        await conn.execute(sa.update(api.downlink_commands).where(
+                            api.downlink_commands.c.device_id == values["device_id"], api.downlink_commands.c.seq == values["seq"],
+                        ).values(result_ok=values["result_ok"], result_error=values["result_error"], result_at=values["result_at"]))
+                self._records.popleft()
+        except _STORAGE_ERRORS:
+            pass  # kept; written on a later pass
+
+    async def run(self, stop: asyncio.Event) -> None:
+        attempt = 0
+        identifier = self._settings.mqtt_client_id + "-downlink"
+        while not stop.is_set():
+            try:
+                async with client_for(self._settings.mqtt_url, identifier, ca_file=self._settings.mqtt_ca_file) as client:
+                    for agency in self._settings.agencies:
+                        await client.subscribe(f"{topics.ROOT}/{agency}/gw/+/result/+", qos=1)
+                    self.connected.set()
+                    attempt = 0
+                    async with asyncio.TaskGroup() as tg:
+                        reader = tg.create_task(self._read_results(client), name="downlink-results")
+                        await self._publish_queued(client, stop)
+                        reader.cancel()
+            except* aiomqtt.MqttError as group:
+                self.connected.clear()
+                log.error("downlink broker connection lost (%s); reconnecting", group.exceptions[0])
+                await wait_for_any(stop, timeout=reconnect_delay(attempt))
+                attempt += 1
+

@@ -1,0 +1,81 @@
+"""What the backend knows about devices: keys, agency, status and current officer.
+
+Loaded from the database and refreshed periodically; the cached copy keeps ingest (and
+alerts) working while the database is away."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend.db import schema as t
+from backend.db import tables_api as api
+from backend.identity.security import unwrap_device_key
+from firmware import frame as F
+
+log = logging.getLogger("vigil.registry")
+
+
+@dataclass(slots=True)
+class DeviceRecord:
+    device_id: int
+    agency_id: str
+    keys: F.DeviceKeys
+    status: str
+    placement: str
+    officer_id: int | None
+    officer_name: str | None
+    officer_unit: str | None
+    replay: F.ReplayGuard = field(default_factory=F.ReplayGuard)
+    # Registered gateways that serve this device; empty: none registered (the broker's ACL alone
+    # decides who may publish for it).
+    gateways: frozenset[str] = frozenset()
+
+
+class DeviceRegistry:
+    def __init__(self, engine: AsyncEngine, secret: str):
+        self._engine = engine
+        self._secret = secret
+        self.devices: dict[int, DeviceRecord] = {}
+        self.loaded = False
+
+    def get(self, device_id: int) -> DeviceRecord | None:
+        return self.devices.get(device_id)
+
+    async def refresh(self) -> None:
+        """Reload from the database. Replay state of known devices is kept across reloads."""
+        current = (
+            sa.select(t.assignments.c.device_id, t.officers.c.id, t.officers.c.name, t.officers.c.unit)
+            .join(t.officers, t.officers.c.id == t.assignments.c.officer_id)
+            .where(t.assignments.c.ends_at.is_(None) | (t.assignments.c.ends_at > sa.func.now()))
+            .where(t.assignments.c.starts_at <= sa.func.now())
+            .subquery()
+        )
+        query = sa.select(
+            t.devices.c.id, t.devices.c.agency_id, t.devices.c.key_wrapped, t.devices.c.status,
+            t.devices.c.placement, current.c.id.label("officer_id"), current.c.name, current.c.unit,
+        ).select_from(t.devices.outerjoin(current, current.c.device_id == t.devices.c.id))
+        served = (sa.select(api.gateway_devices.c.device_id, api.gateway_devices.c.gateway_id)
+                  .join(t.gateways, t.gateways.c.id == api.gateway_devices.c.gateway_id)
+                  .where(t.gateways.c.retired_at.is_(None)))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+            gateways: dict[int, set[str]] = {}
+            for device_id, gateway_id in (await conn.execute(served)).all():
+                gateways.setdefault(device_id, set()).add(gateway_id)
+        fresh: dict[int, DeviceRecord] = {}
+        for row in rows:
+            old = self.devices.get(row.id)
+            keys = old.keys if old else F.DeviceKeys(unwrap_device_key(self._secret, row.id, row.key_wrapped))
+            fresh[row.id] = DeviceRecord(
+                device_id=row.id, agency_id=row.agency_id, keys=keys, status=row.status,
+                placement=row.placement, officer_id=row.officer_id, officer_name=row.name,
+                officer_unit=row.unit, replay=old.replay if old else F.ReplayGuard(),
+                gateways=frozenset(gateways.get(row.id, ())),
+            )
+        self.devices = fresh
+        if not self.loaded:
+            log.info("device registry loaded: %d devices", len(fresh))
+        self.loaded = True

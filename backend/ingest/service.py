@@ -1,0 +1,289 @@
+"""Uplink ingest: every frame from MQTT is verified end to end, then acted on.
+
+Verification order: topic layout, cleartext header, device known and active in the topic's
+agency, tag with the device's key, sequence window against replay, payload, assignment.
+Every refusal is counted by reason; nothing unverified reaches storage or alerts."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import aiomqtt
+import numpy as np
+
+from backend.incidents.rules import EVENT_ALERTS
+from backend.incidents.alerts import AlertService
+from backend.app.config import BackendSettings
+from backend.exceptions import FrameRejected
+from backend.app.metrics import BackendMetrics
+from backend.ingest.mqtt import UplinkSubscriber, reconnect_delay
+from backend.ingest.registry import DeviceRecord, DeviceRegistry
+from firmware import frame as F
+from gateway import topics
+
+log = logging.getLogger("vigil.ingest")
+
+_KIND_BY_TYPE = {F.TYPE_EVENT: "event", F.TYPE_TELEMETRY: "telemetry", F.TYPE_STATUS: "status"}
+
+
+@dataclass(slots=True)
+class VerifiedFrame:
+    device: DeviceRecord
+    gateway: str
+    header: F.Header
+    decoded: tuple | bytes  # bytes: a telemetry payload not decoded yet (FrameVerifier.authenticate)
+    location: dict | None
+
+
+def device_time(header: F.Header) -> dt.datetime | None:
+    if header.flags & F.FLAG_CLOCK_UNSYNCED:
+        return None
+    return dt.datetime.fromtimestamp(header.time_ms / 1000, dt.timezone.utc)
+
+
+# Each device publishes on the same few topics all shift: their parse is remembered (a topic
+# that fails to parse raises again every time; 65,536 topics are about 20,000 devices' three).
+_parse_topic = functools.lru_cache(maxsize=1 << 16)(topics.parse)
+
+
+class FrameVerifier:
+    def __init__(self, registry: DeviceRegistry):
+        self._registry = registry
+
+    def authenticate(self, topic: str, payload: bytes, props: dict[str, str] | None = None) -> VerifiedFrame:
+        """Raise FrameRejected, or return the verified frame (its seq now consumed), decoded but
+        for a telemetry payload: its ``decoded`` is the decrypted bytes, which ingest decodes
+        with the rest of its batch (:func:`decode_telemetry_batch`)."""
+        try:
+            where = _parse_topic(topic)
+        except topics.TopicError as exc:
+            raise FrameRejected("bad_topic", str(exc)) from exc
+        if where.direction != "up":
+            raise FrameRejected("bad_topic", topic)
+        try:
+            header = F.parse_header(payload)
+        except F.FrameError as exc:
+            raise FrameRejected(exc.reason, exc.detail) from exc
+        if header.device_id != where.device_id or _KIND_BY_TYPE.get(header.frame_type) != where.kind:
+            raise FrameRejected("topic_mismatch", f"{topic} carries a {header.type_name} frame of device {header.device_id}")
+        device = self._registry.get(header.device_id)
+        if device is None:
+            raise FrameRejected("unknown_device", str(header.device_id))
+        if device.agency_id != where.agency:
+            raise FrameRejected("wrong_agency", f"device {header.device_id} belongs to {device.agency_id}, not {where.agency}")
+        if device.status != "active":
+            raise FrameRejected("retired_device", str(header.device_id))
+        if device.gateways and where.gateway not in device.gateways:  # before the tag: burns no seq
+            raise FrameRejected("gateway_not_serving", f"gateway {where.gateway} does not serve device {header.device_id}")
+        try:
+            device.replay.check(header.seq)
+            header, body = F.open_frame(payload, device.keys)
+            device.replay.accept(header.seq)
+            decoded = body if header.frame_type == F.TYPE_TELEMETRY else F.decode_payload(header.frame_type, body)
+        except F.FrameError as exc:
+            raise FrameRejected(exc.reason, exc.detail) from exc
+        if device.officer_id is None:
+            raise FrameRejected("unassigned_device", str(header.device_id))
+        return VerifiedFrame(device, where.gateway, header, decoded, _location(props) if header.frame_type == F.TYPE_EVENT else None)
+
+
+# One telemetry sample as it is packed after the 4-byte header: PPG uint24, then (later in the
+# payload) x, y, z int16 milli-g; see firmware.frame.encode_telemetry.
+_ACCEL = np.dtype("<i2")
+
+
+def decode_telemetry(payload: bytes) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """``firmware.frame.decode_telemetry`` in bulk: the same checks and values, as arrays
+    (ppg (n,) int32 counts, accel (n, 3) int16 milli-g) instead of per-sample Python objects."""
+    if len(payload) < F.TELEMETRY_HEADER_LEN:
+        raise F.FrameError("bad_payload", "telemetry payload of %d bytes" % len(payload))
+    rate_hz, n, led_current = payload[0], payload[1], payload[2]
+    if n == 0 or n > F.MAX_SAMPLES or rate_hz == 0:
+        raise F.FrameError("bad_payload", "%d samples at %d Hz" % (n, rate_hz))
+    if len(payload) != F.TELEMETRY_HEADER_LEN + n * F.TELEMETRY_SAMPLE_LEN:
+        raise F.FrameError("bad_payload", "%d samples in %d bytes" % (n, len(payload)))
+    # uint24 little-endian -> int32: each value's 3 bytes into a zeroed 4-byte cell, then one view
+    cells = np.zeros((n, 4), np.uint8)
+    cells[:, :3] = np.frombuffer(payload, np.uint8, 3 * n, F.TELEMETRY_HEADER_LEN).reshape(n, 3)
+    ppg = cells.view("<i4").reshape(n)
+    accel = np.frombuffer(payload, _ACCEL, 3 * n, F.TELEMETRY_HEADER_LEN + 3 * n).reshape(n, 3)
+    return rate_hz, led_current, ppg, accel
+
+
+def decode_telemetry_batch(payloads: list[bytes]) -> list[tuple[int, int, np.ndarray, np.ndarray] | F.FrameError]:
+    """:func:`decode_telemetry` of many payloads at once: one numpy pass per payload length
+    instead of several calls per frame. Returns, in order, each payload's decoded values (its
+    arrays are views of the batch's) or the FrameError it raises."""
+    out: list = [None] * len(payloads)
+    by_len: dict[int, list[int]] = defaultdict(list)
+    for i, p in enumerate(payloads):
+        by_len[len(p)].append(i)
+    for length, idx in by_len.items():
+        n = (length - F.TELEMETRY_HEADER_LEN) // F.TELEMETRY_SAMPLE_LEN
+        if len(idx) < 2 or not 0 < n <= F.MAX_SAMPLES or length != F.TELEMETRY_HEADER_LEN + n * F.TELEMETRY_SAMPLE_LEN:
+            for i in idx:  # a malformed length (or a lone frame): its exact error or values one by one
+                try:
+                    out[i] = decode_telemetry(payloads[i])
+                except F.FrameError as exc:
+                    out[i] = exc
+            continue
+        raw = np.frombuffer(b"".join(payloads[i] for i in idx), np.uint8).reshape(len(idx), length)
+        rates, counts, leds = raw[:, 0].tolist(), raw[:, 1].tolist(), raw[:, 2].tolist()
+        h = F.TELEMETRY_HEADER_LEN
+        cells = np.zeros((len(idx), n, 4), np.uint8)
+        cells[:, :, :3] = raw[:, h:h + 3 * n].reshape(len(idx), n, 3)
+        ppg = cells.view("<i4").reshape(len(idx), n)
+        accel = np.ascontiguousarray(raw[:, h + 3 * n:]).view(_ACCEL).reshape(len(idx), n, 3)
+        for k, i in enumerate(idx):
+            if counts[k] != n or rates[k] == 0:  # the sample count disagrees with the length
+                try:
+                    out[i] = decode_telemetry(payloads[i])
+                except F.FrameError as exc:
+                    out[i] = exc
+            else:
+                out[i] = (rates[k], leds[k], ppg[k], accel[k])
+    return out
+
+
+def _location(props: dict[str, str] | None) -> dict | None:
+    if not props or "lat" not in props or "lon" not in props:
+        return None
+    try:
+        lat, lon = float(props["lat"]), float(props["lon"])
+    except ValueError:
+        return None
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        return None
+    return {"lat": lat, "lon": lon, "source": props.get("loc_source", "gateway")}
+
+
+class IngestService:
+    def __init__(self, settings: BackendSettings, registry: DeviceRegistry, alerts: AlertService, metrics: BackendMetrics):
+        self._settings = settings
+        self._verifier = FrameVerifier(registry)
+        self._alerts = alerts
+        self._metrics = metrics
+        self.connected = asyncio.Event()  # both uplink connections are up
+        self._links: dict[str, asyncio.Event] = {}
+        self._reject_logged: set[str] = set()
+        self._accepted = {kind: metrics.frames_accepted.labels(kind) for kind in _KIND_BY_TYPE.values()}  # label children looked up once
+        # streaming detection (backend/detection): fed every verified frame, set by the runtime
+        self.detection = None
+
+    async def handle(self, topic: str, payload: bytes, props: dict[str, str] | None = None) -> VerifiedFrame | None:
+        """One frame: the verified frame, or None when it was rejected (counted, logged)."""
+        return (await self.handle_batch([(topic, payload, props)]))[0]
+
+    async def handle_batch(self, messages: list[tuple]) -> list[VerifiedFrame | None]:
+        """Messages (topic, payload, user properties, ...) as one MQTT read delivered them:
+        each verified, the telemetry payloads decoded together, then acted on in order.
+        Returns each message's verified frame, or None where it was rejected."""
+        received = time.monotonic()
+        frames: list[VerifiedFrame | None] = []
+        telemetry: list[int] = []
+        for topic, payload, props, *_ in messages:
+            try:
+                frame = self._verifier.authenticate(topic, payload, props)
+            except FrameRejected as exc:
+                self._rejected(exc, topic)
+                frame = None
+            else:
+                if frame.header.frame_type == F.TYPE_TELEMETRY:
+                    telemetry.append(len(frames))
+            frames.append(frame)
+        if telemetry:
+            for i, decoded in zip(telemetry, decode_telemetry_batch([frames[i].decoded for i in telemetry])):
+                if isinstance(decoded, F.FrameError):
+                    self._rejected(FrameRejected(decoded.reason, decoded.detail), messages[i][0])
+                    frames[i] = None
+                else:
+                    frames[i].decoded = decoded
+        accepted = dict.fromkeys(_KIND_BY_TYPE, 0)
+        for frame in frames:
+            if frame is not None:
+                accepted[frame.header.frame_type] += 1
+        for frame_type, n in accepted.items():  # counted before acting, like the refusals
+            if n:
+                self._accepted[_KIND_BY_TYPE[frame_type]].inc(n)
+        for frame in frames:
+            if frame is None:
+                continue
+            if frame.header.frame_type == F.TYPE_EVENT:
+                await self._on_event(frame, received)
+            if self.detection is not None:  # bookkeeping only; the models run in their own loop
+                self.detection.on_frame(frame, received)
+        return frames
+
+    def _rejected(self, exc: FrameRejected, topic: str) -> None:
+        self._metrics.frames_rejected.labels(exc.reason).inc()
+        if exc.reason not in self._reject_logged:  # once per reason; the counter has the rest
+            self._reject_logged.add(exc.reason)
+            log.warning("frame rejected (%s) on %s: %s", exc.reason, topic, exc.detail)
+
+    async def _on_event(self, frame: VerifiedFrame, received: float) -> None:
+        code, priority_hint, detail = frame.decoded
+        d = frame.device
+        self._alerts.note_gateway(d.device_id, frame.gateway)  # where "help is coming" goes
+        kind = EVENT_ALERTS.get(code)
+        if kind is None:  # cancel, pre-alert, help confirmed: they act on the open incident
+            await self._alerts.device_event(device_id=d.device_id, officer_id=d.officer_id, seq=frame.header.seq, code=code)
+            return
+        await self._alerts.raise_alert(
+            agency_id=d.agency_id, device_id=d.device_id, seq=frame.header.seq, kind=kind,
+            officer_id=d.officer_id, officer_name=d.officer_name,
+            explanation={"detector": "device", "event": F.EVENT_NAMES[code], "detail": detail,
+                         "gateway": frame.gateway, "device_priority": priority_hint},
+            device_time=device_time(frame.header), location=frame.location,
+            received_monotonic=received,
+        )
+
+    async def run(self) -> None:
+        """Consume uplink frames forever on two connections, reconnecting each with jittered
+        backoff; cancel to stop.
+
+        Events and status frames have a session of their own, so an SOS never waits in the
+        broker's queue behind telemetry a busy backend has not read yet. Each device's frames
+        stay in order within a kind; across kinds the replay window accepts any order (events
+        overtake telemetry on the device's link too)."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._consume("events", ("event", "status")), name="ingest-events")
+            tg.create_task(self._consume("telemetry", ("telemetry",)), name="ingest-telemetry")
+
+    async def _consume(self, name: str, kinds: tuple[str, ...]) -> None:
+        connected = self._links[name] = asyncio.Event()
+        attempt = 0
+        lost_logged = False
+        identifier = self._settings.mqtt_client_id + ("" if name == "telemetry" else f"-{name}")
+        while True:
+            try:
+                async with UplinkSubscriber(self._settings.mqtt_url, identifier, ca_file=self._settings.mqtt_ca_file) as uplink:
+                    if name == "telemetry":  # this session once carried every kind: events now have their own
+                        await uplink.unsubscribe([topics.uplink_filter(agency) for agency in self._settings.agencies])
+                    await uplink.subscribe([topics.uplink_filter(agency, kind) for agency in self._settings.agencies
+                                            for kind in kinds])
+                    if lost_logged:
+                        log.warning("broker connection recovered (%s)", name)
+                    else:
+                        log.info("ingest subscribed at %s for agencies %s (%s)", self._settings.mqtt_url,
+                                 self._settings.agencies, name)
+                    attempt, lost_logged = 0, False
+                    connected.set()
+                    if all(link.is_set() for link in self._links.values()) and len(self._links) == 2:
+                        self.connected.set()
+                    async for batch in uplink.batches():
+                        await self.handle_batch(batch)
+                        uplink.ack(batch)  # QoS 1: acknowledged once handled
+                        await asyncio.sleep(0)  # a full socket buffer must not starve the other tasks
+            except aiomqtt.MqttError as exc:
+                connected.clear()
+                self.connected.clear()
+                if not lost_logged:
+                    log.error("broker connection lost (%s, %s); reconnecting", name, exc)
+                    lost_logged = True
+                await asyncio.sleep(reconnect_delay(attempt))
+                attempt += 1

@@ -1,0 +1,104 @@
+"""The privacy side of the running backend: at start-up it installs the shipped policy (or
+proposes it with notice when it changed), re-applies the database grants, then keeps two loops:
+retention on its schedule and the audit outbox drained into the chain."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Callable
+
+import sqlalchemy as sa
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend.privacy import audit, retention
+from backend.privacy import store
+from backend.privacy.loader import SHIPPED_POLICY, RAW_CEILING_HOURS, load_policy_file
+
+log = logging.getLogger("vigil.privacy")
+
+
+class PrivacySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VIGIL_", env_file=".env", extra="ignore")
+
+    policy_file: Path = Field(SHIPPED_POLICY, description="the policy document this deployment ships")
+    raw_retention_hours: float | None = Field(None, gt=0, le=RAW_CEILING_HOURS,
+                                              description="keep raw waveforms for less than the policy says (never more)")
+    retention_interval_s: float = Field(600.0, gt=0, description="how often retention runs")
+    audit_drain_interval_s: float = Field(1.0, gt=0, description="how often trigger-written audit events enter the chain")
+    audit_anchor_file: Path | None = Field(None, description="where to write the audit head after each retention run")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+async def apply_grants(engine: AsyncEngine) -> None:
+    """Re-apply roles' grants to every table that exists now (other branches' too)."""
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("select vigil_apply_privacy_grants()"))
+        await conn.execute(sa.text("select vigil_install_audit_triggers()"))
+
+
+async def install_shipped_policy(engine: AsyncEngine, path: Path, now: dt.datetime) -> store.StoredPolicy:
+    """First start: the shipped policy takes effect. Later: a changed file is proposed and
+    waits out the notice period; the stored one stays in force until then."""
+    policy = load_policy_file(path)
+    return await store.propose(engine, policy.text, "system:startup", now)
+
+
+class PrivacyService:
+    def __init__(self, engine: AsyncEngine, settings: PrivacySettings | None = None,
+                 now: Callable[[], dt.datetime] = utcnow):
+        self.engine = engine
+        self.settings = settings or PrivacySettings()
+        self.now = now
+        self.policies = store.PolicyStore(engine, load_policy_file(self.settings.policy_file))
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        await apply_grants(self.engine)
+        await install_shipped_policy(self.engine, self.settings.policy_file, self.now())
+        self.policies.invalidate()
+        self.ready.set()
+
+    async def run_retention_once(self) -> dict:
+        now = self.now()
+        current = await self.policies.current(now)
+        report = await retention.run_retention(self.engine, current.policy, now, self.settings.raw_retention_hours)
+        if self.settings.audit_anchor_file:
+            await audit.write_anchor(self.engine, self.settings.audit_anchor_file)
+        return report
+
+    async def run(self) -> None:
+        """Start-up, then retention and the audit outbox until cancelled; database outages
+        are waited out (logged once) rather than ending the backend."""
+        delay = 1.0
+        while not self.ready.is_set():
+            try:
+                await self.start()
+            except (sa.exc.SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
+                log.error("privacy start-up failed (%s); retrying in %.0f s", exc.__class__.__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._every(self.settings.retention_interval_s, self.run_retention_once, "retention"), name="retention")
+            tg.create_task(self._every(self.settings.audit_drain_interval_s, lambda: audit.drain_outbox(self.engine), "audit outbox"),
+                           name="audit-outbox")
+
+    async def _every(self, interval_s: float, job, what: str) -> None:
+        failing = False
+        while True:
+            try:
+                await job()
+                if failing:
+                    log.warning("%s recovered", what)
+                failing = False
+            except (sa.exc.SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
+                if not failing:
+                    log.error("%s failed (%s); retrying", what, exc.__class__.__name__)
+                failing = True
+            await asyncio.sleep(interval_s)

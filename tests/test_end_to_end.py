@@ -41,9 +41,9 @@ async def test_sos_reaches_supervisor_websocket(database_url, mqtt_broker, agenc
     settings = backend_settings(database_url, *mqtt_broker, agency)
     key = await _seed(settings, agency)
     async with SimulatedFleet({DEVICE: key}, scenarios="patrol") as sim, serve(settings) as backend:
-        await asyncio.wait_for(backend.app.runtime.ingest.connected.wait(), 10)
+        await asyncio.wait_for(backend.runtime.ingest.connected.wait(), 10)
         async with running_gateway(gateway_settings([DEVICE], latitude=40.7128, longitude=-74.006)):
-            await wait_until(lambda: backend.app.runtime.metrics.accepted_count("telemetry") > 0, 20, what="telemetry at the backend")
+            await wait_until(lambda: backend.runtime.metrics.accepted_count("telemetry") > 0, 20, what="telemetry at the backend")
             token = supervisor_token(settings, agency)
             async with websockets.connect(backend.url.replace("http", "ws") + f"/api/v1/ws?token={token}") as ws:
                 pressed = time.perf_counter()
@@ -61,7 +61,7 @@ async def test_sos_reaches_supervisor_websocket(database_url, mqtt_broker, agenc
                     return bool(stored)
                 await wait_for_async(listed, 10, what="the alert listed by the REST API")
             assert [a["id"] for a in stored] == [alert["id"]]
-            assert backend.app.runtime.metrics.rejected_count("bad_tag") == 0
+            assert backend.runtime.metrics.rejected_count("bad_tag") == 0
 
 
 async def test_sos_reaches_websocket_with_database_down(private_postgres, mqtt_broker, agency, gateway_settings):
@@ -69,9 +69,9 @@ async def test_sos_reaches_websocket_with_database_down(private_postgres, mqtt_b
     settings = backend_settings(url, *mqtt_broker, agency)
     key = await _seed(settings, agency)
     async with SimulatedFleet({DEVICE: key}, scenarios="patrol") as sim, serve(settings) as backend:
-        await asyncio.wait_for(backend.app.runtime.ingest.connected.wait(), 10)
+        await asyncio.wait_for(backend.runtime.ingest.connected.wait(), 10)
         async with running_gateway(gateway_settings([DEVICE])):
-            await wait_until(lambda: backend.app.runtime.metrics.accepted_count("telemetry") > 0, 20, what="telemetry at the backend")
+            await wait_until(lambda: backend.runtime.metrics.accepted_count("telemetry") > 0, 20, what="telemetry at the backend")
             private_postgres.stop("immediate")
             token = supervisor_token(settings, agency)
             async with websockets.connect(backend.url.replace("http", "ws") + f"/api/v1/ws?token={token}") as ws:
@@ -80,9 +80,9 @@ async def test_sos_reaches_websocket_with_database_down(private_postgres, mqtt_b
                 alert = await _next_alert(ws)
                 print(f"\nSOS -> WebSocket with the database down: {(time.perf_counter() - pressed) * 1000:.1f} ms")
             assert alert["kind"] == "sos"
-            await wait_until(lambda: backend.app.runtime.alerts.pending == 1, 10, what="the alert kept for retry")
+            await wait_until(lambda: backend.runtime.alerts.pending == 1, 10, what="the alert kept for retry")
             private_postgres.start()
-            await wait_until(lambda: backend.app.runtime.alerts.pending == 0, 20, what="the kept alert stored")
+            await wait_until(lambda: backend.runtime.alerts.pending == 0, 20, what="the kept alert stored")
 
 
 async def wait_for_async(check, timeout: float, what: str) -> None:

@@ -243,7 +243,7 @@ async def run_soak(devices: int, minutes: float, sample_s: float, workdir: Path,
         started = time.monotonic()
 
         async def sample() -> Sample:
-            m = await asyncio.to_thread(backend.app.metrics)
+            m = await asyncio.to_thread(backend.metrics)
             accepted, rejected = metric_sum(m, "vigil_frames_accepted"), metric_sum(m, "vigil_frames_rejected")
             published = sum(fleet.published.values())
             s = Sample(time.monotonic() - started, _rss_mb(backend), published, accepted, rejected,
@@ -268,12 +268,12 @@ async def run_soak(devices: int, minutes: float, sample_s: float, workdir: Path,
         # let the backend take what is in flight, then the final count
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while time.monotonic() < deadline:
-            m = await asyncio.to_thread(backend.app.metrics)
+            m = await asyncio.to_thread(backend.metrics)
             if metric_sum(m, "vigil_frames_accepted") + metric_sum(m, "vigil_frames_rejected") >= sum(fleet.published.values()):
                 break
             await asyncio.sleep(0.5)
         final = await sample()
-        m = await asyncio.to_thread(backend.app.metrics)
+        m = await asyncio.to_thread(backend.metrics)
         accepted = {k: m.get(f"vigil_frames_accepted_total{{kind={k}}}", 0.0) for k in fleet.published}
         rejected = {k.split("reason=")[1].rstrip("}"): v for k, v in m.items()
                     if k.startswith("vigil_frames_rejected_total{") and v}

@@ -48,7 +48,7 @@ def _run_backend(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         async with serve(settings, log_level="info") as backend:
             logging.getLogger("vigil.backend").info("API at %s/docs", backend.url)
-            while not (backend.app.runtime.registry.loaded or stop.is_set()):
+            while not (backend.runtime.registry.loaded or stop.is_set()):
                 await asyncio.sleep(0.1)
             settle_heap()
             await stop.wait()

@@ -8,7 +8,7 @@ Where things are:
 * :mod:`backend.detection.service` - the service ingest feeds (``on_frame``) and its loops;
 * :mod:`backend.detection.store` - batched, outage-proof COPY writers;
 * :mod:`backend.detection.status` - device status and the officer status on the live hub;
-* :mod:`backend.detection.schema` - the tables of migration ``0003_detection``.
+* the tables (raw_windows, raw_holds, device_status) are in :mod:`backend.db.schema`.
 """
 from backend.detection.service import DetectionService
 

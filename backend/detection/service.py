@@ -45,7 +45,6 @@ from backend.incidents.rules import EVENT_ALERTS, alert_id
 from backend.incidents.alerts import AlertService
 from backend.db import schema as t
 from backend.app.config import BackendSettings
-from backend.detection import schema
 from backend.detection.hop import DecisionConfig, DeviceResult, HopInput, ModelStates, run_in_process
 from backend.detection.status import StatusBoard
 from backend.detection.store import BatchWriter, Copy, _is_db_error
@@ -67,7 +66,7 @@ STATUS_SWEEP_S = 1.0
 FEATURE_COLUMNS = ("time", "device_id", "officer_id", "heart_rate", "hr_quality", "activity", "posture",
                    "cadence", "motion_energy")
 RAW_COLUMNS = ("time", "device_id", "officer_id", "rate_hz", "samples", "ppg", "accel_mg", "backfill", "held_by_alert")
-# their binary COPY kinds (schema.raw_windows); the sample arrays stay numpy arrays until encoded
+# their binary COPY kinds (t.raw_windows); the sample arrays stay numpy arrays until encoded
 RAW_KINDS = ("timestamptz", "int8", "int4", "int2", "int2", "int4[]", "int2[]", "bool", "uuid")
 # an unsynced device clock is re-anchored to wall time when it drifts further than this
 CLOCK_REANCHOR_MS = 60_000
@@ -389,7 +388,7 @@ class DetectionService:
                 "backfill_frames": st.backfill_frames, "updated_at": now})
         async with self._engine.begin() as conn:
             if rows:
-                ins = pg_insert(schema.device_status)
+                ins = pg_insert(t.device_status)
                 await conn.execute(ins.on_conflict_do_update(
                     index_elements=["device_id"], set_={k: ins.excluded[k] for k in rows[0] if k != "device_id"}), rows)
                 await conn.execute(
@@ -399,11 +398,11 @@ class DetectionService:
                         firmware=sa.func.coalesce(sa.bindparam("b_fw", type_=sa.Text), t.devices.c.firmware)),
                     [{"b_id": r["device_id"], "b_seen": r["last_seen"], "b_pct": r["battery_pct"], "b_fw": r["firmware"]} for r in rows])
             for h in holds:
-                await conn.execute(pg_insert(schema.raw_holds).values(**h).on_conflict_do_nothing())
+                await conn.execute(pg_insert(t.raw_holds).values(**h).on_conflict_do_nothing())
                 await conn.execute(
-                    sa.update(schema.raw_windows)
-                    .where(schema.raw_windows.c.device_id == h["device_id"], schema.raw_windows.c.time >= h["start"],
-                           schema.raw_windows.c.time < h["until"], schema.raw_windows.c.held_by_alert.is_(None))
+                    sa.update(t.raw_windows)
+                    .where(t.raw_windows.c.device_id == h["device_id"], t.raw_windows.c.time >= h["start"],
+                           t.raw_windows.c.time < h["until"], t.raw_windows.c.held_by_alert.is_(None))
                     .values(held_by_alert=h["alert_id"]))
         for st in dirty:
             st.dirty = False

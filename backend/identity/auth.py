@@ -25,7 +25,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.db import schema as t
-from backend.db import tables_api as api
 from backend.identity.security import hash_secret, issue_token
 from backend.exceptions import AuthError, Conflict, NotFound
 
@@ -73,9 +72,9 @@ async def create_user(engine: AsyncEngine, username: str, password: str, role: s
             if agency != agency_id:
                 raise ValueError(f"officer {officer_id} is not an officer of {agency_id}")
         try:
-            uid = (await conn.execute(sa.insert(api.users).values(
+            uid = (await conn.execute(sa.insert(t.users).values(
                 username=username, password_hash=pw_hash, role=role, agency_id=agency_id, officer_id=officer_id,
-            ).returning(api.users.c.id))).scalar_one()
+            ).returning(t.users.c.id))).scalar_one()
         except sa.exc.IntegrityError as exc:
             raise Conflict(f"user {username!r} exists (or agency {agency_id!r} does not)") from exc
     return User(uid, username, role, agency_id, officer_id)
@@ -83,13 +82,13 @@ async def create_user(engine: AsyncEngine, username: str, password: str, role: s
 
 async def list_users(engine: AsyncEngine, agency_id: str) -> list[User]:
     async with engine.connect() as conn:
-        rows = (await conn.execute(sa.select(api.users).where(api.users.c.agency_id == agency_id).order_by(api.users.c.id))).mappings()
+        rows = (await conn.execute(sa.select(t.users).where(t.users.c.agency_id == agency_id).order_by(t.users.c.id))).mappings()
         return [User(r["id"], r["username"], r["role"], r["agency_id"], r["officer_id"]) for r in rows]
 
 
 async def login(engine: AsyncEngine, secret: str, ttl_s: int, username: str, password: str) -> tuple[str, User]:
     async with engine.connect() as conn:
-        row = (await conn.execute(sa.select(api.users).where(api.users.c.username == username))).mappings().first()
+        row = (await conn.execute(sa.select(t.users).where(t.users.c.username == username))).mappings().first()
     ok = await asyncio.to_thread(verify_password, row["password_hash"] if row else _DUMMY_HASH, password)
     if row is None or not ok or row["disabled"]:
         raise AuthError("wrong username or password")
@@ -111,12 +110,12 @@ class RevokedTokens:
 
     async def refresh(self) -> None:
         async with self._engine.connect() as conn:
-            rows = await conn.execute(sa.select(api.revoked_tokens.c.jti).where(api.revoked_tokens.c.expires_at > sa.func.now()))
+            rows = await conn.execute(sa.select(t.revoked_tokens.c.jti).where(t.revoked_tokens.c.expires_at > sa.func.now()))
             self._ids = {r.jti for r in rows}
 
     async def revoke(self, jti: str, expires_at: dt.datetime, by: str) -> None:
         async with self._engine.begin() as conn:
-            await conn.execute(pg_insert(api.revoked_tokens).values(jti=jti, expires_at=expires_at, revoked_by=by).on_conflict_do_nothing())
+            await conn.execute(pg_insert(t.revoked_tokens).values(jti=jti, expires_at=expires_at, revoked_by=by).on_conflict_do_nothing())
         self._ids.add(jti)
 
 
@@ -159,7 +158,7 @@ async def register_gateway(engine: AsyncEngine, agency_id: str, gateway_id: str,
             await conn.execute(sa.insert(t.gateways).values(id=gateway_id, agency_id=agency_id, token_hash=hash_secret(token)))
         except sa.exc.IntegrityError as exc:
             raise Conflict(f"gateway {gateway_id!r} is already registered") from exc
-        await conn.execute(sa.insert(api.gateway_mqtt).values(gateway_id=gateway_id, mqtt_username=mqtt_username,
+        await conn.execute(sa.insert(t.gateway_mqtt).values(gateway_id=gateway_id, mqtt_username=mqtt_username,
                                                               mqtt_password_hash=mqtt_hash))
         await _set_served(conn, agency_id, gateway_id, devices)
     return GatewayCredentials(gateway_id, agency_id, token, mqtt_username, mqtt_password)
@@ -181,9 +180,9 @@ async def _set_served(conn, agency_id: str, gateway_id: str, devices: list[int])
         missing = sorted(set(devices) - found)
         if missing:
             raise NotFound(f"devices not in {agency_id}: {missing}")
-    await conn.execute(sa.delete(api.gateway_devices).where(api.gateway_devices.c.gateway_id == gateway_id))
+    await conn.execute(sa.delete(t.gateway_devices).where(t.gateway_devices.c.gateway_id == gateway_id))
     if devices:
-        await conn.execute(sa.insert(api.gateway_devices).values([{"gateway_id": gateway_id, "device_id": d} for d in sorted(set(devices))]))
+        await conn.execute(sa.insert(t.gateway_devices).values([{"gateway_id": gateway_id, "device_id": d} for d in sorted(set(devices))]))
 
 
 async def gateway_for_token(engine: AsyncEngine, token: str) -> tuple[str, str]:

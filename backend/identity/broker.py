@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.identity.auth import mosquitto_hash
 from backend.db import schema as t
-from backend.db import tables_api as api
 from gateway import topics
 
 
@@ -40,8 +39,8 @@ def gateway_acl(agency: str, gateway: str) -> tuple[str, ...]:
 
 
 async def broker_users(engine: AsyncEngine) -> list[BrokerUser]:
-    query = (sa.select(api.gateway_mqtt.c.mqtt_username, api.gateway_mqtt.c.mqtt_password_hash, t.gateways.c.id, t.gateways.c.agency_id)
-             .join(t.gateways, t.gateways.c.id == api.gateway_mqtt.c.gateway_id)
+    query = (sa.select(t.gateway_mqtt.c.mqtt_username, t.gateway_mqtt.c.mqtt_password_hash, t.gateways.c.id, t.gateways.c.agency_id)
+             .join(t.gateways, t.gateways.c.id == t.gateway_mqtt.c.gateway_id)
              .where(t.gateways.c.retired_at.is_(None)).order_by(t.gateways.c.id))
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()

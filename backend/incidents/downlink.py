@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.db import tables_api as api
+from backend.db import schema as t
 from backend.app.config import BackendSettings
 from backend.ingest.mqtt import client_for, reconnect_delay
 from backend.ingest.registry import DeviceRegistry
@@ -96,10 +96,10 @@ class DownlinkService:
             pass  # reserved when the command is sealed
 
     async def _reserve(self, device_id: int) -> None:
-        stmt = pg_insert(api.command_seq).values(device_id=device_id, reserved_through=SEQ_BLOCK)
+        stmt = pg_insert(t.command_seq).values(device_id=device_id, reserved_through=SEQ_BLOCK)
         stmt = stmt.on_conflict_do_update(
-            index_elements=["device_id"], set_={"reserved_through": api.command_seq.c.reserved_through + SEQ_BLOCK}
-        ).returning(api.command_seq.c.reserved_through)
+            index_elements=["device_id"], set_={"reserved_through": t.command_seq.c.reserved_through + SEQ_BLOCK}
+        ).returning(t.command_seq.c.reserved_through)
         async with self._engine.begin() as conn:
             through = (await conn.execute(stmt)).scalar_one()
         self._reserved[device_id] = [through - SEQ_BLOCK + 1, through]
@@ -118,8 +118,8 @@ class DownlinkService:
     async def _gateway_for(self, device_id: int) -> str | None:
         async with self._engine.connect() as conn:
             return (await conn.execute(
-                sa.select(api.gateway_devices.c.gateway_id).where(api.gateway_devices.c.device_id == device_id)
-                .order_by(api.gateway_devices.c.gateway_id).limit(1)
+                sa.select(t.gateway_devices.c.gateway_id).where(t.gateway_devices.c.device_id == device_id)
+                .order_by(t.gateway_devices.c.gateway_id).limit(1)
             )).scalar()
 
     async def _seal(self, cmd: Command) -> bool:
@@ -191,10 +191,10 @@ class DownlinkService:
                 what, values = self._records[0]
                 async with self._engine.begin() as conn:
                     if what == "sent":
-                        await conn.execute(pg_insert(api.downlink_commands).values(**values).on_conflict_do_nothing())
+                        await conn.execute(pg_insert(t.downlink_commands).values(**values).on_conflict_do_nothing())
                     else:
-                        await conn.execute(sa.update(api.downlink_commands).where(
-                            api.downlink_commands.c.device_id == values["device_id"], api.downlink_commands.c.seq == values["seq"],
+                        await conn.execute(sa.update(t.downlink_commands).where(
+                            t.downlink_commands.c.device_id == values["device_id"], t.downlink_commands.c.seq == values["seq"],
                         ).values(result_ok=values["result_ok"], result_error=values["result_error"], result_at=values["result_at"]))
                 self._records.popleft()
         except _STORAGE_ERRORS:

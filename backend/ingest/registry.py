@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.db import schema as t
-from backend.db import tables_api as api
 from backend.identity.security import unwrap_device_key
 from firmware import frame as F
 
@@ -57,8 +56,8 @@ class DeviceRegistry:
             t.devices.c.id, t.devices.c.agency_id, t.devices.c.key_wrapped, t.devices.c.status,
             t.devices.c.placement, current.c.id.label("officer_id"), current.c.name, current.c.unit,
         ).select_from(t.devices.outerjoin(current, current.c.device_id == t.devices.c.id))
-        served = (sa.select(api.gateway_devices.c.device_id, api.gateway_devices.c.gateway_id)
-                  .join(t.gateways, t.gateways.c.id == api.gateway_devices.c.gateway_id)
+        served = (sa.select(t.gateway_devices.c.device_id, t.gateway_devices.c.gateway_id)
+                  .join(t.gateways, t.gateways.c.id == t.gateway_devices.c.gateway_id)
                   .where(t.gateways.c.retired_at.is_(None)))
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()

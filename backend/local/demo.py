@@ -140,7 +140,7 @@ async def _run(officers: int, duration_s: float, port: int, workdir: Path) -> in
                              f"{a['officer_name']} (device {a['device_id']:#010x}){where} — {json.dumps(a['explanation'])}")
             stop.set()
             await gateway_task
-            stats = backend.app.runtime.metrics
+            stats = backend.runtime.metrics
             _say(f"\nDemo finished after {time.monotonic() - started:.0f} s: {seen} alerts; frames accepted: "
                  f"telemetry {stats.accepted_count('telemetry'):.0f}, events {stats.accepted_count('event'):.0f}, "
                  f"status {stats.accepted_count('status'):.0f}")

@@ -142,7 +142,7 @@ class PrivatePostgres:
     """A PostgreSQL cluster of our own (initdb in a work directory, a free loopback port).
     PostgreSQL refuses to run as root, so as root it runs as the 'postgres' system user."""
 
-    def __init__(self, workdir: Path | None = None, port: int | None = None):
+    def __init__(self, workdir: Path | None = None, port: int | None = None, server_settings: dict[str, str] | None = None):
         self.initdb = find_binary("initdb")
         self.pg_ctl = find_binary("pg_ctl")
         if not (self.initdb and self.pg_ctl):
@@ -152,6 +152,7 @@ class PrivatePostgres:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.user = "postgres" if os.geteuid() == 0 else getpass.getuser()
+        self.server_settings = dict(server_settings or {})  # extra -c name=value, e.g. shared_preload_libraries
 
     @property
     def url(self) -> str:
@@ -174,6 +175,7 @@ class PrivatePostgres:
             self._run_as([self.initdb, "-D", str(self.datadir), "-A", "trust", "-U", self.user, "--no-sync", "-E", "UTF8"])
         logfile = self.workdir / "postgres.log"
         opts = f"-p {self.port} -k {self.workdir} -c listen_addresses={self.host} -c fsync=off"
+        opts += "".join(f" -c {name}={value}" for name, value in self.server_settings.items())
         self._run_as([self.pg_ctl, "-D", str(self.datadir), "-l", str(logfile), "-o", opts, "-w", "start"])
         log.info("private PostgreSQL on %s:%s (data in %s)", self.host, self.port, self.datadir)
         return self
@@ -187,6 +189,16 @@ class PrivatePostgres:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def timescaledb_installed() -> bool:
+    """Whether TimescaleDB's extension files are installed for the PostgreSQL whose server
+    binaries we would run (it is not packaged for Debian; see README, "Storage")."""
+    initdb = find_binary("initdb")
+    if not initdb:
+        return False
+    major = Path(initdb).resolve().parent.parent.name  # /usr/lib/postgresql/<major>/bin/initdb
+    return Path(f"/usr/share/postgresql/{major}/extension/timescaledb.control").exists()
 
 
 def mqtt_url_reachable(url: str) -> bool:

@@ -18,38 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-metadata = sa.MetaData()
-
-audit_log = sa.Table(
-    "audit_log", metadata,
-    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("actor", sa.Text, nullable=False),
-    sa.Column("action", sa.Text, nullable=False),
-    sa.Column("subject", sa.Text, nullable=False, server_default=""),
-    sa.Column("purpose", sa.Text, nullable=False, server_default=""),
-    sa.Column("outcome", sa.Text, nullable=False),
-    sa.Column("agency_id", sa.Text),
-    sa.Column("details", JSONB, nullable=False),
-    sa.Column("prev_hash", sa.Text, nullable=False),
-    sa.Column("hash", sa.Text, nullable=False),
-)
-
-audit_outbox = sa.Table(
-    "audit_outbox", metadata,
-    sa.Column("id", sa.BigInteger, primary_key=True),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
-    sa.Column("actor", sa.Text, nullable=False),
-    sa.Column("action", sa.Text, nullable=False),
-    sa.Column("subject", sa.Text, nullable=False, server_default=""),
-    sa.Column("purpose", sa.Text, nullable=False, server_default=""),
-    sa.Column("outcome", sa.Text, nullable=False, server_default="done"),
-    sa.Column("agency_id", sa.Text),
-    sa.Column("details", JSONB, nullable=False, server_default="{}"),
-)
+from backend.db.schema import audit_log, audit_outbox
 
 GENESIS = "0" * 64
 # Serialises writers so the chain has one head; any constant distinct from other advisory locks.

@@ -119,7 +119,9 @@ async def expire_table(conn: AsyncConnection, shape: TableShape, cutoff: dt.date
             continue  # the row-level delete below spares the held rows
         rows = (await conn.execute(sa.text(f"select count(*) from {name}"))).scalar_one()
         if mode == "timescaledb":
-            await conn.execute(sa.text(f"select drop_chunks('{shape.table}', older_than => :hi, newer_than => :lo)"), {"hi": hi, "lo": lo})
+            # typed: drop_chunks is overloaded (timestamptz, date, integer, interval), and asyncpg sends untyped parameters
+            await conn.execute(sa.text(f"select drop_chunks('{shape.table}', older_than => cast(:hi as timestamptz), "
+                                       f"newer_than => cast(:lo as timestamptz))"), {"hi": hi, "lo": lo})
         else:
             await conn.execute(sa.text(f"drop table {name}"))
         dropped.append(name)

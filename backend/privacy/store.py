@@ -12,28 +12,9 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend.db.schema import policy_versions
 from backend.privacy import audit
 from backend.privacy.loader import Policy, load_policy_file, parse_policy
-
-policy_versions = sa.Table(
-    "policy_versions", audit.metadata,
-    sa.Column("sha256", sa.Text, primary_key=True),
-    sa.Column("version", sa.Text, nullable=False),
-    sa.Column("document", sa.Text, nullable=False),
-    sa.Column("proposed_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("effective_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("proposed_by", sa.Text, nullable=False),
-)
-
-# Cohorts an agency records WITH the officer's consent, used only for the fairness breakdown.
-officer_cohorts = sa.Table(
-    "officer_cohorts", audit.metadata,
-    sa.Column("officer_id", sa.Integer, primary_key=True),  # FK to officers added by the migration
-    sa.Column("attribute", sa.Text, primary_key=True),  # e.g. sex, age_band, skin_tone_scale
-    sa.Column("value", sa.Text, nullable=False),
-    sa.Column("consented_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("withdrawn_at", sa.DateTime(timezone=True)),
-)
 
 # How long a process trusts its cached list of versions before re-reading it.
 CACHE_TTL_S = 5.0

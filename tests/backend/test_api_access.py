@@ -87,7 +87,7 @@ async def test_every_route_for_every_role(database_url, mqtt_broker, agency):
 
 async def test_supervisor_of_one_agency_sees_nothing_of_another(database_url, mqtt_broker, agency):
     async with two_agencies(database_url, mqtt_broker, agency) as (backend, http, settings, a, b):
-        rt = backend.app.runtime
+        rt = backend.runtime
         sup_b = {"Authorization": f"Bearer {b.tokens['supervisor']}"}
         async with websockets.connect(backend.url.replace("http", "ws") + f"/api/v1/ws?token={b.tokens['supervisor']}") as ws:
             alert_a = await rt.alerts.raise_alert(agency_id=a.name, device_id=a.device_id, seq=1, kind="sos", officer_id=a.officer_id,
@@ -133,8 +133,8 @@ async def test_tokens_expire_and_can_be_revoked(database_url, mqtt_broker, agenc
         assert (await http.post("/api/v1/auth/logout", headers={"Authorization": f"Bearer {token}"})).status_code == 204
         assert (await http.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})).status_code == 401
         # revocation is stored: a backend that reloads the list refuses it too
-        backend.app.runtime.revoked._ids.clear()
-        await backend.app.runtime.revoked.refresh()
+        backend.runtime.revoked._ids.clear()
+        await backend.runtime.revoked.refresh()
         assert (await http.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})).status_code == 401
         # other tokens of the same person still work; an expired one does not
         assert (await http.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {a.tokens['supervisor']}"})).status_code == 200

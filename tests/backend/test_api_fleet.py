@@ -37,7 +37,7 @@ def _sos(key: bytes, device: int, seq: int) -> bytes:
 
 async def test_cli_fleet_admin_and_refused_frames(database_url, mqtt_broker, agency):
     async with two_agencies(database_url, mqtt_broker, agency) as (backend, http, settings, a, _):
-        rt = backend.app.runtime
+        rt = backend.runtime
         api = ["--api", backend.url, "--token", a.tokens["fleet_admin"], "--json"]
         code, out = await _vigil("officer", "create", "--badge", "B-77", "--name", "Officer Haddad", "--unit", "K9", *api)
         assert code == 0

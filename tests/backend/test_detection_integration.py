@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from backend.identity import fleet
 from backend.db import engine as db
-from backend.detection import schema
+from backend.db import schema as t
 from backend.detection import service as detection_service
 from backend.app.server import serve
 from firmware import frame as F
@@ -81,7 +81,7 @@ async def test_fall_then_lying_still_pages_fall_then_man_down_and_the_car_never_
     faller = _frames(keys[FALLER], FALLER, [("walking", 12), ("fall", 48)], t0, seed=3)
     driver = _frames(keys[DRIVER], DRIVER, [("sitting_car", 300)], t0, seed=5)
     async with serve(settings) as backend:
-        rt = backend.app.runtime
+        rt = backend.runtime
         await asyncio.wait_for(rt.ingest.connected.wait(), 10)
         status_sub, _ = rt.hub.subscribe(agency)
         started = time.monotonic()
@@ -125,12 +125,12 @@ async def test_fall_then_lying_still_pages_fall_then_man_down_and_the_car_never_
                 "select count(*), count(*) filter (where posture = 'upright') from features where device_id = :d"),
                 {"d": DRIVER})).one()
             raw = (await conn.execute(sa.select(
-                sa.func.count(), sa.func.sum(schema.raw_windows.c.samples),
-                sa.func.count(schema.raw_windows.c.held_by_alert)).where(schema.raw_windows.c.device_id == FALLER))).one()
-            holds = (await conn.execute(sa.select(schema.raw_holds.c.kind).where(
-                schema.raw_holds.c.device_id == FALLER).order_by(schema.raw_holds.c.start))).scalars().all()
-            status = (await conn.execute(sa.select(schema.device_status).where(
-                schema.device_status.c.device_id == FALLER))).mappings().one()
+                sa.func.count(), sa.func.sum(t.raw_windows.c.samples),
+                sa.func.count(t.raw_windows.c.held_by_alert)).where(t.raw_windows.c.device_id == FALLER))).one()
+            holds = (await conn.execute(sa.select(t.raw_holds.c.kind).where(
+                t.raw_holds.c.device_id == FALLER).order_by(t.raw_holds.c.start))).scalars().all()
+            status = (await conn.execute(sa.select(t.device_status).where(
+                t.device_status.c.device_id == FALLER))).mappings().one()
             device = (await conn.execute(sa.text("select battery_pct, firmware, last_seen from devices where id = :d"),
                                          {"d": FALLER})).one()
     finally:

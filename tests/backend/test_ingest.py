@@ -63,7 +63,7 @@ async def test_sos_frame_raises_alert_live_and_stored(database_url, mqtt_broker,
     settings = backend_settings(database_url, host, port, agency)
     key = await _seed(settings, agency)
     async with serve(settings) as backend:
-        await asyncio.wait_for(backend.app.runtime.ingest.connected.wait(), 10)
+        await asyncio.wait_for(backend.runtime.ingest.connected.wait(), 10)
         token = supervisor_token(settings, agency)
         async with websockets.connect(backend.url.replace("http", "ws") + f"/api/v1/ws?token={token}") as ws:
             await _publish(host, port, topics.uplink(agency, "gw1", DEVICE, "event"), _sos(key, 5))
@@ -91,7 +91,7 @@ async def test_bad_frames_are_refused_and_counted(database_url, mqtt_broker, age
         "bad_length": good[:-1],
     }
     async with serve(settings) as backend:
-        rt = backend.app.runtime
+        rt = backend.runtime
         await asyncio.wait_for(rt.ingest.connected.wait(), 10)
         topic = topics.uplink(agency, "gw1", DEVICE, "event")
         for payload in cases.values():
@@ -115,7 +115,7 @@ async def test_alert_reaches_websocket_while_database_is_down(private_postgres, 
     settings = backend_settings(url, host, port, agency)
     key = await _seed(settings, agency)
     async with serve(settings) as backend:
-        rt = backend.app.runtime
+        rt = backend.runtime
         await asyncio.wait_for(rt.ingest.connected.wait(), 10)
         private_postgres.stop("immediate")
         token = supervisor_token(settings, agency)

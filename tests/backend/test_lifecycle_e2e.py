@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 import websockets
 
-from backend.db import tables_api as api
+from backend.db import schema as t
 from gateway.sim.fleet import SimulatedFleet
 from tests.backend.api_helpers import two_agencies
 from tests.gateway.conftest import gateway_settings, running_gateway, wait_until  # noqa: F401 (fixture)
@@ -25,7 +25,7 @@ SPEED = 3.0  # simulated seconds per second: the 45 s scenario in 15 s
 
 async def test_man_down_incident_acknowledged_help_reaches_device(database_url, mqtt_broker, agency, gateway_settings):
     async with two_agencies(database_url, mqtt_broker, agency, escalate_after_s=600) as (backend, http, settings, a, _):
-        rt = backend.app.runtime
+        rt = backend.runtime
         sup = {"Authorization": f"Bearer {a.tokens['supervisor']}"}
         events: list[dict] = []
 
@@ -76,6 +76,6 @@ async def test_man_down_incident_acknowledged_help_reaches_device(database_url, 
         assert steps.index("acknowledged") < steps.index("help_sent") < steps.index("help_result") < steps.index("resolved")
         assert [x["id"] for x in (await http.get("/api/v1/alerts", headers=sup)).json()] == [incident_id]
         async with rt.engine.connect() as conn:
-            sent = (await conn.execute(sa.select(api.downlink_commands))).mappings().all()
+            sent = (await conn.execute(sa.select(t.downlink_commands))).mappings().all()
         assert len(sent) == 1 and sent[0]["result_ok"] is True and sent[0]["gateway_id"] == a.gateway.gateway_id
         assert wearable.commands[0][0] == sent[0]["seq"] and wearable.rejected_commands == 0

@@ -102,9 +102,9 @@ async def test_sos_to_page_acknowledge_resolve_and_report(database_url, mqtt_bro
     seeded = await _seed(settings, agency)
     errors: list[str] = []
     async with SimulatedFleet({DEVICE: seeded["key"]}, scenarios="patrol") as sim, serve(settings) as backend:
-        await asyncio.wait_for(backend.app.runtime.ingest.connected.wait(), 10)
+        await asyncio.wait_for(backend.runtime.ingest.connected.wait(), 10)
         async with running_gateway(gateway_settings([DEVICE], latitude=40.7128, longitude=-74.006)), chromium(tmp_path) as browser:
-            await wait_until(lambda: backend.app.runtime.metrics.accepted_count("telemetry") > 0, 20, what="telemetry at the backend")
+            await wait_until(lambda: backend.runtime.metrics.accepted_count("telemetry") > 0, 20, what="telemetry at the backend")
             base = backend.url
             sup = await sign_in(browser, base, f"{agency}-sup1", "/supervisor", errors)
             other = await sign_in(browser, base, f"{agency}-sup2", "/supervisor", errors)
@@ -247,7 +247,7 @@ async def test_feed_resumes_after_network_blip(database_url, mqtt_broker, agency
     errors: list[str] = []
     async with serve(settings) as backend, chromium(tmp_path) as browser:
         base = backend.url
-        alerts = backend.app.runtime.alerts
+        alerts = backend.runtime.alerts
         sockets: list = []
         during_blip = asyncio.Event()
 

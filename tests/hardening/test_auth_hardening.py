@@ -101,7 +101,7 @@ async def test_token_expiry_and_revocation(app_with_user):
     assert (await http.post("/api/v1/auth/logout", headers=bearer)).status_code == 204
     r = await http.get("/api/v1/auth/me", headers=bearer)
     assert r.status_code == 401 and "revoked" in r.json()["detail"]
-    await backend.app.runtime.revoked.refresh()  # still revoked after the cache reloads from the database
+    await backend.runtime.revoked.refresh()  # still revoked after the cache reloads from the database
     assert (await http.get("/api/v1/alerts", headers=bearer)).status_code == 401
 
 

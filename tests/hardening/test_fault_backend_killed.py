@@ -59,7 +59,7 @@ async def test_backend_sigkill_mid_incident(database_url, mqtt_broker, agency, t
             assert [a["id"] for a in opened] == [incident_id], "the open incident was not recovered as the same one"
             assert opened[0]["kind"] == "device_alarm" and opened[0]["priority"] == 1
 
-            metrics = backend.app.metrics()
+            metrics = backend.metrics()
             accepted_after = metrics.get("vigil_frames_accepted_total{kind=telemetry}", 0)
             # the re-sent fall is a duplicate (its alert id is known): accepted as a frame, never paged
             assert feed.raised() == [incident_id], f"paged twice: {feed.raised()}"

@@ -41,7 +41,7 @@ async def test_database_stopped_for_60_s(private_postgres, mqtt_broker, agency):
 
     async with accounted_backend(settings) as backend, LiveFeed(backend.url, token) as feed, \
             httpx.AsyncClient(base_url=backend.url, timeout=10) as http:
-        rt = backend.app.runtime
+        rt = backend.runtime
         streamer = asyncio.create_task(stream())
         await wait_for(lambda: len(backend.accepted) >= 5, 20, "telemetry before the outage")
         await asyncio.to_thread(private_postgres.stop, "immediate")

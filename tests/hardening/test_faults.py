@@ -32,7 +32,7 @@ SPEED = 2.0  # simulated seconds per second
 async def accounted_backend(settings: BackendSettings):
     """The backend in-process, with every accepted frame recorded as (device, seq)."""
     async with serve(settings) as backend:
-        ingest = backend.app.runtime.ingest
+        ingest = backend.runtime.ingest
         accepted: list[tuple[int, int]] = []
         handle_batch = ingest.handle_batch
 
@@ -71,7 +71,7 @@ async def test_broker_restart_during_shift(private_mosquitto, database_url, agen
         wearable.finish()
         await wait_for(wearable.drained, 20, "the wearable drained")
         await wait_for(lambda: not _missing(backend, wearable), 40, "every frame at the backend")
-        await wait_for(lambda: backend.app.runtime.alerts.pending == 0, 10, "the alert stored")
+        await wait_for(lambda: backend.runtime.alerts.pending == 0, 10, "the alert stored")
         await asyncio.sleep(0)
     assert len(feed.raised()) == 1, feed.raised()
     produced = len(wearable.produced)
@@ -129,8 +129,8 @@ async def test_device_clock_jumps(mqtt_broker, database_url, agency):
         await publish(mqtt_broker, agency, frames)
         await wait_for(lambda: len(backend.accepted) == len(frames), 20, "every frame accepted by seq")
         await wait_for(lambda: any(c["change"] in ("upgraded", "merged") for c in feed.changes), 10, "the alarm")
-        incident = backend.app.runtime.alerts.open_incidents(agency)[0]
-        m = backend.app.runtime.metrics
+        incident = backend.runtime.alerts.open_incidents(agency)[0]
+        m = backend.runtime.metrics
         rejected = sum(s.value for s in m.frames_rejected.collect()[0].samples if s.name.endswith("_total"))
     assert sorted(seq for _, seq in backend.accepted) == list(range(len(frames))) and rejected == 0
     assert len(feed.raised()) == 1

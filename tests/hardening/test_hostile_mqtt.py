@@ -54,7 +54,7 @@ async def test_hostile_frames_refused_counted_and_kept_out(database_url, mqtt_br
     outside = [(f"vigil/{agency}/gw/gw-a/up/{DEVICE}/firmware", device.event(F.EVENT_SOS)),
                (f"vigil/{agency}/gw/gw-a/up/{DEVICE}/status/extra", device.event(F.EVENT_SOS))]
     async with accounted_backend(settings) as backend:
-        rt = backend.app.runtime
+        rt = backend.runtime
         await wait_for(lambda: rt.registry.get(DEVICE) and rt.registry.get(DEVICE).gateways, 10, "the served gateways loaded")
         import aiomqtt
         async with aiomqtt.Client(*mqtt_broker, protocol=aiomqtt.ProtocolVersion.V5) as client:

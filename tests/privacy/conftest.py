@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 import uuid
 from dataclasses import dataclass
 
@@ -18,19 +17,12 @@ from backend.identity.security import issue_token
 from backend.app.server import serve
 from tests.backend.conftest import backend_settings
 
-log = logging.getLogger("tests.privacy")
 
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 
 
 def migrate(settings) -> None:
-    """All migration heads; if another branch's migration fails, at least 0004_privacy (the
-    failure is logged so the test output says why raw_windows is absent)."""
-    try:
-        db.upgrade(settings)
-    except Exception as exc:  # another branch's migration is broken: test what we own
-        log.warning("upgrade to heads failed (%s); applying 0004_privacy only", exc)
-        db.upgrade(settings, "0004_privacy")
+    db.upgrade(settings)
 
 
 @dataclass

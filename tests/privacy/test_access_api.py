@@ -8,6 +8,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from backend.db import schema as t
 from backend.privacy import audit
 from backend.db import engine as db
 from tests.privacy.conftest import NOW, open_incident
@@ -33,10 +34,10 @@ async def _audit_rows(w, **where) -> list[dict]:
     engine = db.create_engine(w.settings)
     try:
         async with engine.connect() as conn:
-            q = sa.select(audit.audit_log).where(audit.audit_log.c.action == "access")
+            q = sa.select(t.audit_log).where(t.audit_log.c.action == "access")
             for k, v in where.items():
-                q = q.where(audit.audit_log.c[k] == v)
-            return [dict(r) for r in (await conn.execute(q.order_by(audit.audit_log.c.seq))).mappings().all()]
+                q = q.where(t.audit_log.c[k] == v)
+            return [dict(r) for r in (await conn.execute(q.order_by(t.audit_log.c.seq))).mappings().all()]
     finally:
         await engine.dispose()
 
@@ -44,7 +45,7 @@ async def _audit_rows(w, **where) -> list[dict]:
 async def test_policy_is_public_with_version_and_hash(backend, world):
     async with httpx.AsyncClient(base_url=backend.url) as http:
         body = (await http.get("/api/v1/policy")).json()
-    policy = backend.app.runtime.privacy.policies
+    policy = backend.runtime.privacy.policies
     current = await policy.current(NOW)
     assert body["version"] == current.policy.version and len(body["sha256"]) == 64
     assert set(REFUSED) <= set(body["always_refused"])

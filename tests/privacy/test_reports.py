@@ -16,7 +16,6 @@ from backend.privacy import reports
 from backend.db import engine as db
 from backend.db import schema as t
 from backend.privacy.loader import load_policy_file
-from backend.privacy.store import officer_cohorts
 from tests.privacy.conftest import NOW
 
 pytestmark = pytest.mark.integration
@@ -39,7 +38,7 @@ async def test_fairness_by_consented_cohort_with_small_group_suppression(world):
     cohorts[0]["withdrawn_at"] = NOW
     async with engine.begin() as conn:
         await conn.execute(sa.insert(t.alerts), rows)
-        await conn.execute(sa.insert(officer_cohorts), [{"withdrawn_at": None, **c} for c in cohorts])
+        await conn.execute(sa.insert(t.officer_cohorts), [{"withdrawn_at": None, **c} for c in cohorts])
     report = await reports.transparency_report(engine, load_policy_file(), agency_id=world.agency, until=NOW)
     await engine.dispose()
     by_value = {c["value"]: c for c in report["fairness"]}

@@ -6,6 +6,7 @@ from typing import Annotated
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 
+from backend.db import schema as t
 from backend.privacy import audit
 from backend.privacy.access import Access, require_access
 
@@ -17,10 +18,10 @@ AgencyAudit = Annotated[Access, require_access("audit_records", target="agency")
 @router.get("/audit", summary="Audit entries of the caller's agency, oldest first (auditors; purpose oversight_audit)")
 async def list_audit(request: Request, access: AgencyAudit, after_seq: int = Query(0, ge=0),
                      limit: int = Query(500, ge=1, le=10_000), action: str | None = None) -> list[dict]:
-    q = (sa.select(audit.audit_log).where(audit.audit_log.c.agency_id == access.caller.agency_id, audit.audit_log.c.seq > after_seq)
-         .order_by(audit.audit_log.c.seq).limit(limit))
+    q = (sa.select(t.audit_log).where(t.audit_log.c.agency_id == access.caller.agency_id, t.audit_log.c.seq > after_seq)
+         .order_by(t.audit_log.c.seq).limit(limit))
     if action:
-        q = q.where(audit.audit_log.c.action == action)
+        q = q.where(t.audit_log.c.action == action)
     async with request.app.state.runtime.engine.connect() as conn:
         rows = (await conn.execute(q)).mappings().all()
     return [{**dict(r), "at": r["at"].isoformat()} for r in rows]

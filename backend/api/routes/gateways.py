@@ -8,7 +8,6 @@ from backend.identity import auth
 from backend.api.access import API
 from backend.api.deps import CallerDep, RuntimeDep
 from backend.db import schema as t
-from backend.db import tables_api as api
 from backend.exceptions import NotFound
 from gateway.topics import TopicError
 
@@ -38,12 +37,12 @@ async def register(runtime: RuntimeDep, caller: CallerDep, body: GatewayIn) -> d
 @router.get("", summary="Gateways of the caller's agency with the devices each serves")
 async def list_gateways(runtime: RuntimeDep, caller: CallerDep) -> list[dict]:
     query = (
-        sa.select(t.gateways.c.id, t.gateways.c.created_at, t.gateways.c.retired_at, api.gateway_mqtt.c.mqtt_username,
-                  sa.func.array_remove(sa.func.array_agg(api.gateway_devices.c.device_id), None).label("devices"))
-        .select_from(t.gateways.outerjoin(api.gateway_mqtt, api.gateway_mqtt.c.gateway_id == t.gateways.c.id)
-                     .outerjoin(api.gateway_devices, api.gateway_devices.c.gateway_id == t.gateways.c.id))
+        sa.select(t.gateways.c.id, t.gateways.c.created_at, t.gateways.c.retired_at, t.gateway_mqtt.c.mqtt_username,
+                  sa.func.array_remove(sa.func.array_agg(t.gateway_devices.c.device_id), None).label("devices"))
+        .select_from(t.gateways.outerjoin(t.gateway_mqtt, t.gateway_mqtt.c.gateway_id == t.gateways.c.id)
+                     .outerjoin(t.gateway_devices, t.gateway_devices.c.gateway_id == t.gateways.c.id))
         .where(t.gateways.c.agency_id == caller.agency_id)
-        .group_by(t.gateways.c.id, api.gateway_mqtt.c.mqtt_username)
+        .group_by(t.gateways.c.id, t.gateway_mqtt.c.mqtt_username)
         .order_by(t.gateways.c.id)
     )
     async with runtime.engine.connect() as conn:
@@ -53,12 +52,12 @@ async def list_gateways(runtime: RuntimeDep, caller: CallerDep) -> list[dict]:
 @router.get("/{gateway_id}/devices", summary="The devices this gateway may serve (the gateway's own provisioning list)")
 async def served_devices(runtime: RuntimeDep, caller: CallerDep, gateway_id: str) -> dict:
     query = (
-        sa.select(api.gateway_devices.c.device_id)
-        .join(t.gateways, t.gateways.c.id == api.gateway_devices.c.gateway_id)
-        .join(t.devices, t.devices.c.id == api.gateway_devices.c.device_id)
-        .where(api.gateway_devices.c.gateway_id == gateway_id, t.gateways.c.agency_id == caller.agency_id,
+        sa.select(t.gateway_devices.c.device_id)
+        .join(t.gateways, t.gateways.c.id == t.gateway_devices.c.gateway_id)
+        .join(t.devices, t.devices.c.id == t.gateway_devices.c.device_id)
+        .where(t.gateway_devices.c.gateway_id == gateway_id, t.gateways.c.agency_id == caller.agency_id,
                t.devices.c.status == "active")
-        .order_by(api.gateway_devices.c.device_id)
+        .order_by(t.gateway_devices.c.device_id)
     )
     async with runtime.engine.connect() as conn:
         exists = (await conn.execute(sa.select(t.gateways.c.id).where(

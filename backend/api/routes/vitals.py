@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from backend.privacy import audit
 from backend.db import schema as t
 from backend.privacy.access import Access, require_access
-from backend.privacy.store import officer_cohorts
 
 router = APIRouter(tags=["vitals"])
 
@@ -112,10 +111,10 @@ async def my_raw_windows(request: Request, access: MyRawWaveforms, limit: int = 
 async def access_report(conn: AsyncConnection, officer_id: int) -> list[dict]:
     """Who read (or tried to read) this officer's data, when, for what purpose, and the answer."""
     rows = (await conn.execute(
-        sa.select(audit.audit_log.c.seq, audit.audit_log.c.at, audit.audit_log.c.actor, audit.audit_log.c.purpose,
-                  audit.audit_log.c.outcome, audit.audit_log.c.details)
-        .where(audit.audit_log.c.action == "access", audit.audit_log.c.subject == f"officer:{officer_id}")
-        .order_by(audit.audit_log.c.seq)
+        sa.select(t.audit_log.c.seq, t.audit_log.c.at, t.audit_log.c.actor, t.audit_log.c.purpose,
+                  t.audit_log.c.outcome, t.audit_log.c.details)
+        .where(t.audit_log.c.action == "access", t.audit_log.c.subject == f"officer:{officer_id}")
+        .order_by(t.audit_log.c.seq)
     )).mappings().all()
     return [{"seq": r["seq"], "at": r["at"].isoformat(), "who": r["actor"], "role": r["details"].get("role"),
              "purpose": r["purpose"], "outcome": r["outcome"], "data_class": r["details"].get("data_class"),
@@ -140,7 +139,7 @@ async def my_export(request: Request, features: MyDerivedFeatures, raw: MyRawWav
         ids = [a["id"] for a in alerts]
         steps = (await conn.execute(sa.select(t.alert_transitions).where(t.alert_transitions.c.alert_id.in_(ids))
                                     .order_by(t.alert_transitions.c.at))).mappings().all() if ids else []
-        cohorts = (await conn.execute(sa.select(officer_cohorts).where(officer_cohorts.c.officer_id == officer_id))).mappings().all()
+        cohorts = (await conn.execute(sa.select(t.officer_cohorts).where(t.officer_cohorts.c.officer_id == officer_id))).mappings().all()
         return {
             "exported_at": features.now.isoformat(), "policy": features.policy.version, "policy_sha256": features.policy.sha256,
             "officer": _jsonable(dict(officer)),

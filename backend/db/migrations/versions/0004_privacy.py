@@ -4,22 +4,19 @@ audit triggers for database-level events, aggregate views for reporting.
 Roles are cluster-wide (shared by every database of the cluster) and created idempotently;
 grants live in each database and are (re)applied by vigil_apply_privacy_grants(), which this
 migration calls, an event trigger calls after DDL (when the migration runs as a superuser),
-and the backend calls at start-up — so tables created by other migration branches
-(0002_api, 0003_detection) are covered whatever order the branches are applied in.
+and the backend calls at start-up. Tables are explicit DDL (a snapshot of this revision).
 
 Revision ID: 0004_privacy
-Revises: 0001
+Revises: 0003_detection
 """
 import logging
 
 import sqlalchemy as sa
 from alembic import op
-
-from backend.privacy import audit
-from backend.privacy import store
+from sqlalchemy.dialects import postgresql
 
 revision = "0004_privacy"
-down_revision = "0001"
+down_revision = "0003_detection"
 branch_labels = None
 depends_on = None
 
@@ -59,7 +56,6 @@ create trigger policy_versions_append_only before update or delete or truncate o
 # Relations that hold biometric data. Partitions, TimescaleDB chunks and views built on these
 # are found from the catalogue, so a new partition or view is covered without editing this.
 _BIOMETRIC_SQL = """
-create table if not exists privacy_biometric_tables (name text primary key);
 insert into privacy_biometric_tables (name) values ('features'), ('raw_windows') on conflict do nothing;
 
 create or replace function vigil_biometric_relations() returns regclass[] language plpgsql stable as $$
@@ -222,10 +218,54 @@ create event trigger vigil_privacy_ddl on ddl_command_end
 
 def upgrade() -> None:
     bind = op.get_bind()
-    for table in (audit.audit_log, audit.audit_outbox, store.policy_versions, store.officer_cohorts):
-        table.create(bind, checkfirst=True)
-    bind.execute(sa.text("alter table officer_cohorts add constraint officer_cohorts_officer_fk "
-                         "foreign key (officer_id) references officers (id) on delete cascade"))
+    op.create_table('audit_log',
+        sa.Column('seq', sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('actor', sa.Text(), nullable=False),
+        sa.Column('action', sa.Text(), nullable=False),
+        sa.Column('subject', sa.Text(), server_default='', nullable=False),
+        sa.Column('purpose', sa.Text(), server_default='', nullable=False),
+        sa.Column('outcome', sa.Text(), nullable=False),
+        sa.Column('agency_id', sa.Text(), nullable=True),
+        sa.Column('details', postgresql.JSONB(), nullable=False),
+        sa.Column('prev_hash', sa.Text(), nullable=False),
+        sa.Column('hash', sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint('seq')
+    )
+    op.create_table('audit_outbox',
+        sa.Column('id', sa.BigInteger(), nullable=False),
+        sa.Column('at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+        sa.Column('actor', sa.Text(), nullable=False),
+        sa.Column('action', sa.Text(), nullable=False),
+        sa.Column('subject', sa.Text(), server_default='', nullable=False),
+        sa.Column('purpose', sa.Text(), server_default='', nullable=False),
+        sa.Column('outcome', sa.Text(), server_default='done', nullable=False),
+        sa.Column('agency_id', sa.Text(), nullable=True),
+        sa.Column('details', postgresql.JSONB(), server_default='{}', nullable=False),
+        sa.PrimaryKeyConstraint('id')
+    )
+    op.create_table('policy_versions',
+        sa.Column('sha256', sa.Text(), nullable=False),
+        sa.Column('version', sa.Text(), nullable=False),
+        sa.Column('document', sa.Text(), nullable=False),
+        sa.Column('proposed_at', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('effective_at', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('proposed_by', sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint('sha256')
+    )
+    op.create_table('officer_cohorts',
+        sa.Column('officer_id', sa.Integer(), nullable=False),
+        sa.Column('attribute', sa.Text(), nullable=False),
+        sa.Column('value', sa.Text(), nullable=False),
+        sa.Column('consented_at', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('withdrawn_at', sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(['officer_id'], ['officers.id'], name='officer_cohorts_officer_fk', ondelete='CASCADE'),
+        sa.PrimaryKeyConstraint('officer_id', 'attribute')
+    )
+    op.create_table('privacy_biometric_tables',
+        sa.Column('name', sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint('name')
+    )
     bind.execute(sa.text(_APPEND_ONLY_SQL))
     bind.execute(sa.text(_ROLES_SQL))
     bind.execute(sa.text(_BIOMETRIC_SQL))

@@ -50,6 +50,3 @@ def main(argv: list[str] | None = None) -> int:
     result = args.func(args)
     return int(result or 0)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

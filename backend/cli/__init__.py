@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import sys
 
 # module path -> it defines register(subparsers); order is the order in --help
 _COMMAND_MODULES = [

@@ -1,5 +1,5 @@
-"""The backend's exception tree. Lower-layer errors (FrameError, asyncpg, aiomqtt) are mapped
-here at the boundary where they are caught, raised ``from`` the original."""
+"""The backend's exception tree. Lower-layer errors (a FrameError, for one) are mapped to these
+at the boundary where they are caught, raised ``from`` the original."""
 from __future__ import annotations
 
 
@@ -20,10 +20,6 @@ class FrameRejected(VigilBackendError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
-
-
-class StorageUnavailable(VigilBackendError):
-    """The database did not answer; the caller keeps the data and retries."""
 
 
 class NotFound(VigilBackendError):

@@ -1,4 +1,4 @@
-"""The gateway package's exception tree. Lower-layer errors (bleak, aiomqtt, sqlite3, httpx)
+"""The gateway package's exception tree. Lower-layer errors (bleak, sqlite3, httpx)
 are mapped to these at the boundary and chained with ``raise ... from exc``; each message says
 what to do about it."""
 from __future__ import annotations
@@ -27,10 +27,6 @@ class LinkError(GatewayError):
         self.advice = advice
 
 
-class DeviceNotFoundError(LinkError):
-    """The wearable is provisioned but not advertising within reach of this gateway."""
-
-
 class DownlinkError(GatewayError):
     """A command could not be written to a wearable's control characteristic."""
 
@@ -38,10 +34,6 @@ class DownlinkError(GatewayError):
         super().__init__(f"VG-{device_id:08X}: downlink failed: {reason}")
         self.device_id = device_id
         self.reason = reason
-
-
-class BrokerUnavailableError(GatewayError):
-    """The MQTT broker cannot be reached; frames wait in the durable queue."""
 
 
 class QueueError(GatewayError):

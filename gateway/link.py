@@ -19,6 +19,7 @@ from bleak import BleakClient
 from bleak.exc import BleakError
 
 from firmware import frame, profile
+from gateway.backoff import retry_delay
 from gateway.exceptions import DownlinkError, LinkError
 from gateway.metrics import GatewayMetrics
 from gateway.scanner import Discovery
@@ -50,25 +51,21 @@ def reconnect_delay(attempt: int, error: BaseException | None, jitter: float) ->
     Pure: ``jitter`` is a uniform random number in [0, 1) supplied by the caller. ``error`` is
     why the previous attempt ended: None for a link that worked and then dropped (retry almost at
     once), a timeout for a slow or absent device (back off from a higher base), anything else
-    from the normal base. The ceiling doubles per attempt up to RETRY_CAP_S.
+    from the normal base. The ceiling doubles per attempt up to RETRY_CAP_S
+    (:func:`gateway.backoff.retry_delay`).
 
     >>> reconnect_delay(1, None, 0.5)
     0.025
     >>> reconnect_delay(20, TimeoutError(), 0.999) <= RETRY_CAP_S
     True
     """
-    if not 0.0 <= jitter < 1.0:
-        raise ValueError("jitter must be in [0, 1)")
-    if attempt <= 0:
-        return 0.0
     if error is None:
         base = RELINK_BASE_S
     elif isinstance(error, (TimeoutError, asyncio.TimeoutError)):
         base = SLOW_ERROR_BASE_S
     else:
         base = RETRY_BASE_S
-    ceiling = min(RETRY_CAP_S, base * (2 ** min(attempt - 1, 30)))
-    return jitter * ceiling
+    return retry_delay(attempt, base, RETRY_CAP_S, jitter)
 
 
 @dataclass(eq=False)

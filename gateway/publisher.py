@@ -25,6 +25,7 @@ from paho.mqtt.properties import Properties
 
 from firmware import frame
 from gateway import topics
+from gateway.backoff import retry_delay
 from gateway.config import GatewaySettings
 from gateway.exceptions import DownlinkError
 from gateway.link import DeviceLink, DownlinkCommand
@@ -39,20 +40,14 @@ log = logging.getLogger("vigil.gateway.mqtt")
 PUBLISH_BATCH = 500
 # Events have their own lane, so an SOS never waits behind a batch of telemetry.
 EVENT_BATCH = 50
-# Broker reconnect backoff: short enough that a restarted broker gets its backlog in seconds.
+# Broker reconnect backoff (gateway.backoff): short enough that a restarted broker gets its
+# backlog in seconds.
 BROKER_RETRY_BASE_S = 0.25
 BROKER_RETRY_CAP_S = 4.0
 # The broker keeps the session (downlink subscription and its queued commands) this long.
 SESSION_EXPIRY_S = 24 * 3600
 # How long one publish may wait for its PUBACK before the connection is considered broken.
 PUBLISH_TIMEOUT_S = 10.0
-
-
-def broker_retry_delay(attempt: int, jitter: float) -> float:
-    """Full-jitter exponential backoff for broker reconnects (pure; jitter in [0, 1))."""
-    if attempt <= 0:
-        return 0.0
-    return jitter * min(BROKER_RETRY_CAP_S, BROKER_RETRY_BASE_S * (2 ** min(attempt - 1, 30)))
 
 
 class MqttBridge:
@@ -125,8 +120,9 @@ class MqttBridge:
                 self.connected.clear()
             if stop.is_set():
                 break
+            delay = retry_delay(attempt, BROKER_RETRY_BASE_S, BROKER_RETRY_CAP_S, self._rng.random())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), broker_retry_delay(attempt, self._rng.random()))
+                await asyncio.wait_for(stop.wait(), delay)
 
     async def _connected(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         """Run the connection's loops until stop (return) or a broker error (raises an

@@ -10,17 +10,19 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from gateway.backoff import retry_delay
+
 # The broker keeps our subscriptions and undelivered QoS 1 frames this long while we are away.
 SESSION_EXPIRY_S = 3600
-# Reconnect delays: capped exponential with full jitter, so many backends don't stampede.
+# Reconnect delays (gateway.backoff): capped exponential with full jitter, so many backends
+# don't stampede a restarted broker.
 RECONNECT_BASE_S = 0.5
 RECONNECT_CAP_S = 15.0
 
 
 def reconnect_delay(attempt: int, rng: random.Random | None = None) -> float:
-    """Full-jitter backoff as a pure function of the attempt number (0-based)."""
-    ceiling = min(RECONNECT_CAP_S, RECONNECT_BASE_S * (2 ** attempt))
-    return (rng or random).uniform(0, ceiling)
+    """Seconds before reconnect attempt ``attempt`` (0 = the first retry), with the backend's tuning."""
+    return retry_delay(attempt + 1, RECONNECT_BASE_S, RECONNECT_CAP_S, (rng or random).random())
 
 
 def tls_context(ca_file: str | None = None):
@@ -47,12 +49,6 @@ def client_for(url: str, identifier: str, persistent: bool = True, *, ca_file: s
         protocol=aiomqtt.ProtocolVersion.V5, clean_start=not persistent, properties=props,
         tls_context=tls, **kwargs,
     )
-
-
-def user_properties(message: aiomqtt.Message) -> dict[str, str]:
-    props = getattr(message, "properties", None)
-    pairs = getattr(props, "UserProperty", None) or []
-    return {k: v for k, v in pairs}
 
 
 # ---- the uplink subscriber ---------------------------------------------------------------------------

@@ -11,10 +11,11 @@ import pytest
 
 from firmware import frame
 from gateway.config import GatewaySettings
+from gateway.backoff import retry_delay
 from gateway.exceptions import ConfigError, ProvisioningError
 from gateway.link import RETRY_CAP_S, reconnect_delay
 from gateway.provisioning import ProvisionedDevices, parse_device_list
-from gateway.publisher import BROKER_RETRY_CAP_S, broker_retry_delay
+from gateway.publisher import BROKER_RETRY_BASE_S, BROKER_RETRY_CAP_S
 from gateway.sim import scenarios
 from gateway.sim.signals import ACTIVITIES, SensorModel
 from gateway.sim.wearable import SimClock, SimulatedWearable
@@ -41,7 +42,10 @@ class TestReconnectDelay:
             reconnect_delay(1, None, 1.0)
 
     def test_broker_backoff_caps(self):
-        assert broker_retry_delay(0, 0.5) == 0 and broker_retry_delay(50, 0.999) <= BROKER_RETRY_CAP_S
+        def broker_delay(attempt, jitter):
+            return retry_delay(attempt, BROKER_RETRY_BASE_S, BROKER_RETRY_CAP_S, jitter)
+
+        assert broker_delay(0, 0.5) == 0 and broker_delay(50, 0.999) <= BROKER_RETRY_CAP_S
 
 
 def _frames(kind, n, device=1, start=0):

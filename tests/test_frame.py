@@ -198,21 +198,35 @@ def test_telemetry_roundtrip(samples, seq):
     assert (rate, ppg2, [tuple(a) for a in acc2], header.seq) == (50, ppg, acc, seq)
 
 
+def _assert_backend_decode_equals_the_codec(payload, got):
+    """``got``, the backend's decode of ``payload``, is what firmware.frame's codec makes of it:
+    the same values (as int32 / int16 arrays) or a FrameError with the same reason and detail."""
+    try:
+        want = F.decode_telemetry(payload)
+    except F.FrameError as exc:
+        assert isinstance(got, F.FrameError) and (got.reason, got.detail) == (exc.reason, exc.detail)
+        return
+    assert not isinstance(got, F.FrameError), got
+    assert got[:2] == want[:2]
+    assert got[2].dtype == np.int32 and got[2].tolist() == list(want[2])
+    assert got[3].dtype == np.int16 and got[3].shape == (len(want[3]), 3)
+    assert [tuple(a) for a in got[3].tolist()] == [tuple(a) for a in want[3]]
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 0xFFFFFF), st.integers(-32767, 32767), st.integers(-32767, 32767), st.integers(-32767, 32767)), min_size=1, max_size=F.MAX_SAMPLES),
        st.integers(0, 255))
-def test_backend_bulk_decode_equals_the_frame_codec(samples, led):
-    from backend.ingest.service import decode_telemetry
+def test_backend_decode_of_one_payload_equals_the_frame_codec(samples, led):
+    from backend.ingest.service import decode_telemetry_batch
 
     payload = F.encode_telemetry(50, [s[0] for s in samples], [s[1:] for s in samples], led)
-    rate, led_current, ppg, accel = decode_telemetry(payload)
-    ref = F.decode_telemetry(payload)
-    assert (rate, led_current) == (ref[0], ref[1])
-    assert ppg.dtype == np.int32 and ppg.tolist() == list(ref[2])
-    assert accel.shape == (len(samples), 3) and [tuple(a) for a in accel.tolist()] == [tuple(a) for a in ref[3]]
+    [got] = decode_telemetry_batch([payload])  # a single frame is a batch of one
+    assert not isinstance(got, F.FrameError)
+    _assert_backend_decode_equals_the_codec(payload, got)
     for bad in (payload[:-1], payload[:2], bytes([50, 0, 0, 0])):
-        with pytest.raises(F.FrameError):
-            decode_telemetry(bad)
+        [got] = decode_telemetry_batch([bad])
+        assert isinstance(got, F.FrameError)
+        _assert_backend_decode_equals_the_codec(bad, got)
 
 
 _sample = st.tuples(st.integers(0, 0xFFFFFF), st.integers(-32767, 32767), st.integers(-32767, 32767), st.integers(-32767, 32767))
@@ -223,28 +237,24 @@ def _telemetry_payload(draw):
     samples = draw(st.lists(_sample, min_size=1, max_size=4))
     payload = bytearray(F.encode_telemetry(draw(st.sampled_from([25, 50])), [s[0] for s in samples],
                                            [s[1:] for s in samples], draw(st.integers(0, 255))))
-    damage = draw(st.sampled_from(["none", "none", "rate0", "count", "truncate"]))
+    damage = draw(st.sampled_from(["none", "none", "rate0", "count", "truncate", "extend"]))
     if damage == "rate0":
         payload[0] = 0
     elif damage == "count":  # the sample count disagrees with the length
-        payload[1] = draw(st.sampled_from([0, len(samples) + 1, 255]))
+        payload[1] = draw(st.sampled_from([0, len(samples) + 1, F.MAX_SAMPLES + 1, 255]))
     elif damage == "truncate":
         payload = payload[:draw(st.integers(0, len(payload) - 1))]
+    elif damage == "extend":
+        payload += bytes(draw(st.integers(1, 2 * F.TELEMETRY_SAMPLE_LEN)))
     return bytes(payload)
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(_telemetry_payload(), min_size=1, max_size=12))
-def test_backend_batch_decode_equals_one_by_one(payloads):
-    from backend.ingest.service import decode_telemetry, decode_telemetry_batch
+def test_backend_batch_decode_equals_the_frame_codec(payloads):
+    from backend.ingest.service import decode_telemetry_batch
 
-    for payload, got in zip(payloads, decode_telemetry_batch(payloads), strict=True):
-        try:
-            want = decode_telemetry(payload)
-        except F.FrameError as exc:
-            assert isinstance(got, F.FrameError) and got.reason == exc.reason
-            continue
-        assert not isinstance(got, F.FrameError)
-        assert got[:2] == want[:2]
-        assert got[2].dtype == np.int32 and got[2].tolist() == want[2].tolist()
-        assert got[3].dtype == np.int16 and got[3].tolist() == want[3].tolist()
+    got = decode_telemetry_batch(payloads)
+    assert len(got) == len(payloads)
+    for payload, decoded in zip(payloads, got):
+        _assert_backend_decode_equals_the_codec(payload, decoded)

@@ -36,7 +36,7 @@ class VerifiedFrame:
     device: DeviceRecord
     gateway: str
     header: F.Header
-    decoded: tuple | bytes  # bytes: a telemetry payload not decoded yet (FrameVerifier.authenticate)
+    decoded: tuple  # firmware.frame's payload tuple; telemetry's samples as arrays (decode_telemetry_batch)
     location: dict | None
 
 
@@ -55,10 +55,45 @@ class FrameVerifier:
     def __init__(self, registry: DeviceRegistry):
         self._registry = registry
 
-    def authenticate(self, topic: str, payload: bytes, props: dict[str, str] | None = None) -> VerifiedFrame:
-        """Raise FrameRejected, or return the verified frame (its seq now consumed), decoded but
-        for a telemetry payload: its ``decoded`` is the decrypted bytes, which ingest decodes
-        with the rest of its batch (:func:`decode_telemetry_batch`)."""
+    def verify(self, messages: list[tuple]) -> list[VerifiedFrame | FrameRejected]:
+        """Messages (topic, payload, user properties, ...): each checked in the order above (its
+        seq consumed when the tag is good), the telemetry payloads among them decoded together
+        (:func:`decode_telemetry_batch`). Returns, in order, each message's verified frame or
+        why it was refused."""
+        results: list[VerifiedFrame | FrameRejected] = []
+        telemetry: list[tuple[int, DeviceRecord, str, F.Header, bytes]] = []
+        for topic, payload, props, *_ in messages:
+            try:
+                device, gateway, header, body = self._open(topic, payload)
+                decoded = None
+                if header.frame_type != F.TYPE_TELEMETRY:
+                    try:
+                        decoded = F.decode_payload(header.frame_type, body)
+                    except F.FrameError as exc:
+                        raise FrameRejected(exc.reason, exc.detail) from exc
+                if device.officer_id is None:
+                    raise FrameRejected("unassigned_device", str(header.device_id))
+            except FrameRejected as exc:
+                results.append(exc)
+                continue
+            if decoded is None:
+                telemetry.append((len(results), device, gateway, header, body))
+                results.append(None)  # decoded below, with the rest of the batch's telemetry
+            else:
+                location = _location(props) if header.frame_type == F.TYPE_EVENT else None
+                results.append(VerifiedFrame(device, gateway, header, decoded, location))
+        if telemetry:
+            for (i, device, gateway, header, _), decoded in zip(
+                    telemetry, decode_telemetry_batch([body for *_, body in telemetry])):
+                if isinstance(decoded, F.FrameError):
+                    results[i] = FrameRejected(decoded.reason, decoded.detail)
+                else:
+                    results[i] = VerifiedFrame(device, gateway, header, decoded, None)
+        return results
+
+    def _open(self, topic: str, payload: bytes) -> tuple[DeviceRecord, str, F.Header, bytes]:
+        """Raise FrameRejected, or return the frame's device, gateway, header and decrypted
+        payload (its seq now consumed)."""
         try:
             where = _parse_topic(topic)
         except topics.TopicError as exc:
@@ -84,12 +119,9 @@ class FrameVerifier:
             device.replay.check(header.seq)
             header, body = F.open_frame(payload, device.keys)
             device.replay.accept(header.seq)
-            decoded = body if header.frame_type == F.TYPE_TELEMETRY else F.decode_payload(header.frame_type, body)
         except F.FrameError as exc:
             raise FrameRejected(exc.reason, exc.detail) from exc
-        if device.officer_id is None:
-            raise FrameRejected("unassigned_device", str(header.device_id))
-        return VerifiedFrame(device, where.gateway, header, decoded, _location(props) if header.frame_type == F.TYPE_EVENT else None)
+        return device, where.gateway, header, body
 
 
 # One telemetry sample as it is packed after the 4-byte header: PPG uint24, then (later in the
@@ -97,54 +129,38 @@ class FrameVerifier:
 _ACCEL = np.dtype("<i2")
 
 
-def decode_telemetry(payload: bytes) -> tuple[int, int, np.ndarray, np.ndarray]:
-    """``firmware.frame.decode_telemetry`` in bulk: the same checks and values, as arrays
-    (ppg (n,) int32 counts, accel (n, 3) int16 milli-g) instead of per-sample Python objects."""
-    if len(payload) < F.TELEMETRY_HEADER_LEN:
-        raise F.FrameError("bad_payload", "telemetry payload of %d bytes" % len(payload))
-    rate_hz, n, led_current = payload[0], payload[1], payload[2]
-    if n == 0 or n > F.MAX_SAMPLES or rate_hz == 0:
-        raise F.FrameError("bad_payload", "%d samples at %d Hz" % (n, rate_hz))
-    if len(payload) != F.TELEMETRY_HEADER_LEN + n * F.TELEMETRY_SAMPLE_LEN:
-        raise F.FrameError("bad_payload", "%d samples in %d bytes" % (n, len(payload)))
-    # uint24 little-endian -> int32: each value's 3 bytes into a zeroed 4-byte cell, then one view
-    cells = np.zeros((n, 4), np.uint8)
-    cells[:, :3] = np.frombuffer(payload, np.uint8, 3 * n, F.TELEMETRY_HEADER_LEN).reshape(n, 3)
-    ppg = cells.view("<i4").reshape(n)
-    accel = np.frombuffer(payload, _ACCEL, 3 * n, F.TELEMETRY_HEADER_LEN + 3 * n).reshape(n, 3)
-    return rate_hz, led_current, ppg, accel
-
-
 def decode_telemetry_batch(payloads: list[bytes]) -> list[tuple[int, int, np.ndarray, np.ndarray] | F.FrameError]:
-    """:func:`decode_telemetry` of many payloads at once: one numpy pass per payload length
-    instead of several calls per frame. Returns, in order, each payload's decoded values (its
-    arrays are views of the batch's) or the FrameError it raises."""
+    """``firmware.frame.decode_telemetry`` of many payloads at once, one numpy pass per payload
+    length: the same checks and values, as arrays (ppg (n,) int32 counts, accel (n, 3) int16
+    milli-g, views of the batch's) instead of per-sample Python objects. Returns, in order, each
+    payload's (rate_hz, led_current, ppg, accel) or the FrameError the codec raises for it; one
+    payload is a batch of one."""
     out: list = [None] * len(payloads)
     by_len: dict[int, list[int]] = defaultdict(list)
     for i, p in enumerate(payloads):
         by_len[len(p)].append(i)
+    h = F.TELEMETRY_HEADER_LEN
     for length, idx in by_len.items():
-        n = (length - F.TELEMETRY_HEADER_LEN) // F.TELEMETRY_SAMPLE_LEN
-        if len(idx) < 2 or not 0 < n <= F.MAX_SAMPLES or length != F.TELEMETRY_HEADER_LEN + n * F.TELEMETRY_SAMPLE_LEN:
-            for i in idx:  # a malformed length (or a lone frame): its exact error or values one by one
-                try:
-                    out[i] = decode_telemetry(payloads[i])
-                except F.FrameError as exc:
-                    out[i] = exc
+        if length < h:
+            for i in idx:
+                out[i] = F.FrameError("bad_payload", "telemetry payload of %d bytes" % length)
             continue
         raw = np.frombuffer(b"".join(payloads[i] for i in idx), np.uint8).reshape(len(idx), length)
         rates, counts, leds = raw[:, 0].tolist(), raw[:, 1].tolist(), raw[:, 2].tolist()
-        h = F.TELEMETRY_HEADER_LEN
-        cells = np.zeros((len(idx), n, 4), np.uint8)
-        cells[:, :, :3] = raw[:, h:h + 3 * n].reshape(len(idx), n, 3)
-        ppg = cells.view("<i4").reshape(len(idx), n)
-        accel = np.ascontiguousarray(raw[:, h + 3 * n:]).view(_ACCEL).reshape(len(idx), n, 3)
+        n = (length - h) // F.TELEMETRY_SAMPLE_LEN
+        if 0 < n <= F.MAX_SAMPLES and length == h + n * F.TELEMETRY_SAMPLE_LEN:
+            # uint24 little-endian -> int32: each value's 3 bytes into a zeroed 4-byte cell, then one view
+            cells = np.zeros((len(idx), n, 4), np.uint8)
+            cells[:, :, :3] = raw[:, h:h + 3 * n].reshape(len(idx), n, 3)
+            ppg = cells.view("<i4").reshape(len(idx), n)
+            accel = np.ascontiguousarray(raw[:, h + 3 * n:]).view(_ACCEL).reshape(len(idx), n, 3)
+        else:
+            n = -1  # no sample count fits this length
         for k, i in enumerate(idx):
-            if counts[k] != n or rates[k] == 0:  # the sample count disagrees with the length
-                try:
-                    out[i] = decode_telemetry(payloads[i])
-                except F.FrameError as exc:
-                    out[i] = exc
+            if counts[k] == 0 or counts[k] > F.MAX_SAMPLES or rates[k] == 0:
+                out[i] = F.FrameError("bad_payload", "%d samples at %d Hz" % (counts[k], rates[k]))
+            elif counts[k] != n:
+                out[i] = F.FrameError("bad_payload", "%d samples in %d bytes" % (counts[k], length))
             else:
                 out[i] = (rates[k], leds[k], ppg[k], accel[k])
     return out
@@ -185,24 +201,11 @@ class IngestService:
         Returns each message's verified frame, or None where it was rejected."""
         received = time.monotonic()
         frames: list[VerifiedFrame | None] = []
-        telemetry: list[int] = []
-        for topic, payload, props, *_ in messages:
-            try:
-                frame = self._verifier.authenticate(topic, payload, props)
-            except FrameRejected as exc:
-                self._rejected(exc, topic)
-                frame = None
-            else:
-                if frame.header.frame_type == F.TYPE_TELEMETRY:
-                    telemetry.append(len(frames))
-            frames.append(frame)
-        if telemetry:
-            for i, decoded in zip(telemetry, decode_telemetry_batch([frames[i].decoded for i in telemetry])):
-                if isinstance(decoded, F.FrameError):
-                    self._rejected(FrameRejected(decoded.reason, decoded.detail), messages[i][0])
-                    frames[i] = None
-                else:
-                    frames[i].decoded = decoded
+        for message, result in zip(messages, self._verifier.verify(messages)):
+            if isinstance(result, FrameRejected):
+                self._rejected(result, message[0])
+                result = None
+            frames.append(result)
         accepted = dict.fromkeys(_KIND_BY_TYPE, 0)
         for frame in frames:
             if frame is not None:

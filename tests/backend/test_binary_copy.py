@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from backend.detection import binary_copy as B
-from backend.detection.service import RAW_COLUMNS, RAW_KINDS
+from backend.detection.raw import RAW_COLUMNS, RAW_KINDS
 
 TABLE = """create temporary table rw (time timestamptz not null, device_id bigint not null, officer_id int,
     rate_hz smallint not null, samples smallint not null, ppg int[] not null, accel_mg smallint[] not null,

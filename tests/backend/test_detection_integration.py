@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from backend.identity import fleet
 from backend.db import engine as db
 from backend.db import schema as t
-from backend.detection import service as detection_service
+from backend.detection import rounds as detection_rounds
 from backend.app.server import serve
 from firmware import frame as F
 from gateway import topics
@@ -69,7 +69,7 @@ async def _wait_for(predicate, timeout=30.0):
 async def test_fall_then_lying_still_pages_fall_then_man_down_and_the_car_never_pages(database_url, mqtt_broker, agency, worker,
                                                                                      monkeypatch):
     if worker == "inline":  # one window per chunk: the two officers' batches are split and rejoined
-        monkeypatch.setattr(detection_service, "INLINE_CHUNK", 1)
+        monkeypatch.setattr(detection_rounds, "INLINE_CHUNK", 1)
     host, port = mqtt_broker
     settings = backend_settings(database_url, host, port, agency, detection_tick_s=0.05, status_flush_s=0.3,
                                 feature_flush_s=0.2, detection_backlog_s=320,  # the whole feed fits: no window skipped
@@ -104,7 +104,7 @@ async def test_fall_then_lying_still_pages_fall_then_man_down_and_the_car_never_
         assert all(s.counters.skipped_windows == 0 and s.counters.restarts == 0 for s in rt.detection.streams.values())
 
         await _wait_for(lambda: rt.detection.features.buffered == 0 and rt.detection.raw.buffered == 0)
-        await _wait_for(lambda: not rt.detection._hold_rows)
+        await _wait_for(lambda: not rt.detection.holds.pending)
         statuses = []
         while not status_sub.queue.empty():
             event = status_sub.queue.get_nowait()

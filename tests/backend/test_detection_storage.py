@@ -11,7 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from backend.db import engine as db
-from backend.detection.service import FEATURE_COLUMNS, RAW_COLUMNS, RAW_KINDS
+from backend.detection.raw import RAW_COLUMNS, RAW_KINDS
+from backend.detection.results import FEATURE_COLUMNS
 from backend.detection.status import StatusBoard
 from backend.detection.store import BatchWriter
 from backend.app.metrics import BackendMetrics

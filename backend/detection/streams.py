@@ -1,0 +1,107 @@
+"""Every device's sample stream, fed from telemetry frames, and the due windows collected into
+model batches.
+
+A device whose clock is not synced stamps its frames from boot: its time is anchored to wall
+time at its first frame, and again when it drifts further than ``CLOCK_REANCHOR_MS`` (not on
+backfill, whose frames are old by design). The samples a stream releases go on to the raw rows
+(:class:`backend.detection.raw.RawRows`); its counters (gaps filled, restarts, late frames) to
+the ``vigil_detection_stream`` metric.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from backend.app.metrics import BackendMetrics
+from backend.detection.hop import HopInput
+from backend.detection.raw import RawRows
+from backend.detection.status import StatusBoard
+from backend.detection.windows import DeviceStream, StreamCounters, TelemetryChunk, Window, WindowConfig
+from backend.ingest.registry import DeviceRegistry
+from firmware import frame as F
+
+# an unsynced device clock is re-anchored to wall time when it drifts further than this
+CLOCK_REANCHOR_MS = 60_000
+
+
+class DeviceStreams:
+    def __init__(self, config: WindowConfig, registry: DeviceRegistry, status: StatusBoard, raw_rows: RawRows,
+                 metrics: BackendMetrics):
+        self.config = config
+        self._registry = registry
+        self._status = status
+        self._raw_rows = raw_rows
+        self._metrics = metrics
+        self.by_device: dict[int, DeviceStream] = {}
+        self._clock_offsets: dict[int, int] = {}
+        self._resets: set[int] = set()
+
+    def push(self, frame, now: float, backfill: bool) -> None:
+        """One verified telemetry frame into its device's stream."""
+        d, h = frame.device, frame.header
+        rate_hz, _led, ppg, accel = frame.decoded
+        offset = 0
+        if h.flags & F.FLAG_CLOCK_UNSYNCED:  # time_ms counts from boot: anchor it to wall time
+            known = self._clock_offsets.get(d.device_id)
+            if known is None or abs(h.time_ms + known - now * 1000) > CLOCK_REANCHOR_MS and not backfill:
+                known = self._clock_offsets[d.device_id] = int(now * 1000) - h.time_ms
+            offset = known
+        chunk = TelemetryChunk(h.seq, h.time_ms, rate_hz, np.asarray(ppg, np.int32), np.asarray(accel, np.int16),
+                               backfill, offset)
+        stream = self.by_device.get(d.device_id)
+        if stream is None:
+            stream = self.by_device[d.device_id] = DeviceStream(d.device_id, self.config)
+        before = (stream.counters.gaps_filled, stream.counters.restarts, stream.counters.late_frames)
+        self._raw_rows.released(d.device_id, stream.push(chunk, now), now)
+        self._count(stream, before)
+
+    def _count(self, stream: DeviceStream, before: tuple[int, int, int]) -> None:
+        c = stream.counters
+        if before == (c.gaps_filled, c.restarts, c.late_frames):
+            return  # nothing happened to the stream: the usual case
+        for kind, old, new in zip(("gap_filled", "restart", "late_frame"), before, (c.gaps_filled, c.restarts, c.late_frames)):
+            if new > old:
+                self._metrics.detection_stream.labels(kind).inc(new - old)
+
+    def __getitem__(self, device_id: int) -> DeviceStream:
+        return self.by_device[device_id]
+
+    def counters(self, device_id: int) -> StreamCounters | None:
+        stream = self.by_device.get(device_id)
+        return stream.counters if stream else None
+
+    def reset_man_down(self, device_id: int) -> None:
+        """A supervisor or the officer cleared a man-down alarm: re-arm the detector with the device's next window."""
+        self._resets.add(device_id)
+
+    def collect(self, now: float) -> tuple[list[HopInput], frozenset[int]]:
+        """Take one due window from every device that has one, grouped into batches by
+        (placement, rate, first window or not): one model call per batch. Also returns the
+        devices among them whose man-down alarm is to be re-armed."""
+        for device_id, stream in self.by_device.items():
+            if stream.waiting:
+                self._raw_rows.released(device_id, stream.release(now), now)
+        self._raw_rows.flush_paused(now)
+        groups: dict[tuple, list[tuple[Window, bool]]] = defaultdict(list)
+        resets = set()
+        for device_id, stream in self.by_device.items():
+            if not stream.due():
+                continue
+            record = self._registry.get(device_id)
+            if record is None or record.officer_id is None:
+                stream.take_window()  # unassigned now: skip, never page for nobody
+                continue
+            if device_id in self._resets:
+                resets.add(device_id)
+                self._resets.discard(device_id)
+            window = stream.take_window()
+            st = self._status.devices.get(device_id)
+            worn = st is None or not (st.worn is False or st.skin_contact is False)
+            groups[(record.placement, stream.rate_hz, window.first)].append((window, worn))
+        batches = []
+        for (placement, rate, first), items in groups.items():
+            w, hop, step = self.config.samples(rate)
+            batches.append(HopInput(placement, rate, w, hop, step, None if first else hop,
+                                    [i[0] for i in items], [], np.array([i[1] for i in items])))
+        return batches, frozenset(resets)

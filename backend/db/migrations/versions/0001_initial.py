@@ -186,7 +186,7 @@ def upgrade() -> None:
     )
     op.create_index('features_device_time', 'features', ['device_id', 'time'], unique=False)
     if mode == "timescaledb":
-        op.execute("select create_hypertable('features', 'time', chunk_time_interval => interval '1 day')")
+        op.execute("select create_hypertable('features', 'time', chunk_time_interval => interval '1 day', create_default_indexes => false)")
     op.execute(sa.text("insert into vigil_meta (key, value) values ('storage_mode', :m)").bindparams(m=mode))
     op.execute(_PARTITION_FUNCTION)
     op.execute("select vigil_ensure_partitions(2, 3)")

@@ -36,7 +36,7 @@ def upgrade() -> None:
     )
     op.create_index('raw_windows_device_time', 'raw_windows', ['device_id', 'time'], unique=False)
     if mode == "timescaledb":
-        op.execute("select create_hypertable('raw_windows', 'time', chunk_time_interval => interval '1 day')")
+        op.execute("select create_hypertable('raw_windows', 'time', chunk_time_interval => interval '1 day', create_default_indexes => false)")
     op.create_table('raw_holds',
         sa.Column('alert_id', sa.UUID(), nullable=False),
         sa.Column('device_id', sa.BigInteger(), nullable=False),

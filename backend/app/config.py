@@ -1,12 +1,14 @@
 """Backend configuration: the one settings class of this deployable (environment: VIGIL_*)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backend.exceptions import ConfigurationError
+from backend.privacy.loader import RAW_CEILING_HOURS, SHIPPED_POLICY
 
 # Accepted only when environment == "development"; production refuses to start with it.
 DEVELOPMENT_SECRET = "vigil-development-secret-do-not-use-in-production"
@@ -15,7 +17,8 @@ DEVELOPMENT_SECRET = "vigil-development-secret-do-not-use-in-production"
 class BackendSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VIGIL_", env_file=".env", extra="ignore")
 
-    environment: Literal["development", "production"] = "development"
+    environment: Literal["development", "production"] = Field(
+        "development", description="production refuses the development secret key")
     database_url: str = Field(
         "postgresql+asyncpg://postgres@127.0.0.1:5432/vigil",
         description="SQLAlchemy async URL of the PostgreSQL (TimescaleDB when available) database",
@@ -24,8 +27,8 @@ class BackendSettings(BaseSettings):
     mqtt_client_id: str = Field("vigil-backend", description="fixed id: the broker keeps our QoS 1 session")
     agencies: list[str] = Field(["+"], description="agencies this backend serves; '+' means all")
     secret_key: SecretStr = Field(SecretStr(DEVELOPMENT_SECRET), description="signs tokens, wraps device keys")
-    http_host: str = "127.0.0.1"
-    http_port: int = 8000
+    http_host: str = Field("127.0.0.1", description="address the API and dashboard listen on")
+    http_port: int = Field(8000, description="port the API and dashboard listen on")
     db_retry_interval_s: float = Field(2.0, gt=0, description="how often to retry writes while the database is down")
     registry_refresh_s: float = Field(10.0, gt=0, description="how often to reload devices and assignments")
     token_ttl_s: int = Field(8 * 3600, gt=0, description="lifetime of a person's access token")
@@ -61,6 +64,13 @@ class BackendSettings(BaseSettings):
     ssl_keyfile: str | None = Field(None, description="private key of ssl_certfile (PEM)")
     login_max_failures: int = Field(5, ge=1, description="failed sign-ins per username and client address before a wait")
     login_window_s: float = Field(60.0, gt=0, description="the window in which failed sign-ins are counted")
+    # privacy (backend/privacy/service.py)
+    policy_file: Path = Field(SHIPPED_POLICY, description="the policy document this deployment ships")
+    raw_retention_hours: float | None = Field(None, gt=0, le=RAW_CEILING_HOURS,
+                                              description="keep raw waveforms for less than the policy says (never more)")
+    retention_interval_s: float = Field(600.0, gt=0, description="how often retention runs")
+    audit_drain_interval_s: float = Field(1.0, gt=0, description="how often trigger-written audit events enter the chain")
+    audit_anchor_file: Path | None = Field(None, description="where to write the audit head after each retention run")
 
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> "BackendSettings":

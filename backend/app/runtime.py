@@ -64,7 +64,7 @@ class Runtime:
         self.ingest.detection = self.detection
         self.storage_mode: str | None = None
         self.incidents_loaded = False
-        self.privacy = PrivacyService(self.engine)  # grants, policy versions, retention, audit outbox
+        self.privacy = PrivacyService(self.engine, settings)  # grants, policy versions, retention, audit outbox
         self.stop = asyncio.Event()
 
     async def run(self) -> None:

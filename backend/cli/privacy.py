@@ -180,10 +180,11 @@ def _policy_propose(args: argparse.Namespace) -> int:
 
 
 def _retention_run(args: argparse.Namespace) -> int:
+    from backend.app.config import BackendSettings
     from backend.privacy.service import PrivacyService
 
     async def go(engine):
-        report = await PrivacyService(engine).run_retention_once()
+        report = await PrivacyService(engine, BackendSettings()).run_retention_once()
         print(json.dumps(report, indent=2))
         return 0
     return _run(go)

@@ -10,26 +10,14 @@ from pathlib import Path
 from typing import Callable
 
 import sqlalchemy as sa
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backend.app.config import BackendSettings
 from backend.privacy import audit, retention
 from backend.privacy import store
-from backend.privacy.loader import SHIPPED_POLICY, RAW_CEILING_HOURS, load_policy_file
+from backend.privacy.loader import load_policy_file
 
 log = logging.getLogger("vigil.privacy")
-
-
-class PrivacySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VIGIL_", env_file=".env", extra="ignore")
-
-    policy_file: Path = Field(SHIPPED_POLICY, description="the policy document this deployment ships")
-    raw_retention_hours: float | None = Field(None, gt=0, le=RAW_CEILING_HOURS,
-                                              description="keep raw waveforms for less than the policy says (never more)")
-    retention_interval_s: float = Field(600.0, gt=0, description="how often retention runs")
-    audit_drain_interval_s: float = Field(1.0, gt=0, description="how often trigger-written audit events enter the chain")
-    audit_anchor_file: Path | None = Field(None, description="where to write the audit head after each retention run")
 
 
 def utcnow() -> dt.datetime:
@@ -51,26 +39,29 @@ async def install_shipped_policy(engine: AsyncEngine, path: Path, now: dt.dateti
 
 
 class PrivacyService:
-    def __init__(self, engine: AsyncEngine, settings: PrivacySettings | None = None,
-                 now: Callable[[], dt.datetime] = utcnow):
+    def __init__(self, engine: AsyncEngine, settings: BackendSettings, now: Callable[[], dt.datetime] = utcnow):
         self.engine = engine
-        self.settings = settings or PrivacySettings()
         self.now = now
-        self.policies = store.PolicyStore(engine, load_policy_file(self.settings.policy_file))
+        self.policy_file = settings.policy_file
+        self.raw_retention_hours = settings.raw_retention_hours
+        self.retention_interval_s = settings.retention_interval_s
+        self.audit_drain_interval_s = settings.audit_drain_interval_s
+        self.audit_anchor_file = settings.audit_anchor_file
+        self.policies = store.PolicyStore(engine, load_policy_file(self.policy_file))
         self.ready = asyncio.Event()
 
     async def start(self) -> None:
         await apply_grants(self.engine)
-        await install_shipped_policy(self.engine, self.settings.policy_file, self.now())
+        await install_shipped_policy(self.engine, self.policy_file, self.now())
         self.policies.invalidate()
         self.ready.set()
 
     async def run_retention_once(self) -> dict:
         now = self.now()
         current = await self.policies.current(now)
-        report = await retention.run_retention(self.engine, current.policy, now, self.settings.raw_retention_hours)
-        if self.settings.audit_anchor_file:
-            await audit.write_anchor(self.engine, self.settings.audit_anchor_file)
+        report = await retention.run_retention(self.engine, current.policy, now, self.raw_retention_hours)
+        if self.audit_anchor_file:
+            await audit.write_anchor(self.engine, self.audit_anchor_file)
         return report
 
     async def run(self) -> None:
@@ -85,8 +76,8 @@ class PrivacyService:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._every(self.settings.retention_interval_s, self.run_retention_once, "retention"), name="retention")
-            tg.create_task(self._every(self.settings.audit_drain_interval_s, lambda: audit.drain_outbox(self.engine), "audit outbox"),
+            tg.create_task(self._every(self.retention_interval_s, self.run_retention_once, "retention"), name="retention")
+            tg.create_task(self._every(self.audit_drain_interval_s, lambda: audit.drain_outbox(self.engine), "audit outbox"),
                            name="audit-outbox")
 
     async def _every(self, interval_s: float, job, what: str) -> None:

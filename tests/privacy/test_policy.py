@@ -80,7 +80,7 @@ async def test_policy_change_waits_for_notice_and_is_audited(database_url):
     settings = BackendSettings(database_url=database_url)
     migrate(settings)
     engine = db.create_engine(settings)
-    privacy = PrivacyService(engine, now=lambda: T0)
+    privacy = PrivacyService(engine, settings, now=lambda: T0)
     await privacy.start()
     first = await privacy.policies.current(T0)
     assert first.policy.sha256 == load_policy_file().sha256 and first.effective_at == T0

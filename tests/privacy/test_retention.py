@@ -23,7 +23,7 @@ async def _count(engine, sql: str, **params) -> int:
 async def test_clock_moves_past_the_limits_and_only_held_data_stays(world):
     engine = db.create_engine(world.settings)
     clock = [NOW]
-    privacy = PrivacyService(engine, now=lambda: clock[0])
+    privacy = PrivacyService(engine, world.settings, now=lambda: clock[0])
     await privacy.start()
     # Alice has an open incident raised 10 min ago: her data from 20 min before it is held.
     alert = await open_incident(engine, world.agency, world.alice, world.alice_device, NOW - dt.timedelta(minutes=10))

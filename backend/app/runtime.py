@@ -17,6 +17,7 @@ from backend.incidents.downlink import DownlinkService
 from backend.db import engine as db
 from backend.app.config import BackendSettings
 from backend.detection import DetectionService
+from backend.detection.status import StatusBoard
 from backend.incidents.hub import LiveHub
 from backend.ingest.service import IngestService
 from backend.app.metrics import BackendMetrics
@@ -52,15 +53,18 @@ class Runtime:
         self.metrics = BackendMetrics()
         self.hub = LiveHub()
         self.registry = DeviceRegistry(self.engine, settings.secret_key.get_secret_value())
-        self.alerts = AlertService(self.engine, self.hub, self.metrics, escalate_after_s=settings.escalate_after_s,
-                                   cancel_grace_s=settings.cancel_grace_s)
-        self.downlink = DownlinkService(settings, self.engine, self.registry, self.alerts)
+        # the officer board: device status, last gateway and open incident of each officer
+        self.status = StatusBoard(settings.device_offline_s, settings.battery_low_pct, self.engine)
+        self.alerts = AlertService(self.engine, self.hub, self.metrics, status=self.status,
+                                   escalate_after_s=settings.escalate_after_s, cancel_grace_s=settings.cancel_grace_s)
+        self.downlink = DownlinkService(settings, self.engine, self.registry, self.alerts, self.status)
         self.alerts.downlink = self.downlink
         if settings.cad_webhook_url:
             self.alerts.dispatch = DispatchWebhook(settings.cad_webhook_url, self.alerts, settings.cad_retry_base_s)
         self.revoked = RevokedTokens(self.engine)
         self.ingest = IngestService(settings, self.registry, self.alerts, self.metrics)
-        self.detection = DetectionService(settings, self.engine, self.registry, self.alerts, self.hub, self.metrics)
+        self.detection = DetectionService(settings, self.engine, self.registry, self.alerts, self.hub, self.metrics,
+                                          status=self.status)
         self.ingest.detection = self.detection
         self.storage_mode: str | None = None
         self.incidents_loaded = False

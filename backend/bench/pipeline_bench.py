@@ -112,7 +112,7 @@ async def _run(devices: int, simulated_s: float, gc_mode: str, progress) -> Pipe
         return None
 
     detection = DetectionService(settings, runtime.engine, runtime.registry, runtime.alerts, runtime.hub, runtime.metrics,
-                                 wall=lambda: now[0], store_copy=sink)
+                                 status=runtime.status, wall=lambda: now[0], store_copy=sink)
     runtime.ingest.detection = detection
     keys = [F.DeviceKeys(os.urandom(F.KEY_LEN)) for _ in range(devices)]
     for i, k in enumerate(keys):

@@ -104,7 +104,8 @@ class DetectionService:
         now = self._wall()
         d, h = frame.device, frame.header
         backfill = bool(h.flags & F.FLAG_BACKFILL)
-        st = self.status.seen(d.device_id, d.agency_id, d.officer_id, d.officer_name, frame.gateway, now, backfill)
+        st = self.status.seen(d.device_id, d.agency_id, d.officer_id, d.officer_name, frame.gateway, now, backfill,
+                              d.officer_unit)
         if h.frame_type == F.TYPE_STATUS:
             self.status.status_frame(st, frame.decoded)
         elif h.frame_type == F.TYPE_EVENT:

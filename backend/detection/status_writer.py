@@ -57,7 +57,7 @@ class DeviceStatusWriter:
         rows = []
         for st in dirty:
             c = self._streams.counters(st.device_id)
-            connected = st.published["device"] == "connected" if st.published else True
+            connected = st.published.device == "connected" if st.published else True
             rows.append({
                 "device_id": st.device_id, "last_seen": utc(st.last_seen * 1000), "gateway": st.gateway,
                 "connected": connected, "battery_pct": st.battery_pct, "battery_mv": st.battery_mv,

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.incidents.rules import (ALERT_TYPES, CANCELLABLE, EVENT_CANCEL, EVENT_TRANSITIONS, OUTCOMES,
                                  alert_id, outranks)
 from backend.db import schema as t
+from backend.detection.status import OpenIncident, StatusBoard
 from backend.exceptions import Conflict, NotFound
 from backend.incidents.hub import LiveHub
 from backend.app.metrics import BackendMetrics
@@ -103,9 +104,10 @@ def _incident_key(officer_id: int | None, device_id: int) -> tuple[str, int]:
 class AlertService:
     def __init__(self, engine: AsyncEngine, hub: LiveHub, metrics: BackendMetrics,
                  now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc), *,
-                 escalate_after_s: float = 30.0, cancel_grace_s: float = 60.0):
+                 status: StatusBoard, escalate_after_s: float = 30.0, cancel_grace_s: float = 60.0):
         self._engine = engine
         self._hub = hub
+        self._status = status  # the officer board: an incident's changes show on it
         self._metrics = metrics
         self._now = now
         self.escalate_after_s = escalate_after_s
@@ -117,7 +119,6 @@ class AlertService:
         self._wake = asyncio.Event()
         self.dispatch: DispatchWebhook | None = None
         self.downlink: DownlinkService | None = None
-        self.last_gateway: dict[int, str] = {}
 
     # ---- what is open, what is waiting -------------------------------------------------------
 
@@ -134,8 +135,8 @@ class AlertService:
         return found if found is not None and found.id == alert else None
 
     def note_gateway(self, device_id: int, gateway: str) -> None:
-        """The gateway that last forwarded this device's frames: where its downlink goes."""
-        self.last_gateway[device_id] = gateway
+        """Nothing: the status board records the gateway of every frame (StatusBoard.seen).
+        Kept only until ingest stops calling it."""
 
     # ---- raising ----------------------------------------------------------------------------
 
@@ -213,8 +214,7 @@ class AlertService:
         self._transition(incident, "acknowledged", actor, note, self._now())
         self._publish(incident, "acknowledged")
         if self.downlink is not None:
-            gateway = self.last_gateway.get(incident.device_id) or incident.explanation.get("gateway")
-            self.downlink.help_coming(incident, gateway)
+            self.downlink.help_coming(incident)
         await self._store_or_keep(incident, insert_only=False)
         return incident
 
@@ -317,12 +317,11 @@ class AlertService:
         data = incident.public()
         data["change"] = change
         self._hub.publish(incident.agency_id, "alert", data)
-        if change in ("raised", "upgraded", "acknowledged", "resolved", "escalated") and incident.officer_id is not None:
-            self._hub.publish(incident.agency_id, "officer_incident", {
-                "officer_id": incident.officer_id, "officer_name": incident.officer_name,
-                "device_id": incident.device_id, "status": "ok" if not incident.is_open else "incident",
-                "alert_id": str(incident.id), "kind": incident.kind, "incident_state": incident.state,
-            })
+        if incident.officer_id is not None:
+            status = self._status.incident_changed(incident.device_id, incident.agency_id, incident.officer_id,
+                                                   incident.officer_name, _on_board(incident), self._now().timestamp())
+            if status is not None:
+                self._hub.publish(incident.agency_id, "officer_status", status.to_json())
 
     def _remember(self, aid: uuid.UUID, alert: Alert) -> None:
         self._recent[aid] = alert
@@ -427,6 +426,8 @@ class AlertService:
             self._remember(alert.id, alert)
             if alert.is_open:
                 self._open.setdefault(_incident_key(alert.officer_id, alert.device_id), alert)
+                if alert.officer_id is not None:
+                    self._status.incidents[alert.officer_id] = _on_board(alert)
                 reopened += 1
         if reopened:
             log.warning("%d open incidents taken back after a restart", reopened)
@@ -471,6 +472,12 @@ class AlertService:
             )).mappings().all()
         match["transitions"] = [{**s, "at": s["at"].isoformat()} for s in steps]
         return match
+
+
+def _on_board(incident: Alert) -> OpenIncident | None:
+    if not incident.is_open:
+        return None
+    return OpenIncident(str(incident.id), incident.kind, incident.priority, incident.state, incident.escalated)
 
 
 def _row_public(r) -> dict:

@@ -3,8 +3,8 @@
 The command frame is sealed with the device's own keys (the gateway cannot forge one) and a
 per-device sequence number that only grows, across restarts: numbers are reserved from the
 database in blocks, so a command can still be sealed while the database is briefly away. It is
-published (QoS 1) to the downlink topic of the gateway that last forwarded the device's frames;
-the gateway's JSON result is recorded on the incident."""
+published (QoS 1) to the downlink topic of the gateway that last forwarded the device's frames
+(the status board knows it); the gateway's JSON result is recorded on the incident."""
 from __future__ import annotations
 
 import asyncio
@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.db import schema as t
 from backend.app.config import BackendSettings
+from backend.detection.status import StatusBoard
 from backend.ingest.mqtt import client_for, reconnect_delay
 from backend.ingest.registry import DeviceRegistry
 from backend.app.waiting import wait_for_any
@@ -55,11 +56,13 @@ class Command:
 
 
 class DownlinkService:
-    def __init__(self, settings: BackendSettings, engine: AsyncEngine, registry: DeviceRegistry, alerts: "AlertService"):
+    def __init__(self, settings: BackendSettings, engine: AsyncEngine, registry: DeviceRegistry, alerts: "AlertService",
+                 status: StatusBoard):
         self._settings = settings
         self._engine = engine
         self._registry = registry
         self._alerts = alerts
+        self._status = status  # where each device was last heard
         self._reserved: dict[int, list[int]] = {}  # device -> [next, last reserved]
         self._queue: collections.deque[Command] = collections.deque()
         self._records: collections.deque[tuple[str, dict]] = collections.deque()
@@ -79,7 +82,8 @@ class DownlinkService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def help_coming(self, incident: "Alert", gateway: str | None) -> None:
+    def help_coming(self, incident: "Alert") -> None:
+        gateway = self._status.last_gateway(incident.device_id) or incident.explanation.get("gateway")
         self._queue.append(Command(incident.id, incident.agency_id, incident.device_id, gateway, F.COMMAND_HELP_COMING))
         self._wake.set()
 
@@ -115,13 +119,6 @@ class DownlinkService:
 
     # ---- sending -------------------------------------------------------------------------------
 
-    async def _gateway_for(self, device_id: int) -> str | None:
-        async with self._engine.connect() as conn:
-            return (await conn.execute(
-                sa.select(t.gateway_devices.c.gateway_id).where(t.gateway_devices.c.device_id == device_id)
-                .order_by(t.gateway_devices.c.gateway_id).limit(1)
-            )).scalar()
-
     async def _seal(self, cmd: Command) -> bool:
         """Fill in seq and frame; False when it cannot be sent (recorded on the incident)."""
         device = self._registry.get(cmd.device_id)
@@ -129,7 +126,7 @@ class DownlinkService:
             await self._alerts.record(cmd.alert_id, "help_result", "system", "device unknown: no key to seal the command")
             return False
         if cmd.gateway is None:
-            cmd.gateway = await self._gateway_for(cmd.device_id)
+            cmd.gateway = await self._status.gateway_for(cmd.device_id)
             if cmd.gateway is None:
                 await self._alerts.record(cmd.alert_id, "help_result", "system", "no gateway has forwarded this device")
                 return False

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from backend.db import engine as db
 from backend.detection.raw import RAW_COLUMNS, RAW_KINDS
 from backend.detection.results import FEATURE_COLUMNS
-from backend.detection.status import StatusBoard
+from backend.detection.status import OpenIncident, StatusBoard
 from backend.detection.store import BatchWriter
 from backend.app.metrics import BackendMetrics
 from firmware import frame as F
@@ -155,9 +155,32 @@ class TestStatusBoard:
         board = StatusBoard(offline_s=30, battery_low_pct=15)
         st = board.seen(1, "a", 11, "Officer A", "gw1", now=100.0, backfill=False)
         st.alert_at = 100.0
-        assert board.officer_status(st, 101.0)["state"] == "alert"
+        assert board.officer_status(st, 101.0).state == "alert"
         board.seen(1, "a", 11, "Officer A", "gw1", now=500.0, backfill=False)
-        assert board.officer_status(st, 500.0)["state"] == "ok"
+        assert board.officer_status(st, 500.0).state == "ok"
+
+    def test_one_event_shape_with_iso_times_and_the_open_incident(self):
+        board = StatusBoard(offline_s=30, battery_low_pct=15)
+        board.seen(1, "a", 11, "Officer A", "gw1", now=1_772_366_400.5, backfill=False, unit="Patrol 3")
+        (event,) = [e for _, e in board.changes(1_772_366_401.0)]
+        assert event["last_seen"] == "2026-03-01T12:00:00.500000+00:00" and event["unit"] == "Patrol 3"
+        assert event["incident"] is None and event["gateway"] == "gw1"
+        incident = OpenIncident("x-1", "sos", 1, "raised", False)
+        status = board.incident_changed(1, "a", 11, "Officer A", incident, now=1_772_366_402.0)
+        assert status.to_json()["incident"] == {"id": "x-1", "kind": "sos", "priority": 1, "state": "raised", "escalated": False}
+        assert set(status.to_json()) == set(event)                  # one schema, whoever publishes
+        assert board.incident_changed(1, "a", 11, "Officer A", incident, now=1_772_366_402.0) is None  # nothing new
+        assert board.changes(1_772_366_403.0) == []                # already published by the incident
+        assert board.incident_changed(1, "a", 11, "Officer A", None, now=1_772_366_404.0).incident is None
+
+    def test_the_last_gateway_is_the_one_of_the_latest_frame(self):
+        board = StatusBoard(offline_s=30, battery_low_pct=15)
+        assert board.last_gateway(1) is None
+        board.seen(1, "a", 11, "Officer A", "gw1", now=100.0, backfill=False)
+        board.seen(1, "a", 11, "Officer A", "car-7", now=101.0, backfill=False)
+        assert board.last_gateway(1) == "car-7"
+        assert asyncio.run(board.gateway_for(1)) == "car-7"
+        assert asyncio.run(board.gateway_for(2)) is None            # no frame and no database: unknown
 
 
 async def test_one_partition_function_keeps_every_time_series_table_ready(database_url, mqtt_broker, agency):

@@ -15,6 +15,7 @@ from backend.identity import fleet
 from backend.incidents.alerts import AlertService
 from backend.db import engine as db
 from backend.db import schema as t
+from backend.detection.status import StatusBoard
 from backend.incidents.dispatch import DispatchWebhook
 from backend.incidents.hub import LiveHub
 from backend.app.metrics import BackendMetrics
@@ -51,7 +52,8 @@ async def _engine(database_url, agency):
 
 def _service(engine, clock, **kw):
     hub = LiveHub()
-    return AlertService(engine, hub, BackendMetrics(), clock, **kw), hub
+    status = StatusBoard(offline_s=30, battery_low_pct=15, engine=engine)
+    return AlertService(engine, hub, BackendMetrics(), clock, status=status, **kw), hub
 
 
 async def _raise(alerts, agency, officer, seq, kind):
@@ -200,6 +202,45 @@ async def test_open_incident_survives_a_restart(database_url, agency):
         row, steps = await _stored(engine, incident.id)
         assert row["state"] == "acknowledged"
         assert [s for s, _ in steps] == ["raised", "delivered", "upgraded", "acknowledged"]
+    finally:
+        await engine.dispose()
+
+
+async def test_the_officer_board_shows_the_incident_in_the_one_status_shape(database_url, agency):
+    engine, officer = await _engine(database_url, agency)
+    clock = Clock()
+    alerts, hub = _service(engine, clock)
+    sub, _ = hub.subscribe(agency)
+    try:
+        incident = await _raise(alerts, agency, officer, 80, "fall")
+        await alerts.acknowledge(incident.id, "user:sup-1", agency)
+        await alerts.resolve(incident.id, "user:sup-1", agency, "false_alarm")
+        board = [e["data"] for e in _drain(sub) if e["type"] == "officer_status"]
+        assert [b["incident"] and b["incident"]["state"] for b in board] == ["raised", "acknowledged", None]
+        assert board[0]["incident"] == {"id": str(incident.id), "kind": "fall", "priority": 2, "state": "raised",
+                                        "escalated": False}
+        assert all(b["officer_id"] == officer and b["device_id"] == DEVICE and "heart_rate" not in b for b in board)
+        assert {"state", "device", "battery_pct", "last_seen", "unit", "gateway"} <= set(board[0])
+
+        reopened = await _raise(alerts, agency, officer, 81, "sos")
+        restarted, _ = _service(engine, clock)  # a restart: the board learns the open incident from storage
+        await restarted.load_open()
+        assert restarted._status.incidents[officer].id == str(reopened.id)
+    finally:
+        await engine.dispose()
+
+
+async def test_the_last_gateway_falls_back_to_the_database_before_any_frame(database_url, agency):
+    from backend.identity import auth
+
+    engine, _ = await _engine(database_url, agency)
+    try:
+        await auth.register_gateway(engine, agency, f"{agency}-car1", [DEVICE])
+        board = StatusBoard(offline_s=30, battery_low_pct=15, engine=engine)
+        assert board.last_gateway(DEVICE) is None
+        assert await board.gateway_for(DEVICE) == f"{agency}-car1"      # after a restart: the stored assignment
+        board.seen(DEVICE, agency, None, None, "car-9", now=1.0, backfill=False)
+        assert await board.gateway_for(DEVICE) == "car-9"              # a frame arrived: where it came from
     finally:
         await engine.dispose()
 

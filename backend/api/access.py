@@ -56,6 +56,7 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("POST", f"{API}/alerts/{{alert_id}}/acknowledge"): _r("supervisor"),
     ("POST", f"{API}/alerts/{{alert_id}}/resolve"): _r("supervisor"),
     ("GET", f"{API}/live/officers"): _r("supervisor"),
+    ("GET", f"{API}/meta/labels"): Rule(PEOPLE),  # every page's words for priorities, states, outcomes
     ("GET", f"{API}/events"): _r("supervisor"),
     ("WEBSOCKET", f"{API}/ws"): _r("supervisor"),
     # privacy (issue 7): the coarse gate lets every person through; require_access

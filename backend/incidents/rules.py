@@ -35,8 +35,24 @@ EVENT_ALERTS = {
     F.EVENT_FALL_SUSPECTED: "fall",
 }
 
-ALERT_STATES = ("raised", "delivered", "acknowledged", "resolved")
-OUTCOMES = ("real_emergency", "false_alarm", "test", "cancelled_by_officer", "other")
+# The words a person reads for each priority, state and outcome (served to the dashboard by
+# GET /api/v1/meta/labels, so the pages say what the backend means).
+PRIORITY_LABELS = {1: "life threat", 2: "urgent", 3: "check on officer"}
+STATE_LABELS = {
+    "raised": "New",
+    "delivered": "Delivered, not acknowledged",
+    "acknowledged": "Acknowledged — help is coming",
+    "resolved": "Resolved",
+}
+OUTCOME_LABELS = {
+    "real_emergency": "Real emergency",
+    "false_alarm": "False alarm",
+    "test": "Test",
+    "cancelled_by_officer": "Cancelled by officer",
+    "other": "Other",
+}
+ALERT_STATES = tuple(STATE_LABELS)
+OUTCOMES = tuple(OUTCOME_LABELS)
 
 _ALERT_NAMESPACE = uuid.UUID("7f1d3a52-1c0e-4a55-9a8e-6b0d6f2c9e11")
 

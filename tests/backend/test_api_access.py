@@ -11,6 +11,7 @@ import pytest
 import websockets
 
 from backend.api.access import ACCESS, iter_routes
+from backend.incidents.rules import OUTCOME_LABELS, PRIORITY_LABELS, STATE_LABELS
 from backend.identity.security import issue_token
 from tests.backend.api_helpers import login, two_agencies
 
@@ -48,6 +49,10 @@ async def test_every_route_for_every_role(database_url, mqtt_broker, agency):
         gateway = {"Authorization": f"Bearer {a.tokens['gateway']}"}
         assert (await http.get(f"/api/v1/gateways/{a.gateway.gateway_id}/devices", headers=gateway)).json()["devices"] == [{"device_id": a.device_id}]
         assert (await http.get(f"/api/v1/gateways/{b.gateway.gateway_id}/devices", headers=gateway)).status_code == 403
+        # the pages' words come from their one definition
+        words = (await http.get("/api/v1/meta/labels", headers=officer)).json()
+        assert words == {"outcomes": OUTCOME_LABELS, "states": STATE_LABELS,
+                         "priorities": {str(p): text for p, text in PRIORITY_LABELS.items()}}
 
         routes = iter_routes(backend.app)
         assert set(routes) == set(ACCESS), "every route is in the access table, and nothing else is"

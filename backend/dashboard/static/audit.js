@@ -1,12 +1,12 @@
 // The auditor's view: the audit chain's verification, the policy in force, the transparency
 // report with its charts (inline SVG), and the audit log with filters. Every read declares
 // the purpose oversight_audit.
-import { fill, api, el, explain, notify, startPage, svg, when } from "./common.js";
+import { fill, api, el, explain, labels, notify, startPage, svg, when } from "./common.js";
 
 const PURPOSE = "oversight_audit";
 const LOG_LIMIT = 5000;
 const $ = (id) => document.getElementById(id);
-const OUTCOME_TEXT = { real_emergency: "real emergency", false_alarm: "false alarm", test: "test", cancelled_by_officer: "cancelled by officer", other: "other", open: "still open" };
+const OPEN = "still open";  // the report's "open": no outcome yet (backend/privacy/reports.py)
 let entries = [];
 
 async function verifyChain() {
@@ -67,9 +67,9 @@ function table(headers, rows) {
 }
 
 async function loadReport() {
-  let r;
+  let r, words;
   try {
-    r = await api("/reports/transparency", { query: { purpose: PURPOSE } });
+    [r, words] = await Promise.all([api("/reports/transparency", { query: { purpose: PURPOSE } }), labels()]);
   } catch (err) {
     fill($("report"), el("p", { class: "error" }, explain(err, "The transparency report")));
     return;
@@ -88,7 +88,7 @@ async function loadReport() {
       el("dt", {}, "Alerts"), el("dd", { id: "total-alerts" }, String(totalAlerts)),
       el("dt", {}, "False alarms"), el("dd", { id: "total-false-alarms" }, String(falseAlarms)),
       el("dt", {}, "Refused reads"), el("dd", {}, String(refusals.reduce((s, x) => s + x.n, 0)))),
-    barChart("Alerts by type and outcome", byType.map((x) => ({ label: `${x.kind} · ${OUTCOME_TEXT[x.outcome] || x.outcome}`, value: x.alerts, cls: x.outcome === "false_alarm" ? "fa" : "" }))),
+    barChart("Alerts by type and outcome", byType.map((x) => ({ label: `${x.kind} · ${x.outcome === "open" ? OPEN : (words.outcomes[x.outcome] || x.outcome).toLowerCase()}`, value: x.alerts, cls: x.outcome === "false_alarm" ? "fa" : "" }))),
     el("div", { class: "legend" }, el("span", {}, el("span", { class: "swatch bar" }), "alerts"), el("span", {}, el("span", { class: "swatch fa" }), "false alarms (also named in the label)")),
     barChart("False-alarm rate by detector (of resolved alerts)", fa.map((x) => ({ label: `${x.kind} (${x.false_alarms}/${x.resolved})`, value: x.false_alarm_rate, cls: "fa" })),
       { format: (v) => `${Math.round(v * 100)} %`, max: 1 }),

@@ -141,6 +141,16 @@ export function when(iso) {
   return isNaN(d) ? String(iso) : d.toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" });
 }
 
+// The words for priorities, alert states and outcomes are the backend's (GET /meta/labels), read
+// once per page; only the icons, which say nothing on their own, live here.
+export const PRIORITY_ICON = { 1: "▲", 2: "◆", 3: "●" };
+const NO_LABELS = { priorities: {}, states: {}, outcomes: {} };
+let labelsRead = null;
+export function labels() {
+  labelsRead = labelsRead || api("/meta/labels").catch(() => { labelsRead = null; return NO_LABELS; });
+  return labelsRead;
+}
+
 export const deviceHex = (id) => (id == null ? "—" : "0x" + Number(id).toString(16).toUpperCase().padStart(8, "0"));
 
 async function footer() {

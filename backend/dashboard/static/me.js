@@ -1,19 +1,18 @@
 // An officer's own page: their alerts and outcomes, their measurements within the retention
 // window, who read their data and why, and an export of everything. Purpose: officer_self_access.
-import { fill, api, el, explain, startPage, svg, when } from "./common.js";
+import { PRIORITY_ICON, fill, api, el, explain, labels, startPage, svg, when } from "./common.js";
 
 const PURPOSE = "officer_self_access";
 const MAX_ROWS = 100000;  // the API's cap per read; the export has no cap
 const $ = (id) => document.getElementById(id);
-const OUTCOME_TEXT = { real_emergency: "Real emergency", false_alarm: "False alarm", test: "Test", cancelled_by_officer: "Cancelled by you", other: "Other" };
-const PRIORITY_TEXT = { 1: "▲ 1 — life threat", 2: "◆ 2 — urgent", 3: "● 3 — check on officer" };
 
 async function loadAlerts() {
   try {
-    const rows = await api("/alerts", { query: { limit: 500 } });
+    const [rows, words] = await Promise.all([api("/alerts", { query: { limit: 500 } }), labels()]);
+    const priority = (p) => (words.priorities[p] ? `${PRIORITY_ICON[p] || ""} ${p} — ${words.priorities[p]}` : String(p));
     fill($("my-alerts"), ...rows.map((a) => el("tr", {},
-      el("td", {}, when(a.raised_at)), el("td", {}, a.title || a.kind), el("td", {}, PRIORITY_TEXT[a.priority] || String(a.priority)),
-      el("td", {}, a.state), el("td", {}, a.outcome ? OUTCOME_TEXT[a.outcome] || a.outcome : "—"))));
+      el("td", {}, when(a.raised_at)), el("td", {}, a.title || a.kind), el("td", {}, priority(a.priority)),
+      el("td", {}, a.state), el("td", {}, a.outcome ? words.outcomes[a.outcome] || a.outcome : "—"))));
     $("my-alerts-empty").hidden = rows.length > 0;
   } catch (err) {
     $("my-alerts-empty").hidden = false;

@@ -1,15 +1,8 @@
 // The supervisor's screen: the live alert feed (WebSocket, resumed after a blip), acknowledge and
 // resolve from the feed, the officer board (no heart rate), and an officer's vitals only for an
 // open incident with the purpose declared.
-import { fill, API, ago, api, deviceHex, el, explain, notify, startPage, svg, token, when } from "./common.js";
+import { PRIORITY_ICON, fill, API, ago, api, deviceHex, el, explain, labels, notify, startPage, svg, token, when } from "./common.js";
 
-const PRIORITY = {
-  1: { icon: "▲", text: "Priority 1 — life threat" },
-  2: { icon: "◆", text: "Priority 2 — urgent" },
-  3: { icon: "●", text: "Priority 3 — check on officer" },
-};
-const STATE_TEXT = { raised: "New", delivered: "Delivered, not acknowledged", acknowledged: "Acknowledged — help is coming", resolved: "Resolved" };
-const OUTCOME_TEXT = { real_emergency: "Real emergency", false_alarm: "False alarm", test: "Test", cancelled_by_officer: "Cancelled by officer", other: "Other" };
 const DEVICE_EVENTS = {
   sos: "SOS button pressed on the wearable",
   fall_suspected: "the wearable suspects a fall",
@@ -23,7 +16,8 @@ const RECONNECT_BASE_MS = 500;
 const RECONNECT_CAP_MS = 15000;
 
 const alerts = new Map();      // alert id -> the alert as the backend last described it
-const officers = new Map();    // officer id -> board row
+const officers = new Map();    // officer id -> their status as the backend last described it
+let words = { priorities: {}, states: {}, outcomes: {} };  // the backend's labels, read at start
 let lastEventId = null;
 let muted = sessionStorage.getItem("vigil.muted") === "1";
 let vitalsFor = null;          // {officerId, alertId, timer}
@@ -53,9 +47,12 @@ function locationText(loc) {
   return `${Number(loc.lat).toFixed(5)}, ${Number(loc.lon).toFixed(5)}${loc.source ? ` (${loc.source})` : ""}`;
 }
 
+function priorityText(p) {
+  return words.priorities[p] ? `Priority ${p} — ${words.priorities[p]}` : `Priority ${p}`;
+}
+
 function priorityBadge(p) {
-  const info = PRIORITY[p] || { icon: "?", text: `Priority ${p}` };
-  return el("span", { class: `prio p${p}` }, el("span", { "aria-hidden": "true" }, info.icon), info.text);
+  return el("span", { class: `prio p${p}` }, el("span", { "aria-hidden": "true" }, PRIORITY_ICON[p] || "?"), priorityText(p));
 }
 
 const units = new Map();       // officer id -> unit, for alerts of officers not on the board
@@ -89,13 +86,13 @@ function alertCard(a) {
   const card = el("li", {
     class: `alert p${a.priority}${a.escalated && open ? " escalated" : ""}${open ? "" : " resolved"}`,
     dataset: { alertId: a.id, state: a.state, kind: a.kind },
-    "aria-label": `${PRIORITY[a.priority]?.text || ""}: ${a.title || a.kind}, ${a.officer_name || "unassigned device"}`,
+    "aria-label": `${priorityText(a.priority)}: ${a.title || a.kind}, ${a.officer_name || "unassigned device"}`,
   },
   el("header", {},
     priorityBadge(a.priority),
     el("span", { class: "title" }, a.title || a.kind),
     a.escalated && open ? el("span", { class: "tag escalated" }, "⚠ ESCALATED — not acknowledged in time; dispatch flagged") : null,
-    el("span", { class: "state" }, STATE_TEXT[a.state] || a.state)),
+    el("span", { class: "state" }, words.states[a.state] || a.state)),
   el("div", { class: "who-line" },
     a.officer_name || `Device ${deviceHex(a.device_id)} (no officer assigned)`,
     unit ? ` · ${unit}` : "",
@@ -106,7 +103,7 @@ function alertCard(a) {
     el("span", {}, "Raised ", el("time", { datetime: a.raised_at, class: "ago", title: when(a.raised_at) }, ago(a.raised_at))),
     el("span", {}, "Device ", deviceHex(a.device_id)),
     el("span", {}, where ? `Location: ${where}` : "Location unknown"),
-    a.outcome ? el("span", {}, `Outcome: ${OUTCOME_TEXT[a.outcome] || a.outcome}`) : null),
+    a.outcome ? el("span", {}, `Outcome: ${words.outcomes[a.outcome] || a.outcome}`) : null),
   open ? actions(a) : null);
   return card;
 }
@@ -119,7 +116,7 @@ function actions(a) {
   }
   const select = el("select", { "aria-label": `Outcome for ${a.title || a.kind} of ${a.officer_name || "device"}`, class: "outcome" },
     el("option", { value: "" }, "Outcome…"),
-    Object.entries(OUTCOME_TEXT).map(([v, t]) => el("option", { value: v }, t)));
+    Object.entries(words.outcomes).map(([v, t]) => el("option", { value: v }, t)));
   box.append(select, el("button", { type: "button", class: "resolve", onclick: (e) => {
     if (!select.value) { select.focus(); notify("Choose an outcome before resolving."); return; }
     act(e.currentTarget, a, "resolve", { outcome: select.value });
@@ -201,36 +198,16 @@ function upsert(a, live) {
   if (before && !live && before.updated_at && a.updated_at && Date.parse(before.updated_at) > Date.parse(a.updated_at)) return;
   alerts.set(a.id, { ...before, ...a });
   if (live && (a.change === "raised" || a.change === "upgraded" || a.change === "escalated")) {
-    const words = `${a.change === "escalated" ? "Escalated" : "New"} ${PRIORITY[a.priority]?.text || ""} alert: ${a.title || a.kind} — ${a.officer_name || deviceHex(a.device_id)}`;
-    announce(words);
+    announce(`${a.change === "escalated" ? "Escalated" : "New"} ${priorityText(a.priority)} alert: ${a.title || a.kind} — ${a.officer_name || deviceHex(a.device_id)}`);
     if (a.priority === 1 && a.change !== "escalated") beep();
-  }
-  if (a.officer_id != null) {
-    const row = officers.get(a.officer_id);
-    if (row) {
-      row.incident = a.state === "resolved" ? null : { id: a.id, kind: a.kind, priority: a.priority, state: a.state, escalated: a.escalated };
-      renderBoard();
-    }
   }
   if (vitalsFor && vitalsFor.alertId === a.id && a.state === "resolved") closeVitals("The incident was resolved; its vitals are closed.");
   renderFeed();
 }
 
+// An officer_status event and a row of GET /live/officers are the same thing: the whole status.
 function officerStatus(s) {
-  let row = officers.get(s.officer_id);
-  if (!row) {
-    row = { officer_id: s.officer_id, officer_name: s.officer_name, unit: null, device_id: s.device_id };
-    officers.set(s.officer_id, row);
-  }
-  // officer_status (detection: state, device, battery) and officer_incident (lifecycle: open incident).
-  if (s.state) row.state = s.state;
-  if (s.reasons) row.reasons = s.reasons;
-  if (s.device) row.device = s.device;
-  if (s.battery_pct !== undefined) row.battery_pct = s.battery_pct;
-  if (s.charging !== undefined) row.charging = s.charging;
-  if (s.last_seen !== undefined && typeof s.last_seen === "string") row.last_seen = s.last_seen;
-  if (s.status === "ok") row.incident = null;
-  if (s.status === "incident" && s.alert_id) row.incident = { ...(row.incident || {}), id: s.alert_id, kind: s.kind, state: s.incident_state };
+  officers.set(s.officer_id, s);
   renderBoard();
 }
 
@@ -251,10 +228,11 @@ function renderBoard() {
   const rows = [...officers.values()].sort((a, b) => (b.incident ? 1 : 0) - (a.incident ? 1 : 0) || String(a.officer_name).localeCompare(String(b.officer_name)));
   fill($("board"), ...rows.map((r) => {
     const st = boardStatus(r);
-    const connected = r.device ? r.device === "connected" : r.last_seen && Date.now() - Date.parse(r.last_seen) < 60000;
+    const connected = r.device === "connected";
+    const unit = r.unit || units.get(r.officer_id);
     const reasons = (r.reasons || []).map((x) => x.replaceAll("_", " ")).join(", ");
     return el("tr", { dataset: { officerId: r.officer_id } },
-      el("td", {}, r.officer_name || `Officer #${r.officer_id}`, el("small", {}, r.unit || "")),
+      el("td", {}, r.officer_name || `Officer #${r.officer_id}`, el("small", {}, unit || "")),
       el("td", {}, el("span", { class: `status ${connected ? "ok" : "offline"}` },
         el("span", { "aria-hidden": "true" }, connected ? "●" : "○"), connected ? "Connected" : "Offline"),
         el("small", {}, deviceHex(r.device_id), r.last_seen ? ` · seen ${ago(r.last_seen)}` : "")),
@@ -270,13 +248,8 @@ function renderBoard() {
 async function loadBoard() {
   try {
     const rows = await api("/live/officers");
-    const seen = new Set();
-    for (const r of rows) {
-      seen.add(r.officer_id);
-      const prev = officers.get(r.officer_id) || {};
-      officers.set(r.officer_id, { ...prev, ...r, incident: r.incident });
-    }
-    for (const id of [...officers.keys()]) if (!seen.has(id)) officers.delete(id);
+    officers.clear();
+    for (const r of rows) officers.set(r.officer_id, r);
     renderBoard();
   } catch (err) {
     notify(explain(err, "The officer board"));
@@ -372,7 +345,7 @@ function connect() {
     const event = JSON.parse(msg.data);
     if (typeof event.id === "number") lastEventId = event.id;
     if (event.type === "alert") upsert(event.data, true);
-    else if (event.type === "officer_status" || event.type === "officer_incident") officerStatus(event.data);
+    else if (event.type === "officer_status") officerStatus(event.data);
   };
   ws.onclose = (ev) => {
     if (socket !== ws) return;
@@ -395,7 +368,7 @@ async function main() {
   setMuted(muted);
   $("mute").addEventListener("click", () => setMuted(!muted));
   $("vitals-close").addEventListener("click", () => closeVitals("Vitals closed."));
-  await Promise.all([loadBoard(), loadUnits()]);
+  [words] = await Promise.all([labels(), loadBoard(), loadUnits()]);
   connect();  // first, so nothing raised while the history loads is missed
   await loadAlerts();
   setInterval(() => {

@@ -1,0 +1,18 @@
+"""What the dashboard's words mean, from their one definition (backend/incidents/rules.py)."""
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from backend.api.access import API
+from backend.incidents.rules import OUTCOME_LABELS, PRIORITY_LABELS, STATE_LABELS
+
+router = APIRouter(prefix=f"{API}/meta", tags=["meta"])
+
+
+@router.get("/labels", summary="Words for alert priorities, states and outcomes")
+async def labels() -> dict:
+    return {
+        "priorities": PRIORITY_LABELS,
+        "states": STATE_LABELS,
+        "outcomes": OUTCOME_LABELS,
+    }

@@ -11,6 +11,8 @@ import logging
 import sqlalchemy as sa
 
 from backend.incidents.alerts import AlertService
+from backend.incidents.events import IncidentEvents
+from backend.incidents.store import AlertStore
 from backend.identity.auth import RevokedTokens
 from backend.incidents.dispatch import DispatchWebhook
 from backend.incidents.downlink import DownlinkService
@@ -55,17 +57,18 @@ class Runtime:
         self.registry = DeviceRegistry(self.engine, settings.secret_key.get_secret_value())
         # the officer board: device status, last gateway and open incident of each officer
         self.status = StatusBoard(settings.device_offline_s, settings.battery_low_pct, self.engine)
-        self.alerts = AlertService(self.engine, self.hub, self.metrics, status=self.status,
+        # the lifecycle tells downlink and dispatch of incidents through events, not references
+        self.incident_events = IncidentEvents()
+        self.alert_store = AlertStore(self.engine, self.metrics)
+        self.alerts = AlertService(self.alert_store, self.hub, self.metrics, self.incident_events, status=self.status,
                                    escalate_after_s=settings.escalate_after_s, cancel_grace_s=settings.cancel_grace_s)
-        self.downlink = DownlinkService(settings, self.engine, self.registry, self.alerts, self.status)
-        self.alerts.downlink = self.downlink
-        if settings.cad_webhook_url:
-            self.alerts.dispatch = DispatchWebhook(settings.cad_webhook_url, self.alerts, settings.cad_retry_base_s)
+        self.downlink = DownlinkService(settings, self.engine, self.registry, self.status, self.incident_events, self.alerts.record)
+        self.dispatch = (DispatchWebhook(settings.cad_webhook_url, self.incident_events, self.alerts.record, settings.cad_retry_base_s)
+                         if settings.cad_webhook_url else None)
         self.revoked = RevokedTokens(self.engine)
-        self.ingest = IngestService(settings, self.registry, self.alerts, self.metrics)
         self.detection = DetectionService(settings, self.engine, self.registry, self.alerts, self.hub, self.metrics,
                                           status=self.status)
-        self.ingest.detection = self.detection
+        self.ingest = IngestService(settings, self.registry, self.alerts, self.metrics, self.detection)
         self.storage_mode: str | None = None
         self.incidents_loaded = False
         self.privacy = PrivacyService(self.engine, settings)  # grants, policy versions, retention, audit outbox
@@ -74,14 +77,14 @@ class Runtime:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._registry_loop(), name="registry")
-            tg.create_task(self.alerts.run_storage_retry(self.stop, self.settings.db_retry_interval_s), name="alert-storage")
+            tg.create_task(self.alert_store.run_retry(self.stop, self.settings.db_retry_interval_s), name="alert-storage")
             tg.create_task(self._maintenance_loop(), name="partitions")
             tg.create_task(self.detection.run(self.stop), name="detection")
             tg.create_task(self.privacy.run(), name="privacy")
             tg.create_task(self.alerts.run_escalation(self.stop), name="alert-escalation")
             tg.create_task(self.downlink.run(self.stop), name="downlink")
-            if self.alerts.dispatch is not None:
-                tg.create_task(self.alerts.dispatch.run(self.stop), name="dispatch-webhook")
+            if self.dispatch is not None:
+                tg.create_task(self.dispatch.run(self.stop), name="dispatch-webhook")
             # Ingest waits for the first registry load so early frames are not refused as unknown.
             tg.create_task(self._ingest_after_registry(), name="ingest")
 

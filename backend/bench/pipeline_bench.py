@@ -31,6 +31,7 @@ from backend.app.config import BackendSettings
 from backend.detection.service import DetectionService
 from backend.ingest.mqtt import UplinkSubscriber
 from backend.ingest.registry import DeviceRecord
+from backend.ingest.service import IngestService
 from backend.app.runtime import Runtime, settle_heap
 from firmware import frame as F
 from gateway import topics
@@ -113,7 +114,7 @@ async def _run(devices: int, simulated_s: float, gc_mode: str, progress) -> Pipe
 
     detection = DetectionService(settings, runtime.engine, runtime.registry, runtime.alerts, runtime.hub, runtime.metrics,
                                  status=runtime.status, wall=lambda: now[0], store_copy=sink)
-    runtime.ingest.detection = detection
+    ingest = IngestService(settings, runtime.registry, runtime.alerts, runtime.metrics, detection)
     keys = [F.DeviceKeys(os.urandom(F.KEY_LEN)) for _ in range(devices)]
     for i, k in enumerate(keys):
         runtime.registry.devices[1000 + i] = DeviceRecord(1000 + i, AGENCY, k, "active", "chest", 5000 + i, f"Officer {i}", None)
@@ -135,7 +136,7 @@ async def _run(devices: int, simulated_s: float, gc_mode: str, progress) -> Pipe
             for chunk in chunks:
                 batch = parser.feed(chunk)
                 if batch:
-                    frames += sum(f is not None for f in await runtime.ingest.handle_batch(batch))
+                    frames += sum(f is not None for f in await ingest.handle_batch(batch))
             c1 = time.process_time()
             while tick + TICK_S <= now[0]:
                 tick += TICK_S

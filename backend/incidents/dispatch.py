@@ -1,21 +1,21 @@
 """Computer-aided dispatch (CAD) integration: escalated incidents POSTed to a webhook.
 
-Never blocks the alert lifecycle: ``notify`` only queues; one worker posts in order and
-retries failures with capped, jittered backoff (logged once per outage, not per attempt)."""
+Never blocks the alert lifecycle: it hears escalations as incident events and only queues; one
+worker posts in order and retries failures with capped, jittered backoff (logged once per
+outage, not per attempt), and records each delivery as a step of the incident."""
 from __future__ import annotations
 
 import asyncio
 import collections
 import logging
-from typing import TYPE_CHECKING
+import uuid
 
 import httpx
 
-from backend.ingest.mqtt import reconnect_delay
 from backend.app.waiting import wait_for_any
-
-if TYPE_CHECKING:
-    from backend.incidents.alerts import Alert, AlertService
+from backend.incidents import events as ev
+from backend.incidents.model import Alert
+from backend.ingest.mqtt import reconnect_delay
 
 log = logging.getLogger("vigil.dispatch")
 
@@ -23,7 +23,7 @@ log = logging.getLogger("vigil.dispatch")
 POST_TIMEOUT_S = 5.0
 
 
-def dispatch_payload(incident: "Alert") -> dict:
+def dispatch_payload(incident: Alert) -> dict:
     """What dispatch needs to send help: who, where, what, how urgent. No physiological data."""
     return {
         "alert_id": str(incident.id), "agency": incident.agency_id, "officer_id": incident.officer_id,
@@ -34,20 +34,25 @@ def dispatch_payload(incident: "Alert") -> dict:
 
 
 class DispatchWebhook:
-    def __init__(self, url: str, alerts: "AlertService", retry_base_s: float = 0.5):
+    def __init__(self, url: str, events: ev.IncidentEvents, record: ev.RecordStep, retry_base_s: float = 0.5):
         self.url = url
-        self._alerts = alerts
+        self._record = record
         self._retry_base_s = retry_base_s
         self._queue: collections.deque[dict] = collections.deque()
         self._wake = asyncio.Event()
         self.sent = 0
         self.failures = 0
+        events.subscribe(self._on_incident)
 
     @property
     def pending(self) -> int:
         return len(self._queue)
 
-    def notify(self, incident: "Alert") -> None:
+    def _on_incident(self, event: ev.IncidentEvent) -> None:
+        if event.change == ev.ESCALATED:
+            self.notify(event.incident)
+
+    def notify(self, incident: Alert) -> None:
         self._queue.append(dispatch_payload(incident))
         self._wake.set()
 
@@ -75,10 +80,5 @@ class DispatchWebhook:
                 attempt = 0
                 self._queue.popleft()
                 self.sent += 1
-                await self._alerts.record(_uuid(payload["alert_id"]), "dispatch_notified", "system", self.url)
-
-
-def _uuid(text: str):
-    import uuid
-    return uuid.UUID(text)
+                await self._record(uuid.UUID(payload["alert_id"]), "dispatch_notified", "system", self.url)
 

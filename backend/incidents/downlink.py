@@ -15,8 +15,6 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import aiomqtt
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -29,10 +27,9 @@ from backend.ingest.mqtt import client_for, reconnect_delay
 from backend.ingest.registry import DeviceRegistry
 from backend.app.waiting import wait_for_any
 from firmware import frame as F
+from backend.incidents import events as ev
+from backend.incidents.model import Alert
 from gateway import topics
-
-if TYPE_CHECKING:
-    from backend.incidents.alerts import Alert, AlertService
 
 log = logging.getLogger("vigil.downlink")
 
@@ -56,12 +53,12 @@ class Command:
 
 
 class DownlinkService:
-    def __init__(self, settings: BackendSettings, engine: AsyncEngine, registry: DeviceRegistry, alerts: "AlertService",
-                 status: StatusBoard):
+    def __init__(self, settings: BackendSettings, engine: AsyncEngine, registry: DeviceRegistry, status: StatusBoard,
+                 events: ev.IncidentEvents, record: ev.RecordStep):
         self._settings = settings
         self._engine = engine
         self._registry = registry
-        self._alerts = alerts
+        self._record = record  # a step of the incident: help sent, its result
         self._status = status  # where each device was last heard
         self._reserved: dict[int, list[int]] = {}  # device -> [next, last reserved]
         self._queue: collections.deque[Command] = collections.deque()
@@ -71,8 +68,15 @@ class DownlinkService:
         self._tasks: set[asyncio.Task] = set()
         self.results: dict[tuple[int, int], dict] = {}
         self.connected = asyncio.Event()
+        events.subscribe(self._on_incident)
 
-    # ---- called by the alert service ---------------------------------------------------------
+    # ---- incident events ----------------------------------------------------------------------
+
+    def _on_incident(self, event: ev.IncidentEvent) -> None:
+        if event.change == ev.RAISED:
+            self.prepare(event.incident.device_id)  # reserve command seqs now, while the database answers
+        elif event.change == ev.ACKNOWLEDGED:
+            self.help_coming(event.incident)
 
     def prepare(self, device_id: int) -> None:
         """Reserve sequence numbers for this device in the background (an incident just began)."""
@@ -82,7 +86,7 @@ class DownlinkService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def help_coming(self, incident: "Alert") -> None:
+    def help_coming(self, incident: Alert) -> None:
         gateway = self._status.last_gateway(incident.device_id) or incident.explanation.get("gateway")
         self._queue.append(Command(incident.id, incident.agency_id, incident.device_id, gateway, F.COMMAND_HELP_COMING))
         self._wake.set()
@@ -123,12 +127,12 @@ class DownlinkService:
         """Fill in seq and frame; False when it cannot be sent (recorded on the incident)."""
         device = self._registry.get(cmd.device_id)
         if device is None:
-            await self._alerts.record(cmd.alert_id, "help_result", "system", "device unknown: no key to seal the command")
+            await self._record(cmd.alert_id, "help_result", "system", "device unknown: no key to seal the command")
             return False
         if cmd.gateway is None:
             cmd.gateway = await self._status.gateway_for(cmd.device_id)
             if cmd.gateway is None:
-                await self._alerts.record(cmd.alert_id, "help_result", "system", "no gateway has forwarded this device")
+                await self._record(cmd.alert_id, "help_result", "system", "no gateway has forwarded this device")
                 return False
         if cmd.seq is None:
             cmd.seq = await self.next_seq(cmd.device_id)
@@ -157,7 +161,7 @@ class DownlinkService:
                 log.info("help is coming: command %d to device %d via gateway %s", cmd.seq, cmd.device_id, cmd.gateway)
                 self._records.append(("sent", dict(device_id=cmd.device_id, seq=cmd.seq, command=F.COMMAND_NAMES[cmd.code],
                                                    alert_id=cmd.alert_id, gateway_id=cmd.gateway, sent_at=cmd.sent_at)))
-                await self._alerts.record(cmd.alert_id, "help_sent", "system", f"gateway {cmd.gateway}, command seq {cmd.seq}")
+                await self._record(cmd.alert_id, "help_sent", "system", f"gateway {cmd.gateway}, command seq {cmd.seq}")
             self._queue.popleft()
             await self._flush_records()
 
@@ -179,7 +183,7 @@ class DownlinkService:
             note = "written to the device" if result.get("ok") else f"not delivered: {result.get('error')}"
             self._records.append(("result", dict(device_id=key[0], seq=key[1], result_ok=bool(result.get("ok")),
                                                  result_error=result.get("error"), result_at=dt.datetime.now(dt.timezone.utc))))
-            await self._alerts.record(cmd.alert_id, "help_result", f"gateway:{where.gateway}", note)
+            await self._record(cmd.alert_id, "help_result", f"gateway:{where.gateway}", note)
             await self._flush_records()
 
     async def _flush_records(self) -> None:

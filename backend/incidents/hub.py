@@ -24,7 +24,6 @@ class Subscription:
         self.hub = hub
         self.agency = agency
         self.queue: asyncio.Queue[dict] = asyncio.Queue(SUBSCRIBER_QUEUE)
-        self.overflowed = False
 
     async def next(self) -> dict:
         return await self.queue.get()
@@ -56,7 +55,6 @@ class LiveHub:
             try:
                 sub.queue.put_nowait(event)
             except asyncio.QueueFull:
-                sub.overflowed = True
                 sub.close()
                 log.warning("live subscriber of %s fell behind; disconnected so it resumes", agency)
         return event

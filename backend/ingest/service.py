@@ -19,6 +19,7 @@ import numpy as np
 from backend.incidents.rules import EVENT_ALERTS
 from backend.incidents.alerts import AlertService
 from backend.app.config import BackendSettings
+from backend.detection.service import DetectionService
 from backend.exceptions import FrameRejected
 from backend.app.metrics import BackendMetrics
 from backend.ingest.mqtt import UplinkSubscriber, reconnect_delay
@@ -179,7 +180,8 @@ def _location(props: dict[str, str] | None) -> dict | None:
 
 
 class IngestService:
-    def __init__(self, settings: BackendSettings, registry: DeviceRegistry, alerts: AlertService, metrics: BackendMetrics):
+    def __init__(self, settings: BackendSettings, registry: DeviceRegistry, alerts: AlertService, metrics: BackendMetrics,
+                 detection: DetectionService | None = None):
         self._settings = settings
         self._verifier = FrameVerifier(registry)
         self._alerts = alerts
@@ -188,8 +190,8 @@ class IngestService:
         self._links: dict[str, asyncio.Event] = {}
         self._reject_logged: set[str] = set()
         self._accepted = {kind: metrics.frames_accepted.labels(kind) for kind in _KIND_BY_TYPE.values()}  # label children looked up once
-        # streaming detection (backend/detection): fed every verified frame, set by the runtime
-        self.detection = None
+        # streaming detection (backend/detection): fed every verified frame
+        self.detection = detection
 
     async def handle(self, topic: str, payload: bytes, props: dict[str, str] | None = None) -> VerifiedFrame | None:
         """One frame: the verified frame, or None when it was rejected (counted, logged)."""
@@ -231,7 +233,6 @@ class IngestService:
     async def _on_event(self, frame: VerifiedFrame, received: float) -> None:
         code, priority_hint, detail = frame.decoded
         d = frame.device
-        self._alerts.note_gateway(d.device_id, frame.gateway)  # where "help is coming" goes
         kind = EVENT_ALERTS.get(code)
         if kind is None:  # cancel, pre-alert, help confirmed: they act on the open incident
             await self._alerts.device_event(device_id=d.device_id, officer_id=d.officer_id, seq=frame.header.seq, code=code)

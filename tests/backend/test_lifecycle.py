@@ -13,6 +13,8 @@ import sqlalchemy as sa
 
 from backend.identity import fleet
 from backend.incidents.alerts import AlertService
+from backend.incidents.events import IncidentEvents
+from backend.incidents.store import AlertStore
 from backend.db import engine as db
 from backend.db import schema as t
 from backend.detection.status import StatusBoard
@@ -50,10 +52,11 @@ async def _engine(database_url, agency):
     return engine, officer
 
 
-def _service(engine, clock, **kw):
+def _service(engine, clock, events=None, **kw):
     hub = LiveHub()
     status = StatusBoard(offline_s=30, battery_low_pct=15, engine=engine)
-    return AlertService(engine, hub, BackendMetrics(), clock, status=status, **kw), hub
+    metrics = BackendMetrics()
+    return AlertService(AlertStore(engine, metrics), hub, metrics, events or IncidentEvents(), clock, status=status, **kw), hub
 
 
 async def _raise(alerts, agency, officer, seq, kind):
@@ -147,25 +150,26 @@ class WebhookServer:
 async def test_unacknowledged_incident_is_escalated_and_sent_to_dispatch(database_url, agency):
     engine, officer = await _engine(database_url, agency)
     clock = Clock()
-    alerts, hub = _service(engine, clock, escalate_after_s=30)
+    events = IncidentEvents()
+    alerts, hub = _service(engine, clock, events, escalate_after_s=30)
     cad = WebhookServer()
     server = await asyncio.start_server(cad.handle, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/cad"
-    alerts.dispatch = DispatchWebhook(url, alerts, retry_base_s=0.01)
+    dispatch = DispatchWebhook(url, events, alerts.record, retry_base_s=0.01)
     stop = asyncio.Event()
-    worker = asyncio.create_task(alerts.dispatch.run(stop))
+    worker = asyncio.create_task(dispatch.run(stop))
     try:
         incident = await _raise(alerts, agency, officer, 50, "sos")
         clock.advance(29.9)
         assert await alerts.escalate_due() == []
         clock.advance(0.2)
         assert await alerts.escalate_due() == [incident]
-        assert incident.escalated and incident.dispatch
+        assert incident.escalated
         assert await alerts.escalate_due() == []  # once
         async with asyncio.timeout(10):
             while not cad.bodies or incident.transitions[-1]["state"] != "dispatch_notified":
                 await asyncio.sleep(0.01)
-        assert cad.requests == 2 and alerts.dispatch.failures == 1
+        assert cad.requests == 2 and dispatch.failures == 1
         assert (cad.bodies[0]["alert_id"], cad.bodies[0]["kind"], cad.bodies[0]["officer_name"]) == (str(incident.id), "sos", "Officer Nguyen")
         assert "explanation" not in cad.bodies[0]  # dispatch gets who/where/what, no physiology
         async with asyncio.timeout(10):  # the transition is pushed first and stored after
@@ -252,7 +256,7 @@ async def test_database_stopped_mid_incident(private_postgres, agency):
     alerts, hub = _service(engine, clock)
     sub, _ = hub.subscribe(agency)
     stop = asyncio.Event()
-    retry = asyncio.create_task(alerts.run_storage_retry(stop, 0.1))
+    retry = asyncio.create_task(alerts.store.run_retry(stop, 0.1))
     try:
         incident = await _raise(alerts, agency, officer, 70, "fall")
         assert alerts.pending == 0

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from firmware import frame as F
+from backend.ingest.mqtt import encode_utf8, encode_varint
 from gateway import topics
 from gateway.sim.signals import SensorModel, to_frame_samples
 
@@ -48,33 +49,19 @@ ACK_READ_PAUSE_S = 0.01
 
 # ---- MQTT 3.1.1 packets ------------------------------------------------------------------------
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _utf8(s: str) -> bytes:
-    b = s.encode()
-    return struct.pack("!H", len(b)) + b
-
-
 def connect_packet(client_id: str) -> bytes:
-    body = _utf8("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 0) + _utf8(client_id)  # clean session, no keepalive
-    return b"\x10" + _varint(len(body)) + body
+    body = encode_utf8("MQTT") + bytes([4, 0x02]) + struct.pack("!H", 0) + encode_utf8(client_id)  # clean session, no keepalive
+    return b"\x10" + encode_varint(len(body)) + body
 
 
 def publish_packet(topic: str, payload: bytes, packet_id: int) -> bytes:
-    body = _utf8(topic) + struct.pack("!H", packet_id) + payload
-    return b"\x32" + _varint(len(body)) + body
+    body = encode_utf8(topic) + struct.pack("!H", packet_id) + payload
+    return b"\x32" + encode_varint(len(body)) + body
 
 
 def subscribe_packet(topic_filter: str, packet_id: int = 1) -> bytes:
-    body = struct.pack("!H", packet_id) + _utf8(topic_filter) + b"\x01"
-    return b"\x82" + _varint(len(body)) + body
+    body = struct.pack("!H", packet_id) + encode_utf8(topic_filter) + b"\x01"
+    return b"\x82" + encode_varint(len(body)) + body
 
 
 def open_connection(host: str, port: int, client_id: str) -> socket.socket:

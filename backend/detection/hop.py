@@ -1,8 +1,9 @@
 """One detection hop: every model once over all due windows of one placement, then decisions.
 
 Pure: arrays and per-device state in, results and new state out; wall time is an argument.
-The service runs :func:`analyse` in a worker thread so the event loop (and SOS ingest) never
-waits for numpy.
+The round runner (``rounds.py``) calls :func:`analyse` on the event loop in chunks (the default),
+in a thread, or in a process of its own (:func:`run_in_process`, whose model states live in that
+process's module global: ``ProcessPoolExecutor`` gives a task nothing else to keep them in).
 
 Axes. The wearable's accelerometer reads +1 g on +Y when the officer stands upright (the
 board's +Y points up the upper arm, hardware/README.md; the simulator follows it). The models

@@ -57,7 +57,7 @@ MAX_ROUNDS_PER_TICK = 30
 class DetectionService:
     def __init__(self, settings: BackendSettings, engine: AsyncEngine, registry: DeviceRegistry,
                  alerts: AlertService, hub: LiveHub, metrics: BackendMetrics, *,
-                 status: StatusBoard | None = None, wall: Callable[[], float] = time.time,
+                 status: StatusBoard, wall: Callable[[], float] = time.time,
                  store_copy: Copy | None = None):
         self._settings = settings
         self._metrics = metrics
@@ -68,8 +68,7 @@ class DetectionService:
             reorder_wait_s=settings.detection_reorder_wait_s, gap_fill_s=settings.detection_gap_fill_s,
             backlog_s=settings.detection_backlog_s)
         self.decision_config = DecisionConfig(live_alert_max_age_s=settings.live_alert_max_age_s)
-        # the officer board, shared with the alerts when the runtime passes it in
-        self.status = status if status is not None else StatusBoard(settings.device_offline_s, settings.battery_low_pct)
+        self.status = status  # the officer board, shared with the alert lifecycle
         self.holds = RawHolds(settings.raw_hold_minutes, settings.detection_backlog_s)
         self.features = BatchWriter(engine, "features", FEATURE_COLUMNS, metrics, batch_size=settings.feature_batch_size,
                                     max_buffered=settings.feature_buffer_max, retry_s=settings.db_retry_interval_s,

@@ -78,7 +78,7 @@ class UplinkError(aiomqtt.MqttError):
     """The uplink connection failed or was refused (an ``aiomqtt.MqttError``: one reconnect path)."""
 
 
-def _varint(n: int) -> bytes:
+def encode_varint(n: int) -> bytes:
     out = bytearray()
     while True:
         n, byte = divmod(n, 128)
@@ -87,7 +87,7 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _utf8(s: str | bytes) -> bytes:
+def encode_utf8(s: str | bytes) -> bytes:
     b = s.encode() if isinstance(s, str) else s
     return len(b).to_bytes(2, "big") + b
 
@@ -215,16 +215,16 @@ class UplinkSubscriber:
         flags = 0x00 if self._persistent else 0x02
         props = (b"\x11" + (SESSION_EXPIRY_S if self._persistent else 0).to_bytes(4, "big")
                  + b"\x21" + UPLINK_RECEIVE_MAXIMUM.to_bytes(2, "big"))
-        payload = _utf8(self._identifier)
+        payload = encode_utf8(self._identifier)
         if self._username is not None:
             flags |= 0x80
-            payload += _utf8(self._username)
+            payload += encode_utf8(self._username)
             if self._password is not None:
                 flags |= 0x40
-                payload += _utf8(self._password)
-        body = (_utf8("MQTT") + bytes([5, flags]) + self._keepalive_s.to_bytes(2, "big")
-                + _varint(len(props)) + props + payload)
-        return b"\x10" + _varint(len(body)) + body
+                payload += encode_utf8(self._password)
+        body = (encode_utf8("MQTT") + bytes([5, flags]) + self._keepalive_s.to_bytes(2, "big")
+                + encode_varint(len(props)) + props + payload)
+        return b"\x10" + encode_varint(len(body)) + body
 
     async def _read_packet(self) -> tuple[int, bytes]:
         """One whole packet (first byte, body), for the handshake."""
@@ -243,15 +243,15 @@ class UplinkSubscriber:
 
     async def subscribe(self, filters: list[str], qos: int = 1) -> None:
         self._packet_id = self._packet_id % 65535 + 1
-        body = self._packet_id.to_bytes(2, "big") + b"\x00" + b"".join(_utf8(f) + bytes([qos]) for f in filters)
-        self._writer.write(b"\x82" + _varint(len(body)) + body)
+        body = self._packet_id.to_bytes(2, "big") + b"\x00" + b"".join(encode_utf8(f) + bytes([qos]) for f in filters)
+        self._writer.write(b"\x82" + encode_varint(len(body)) + body)
         await self._writer.drain()
         # the SUBACK arrives on the stream like everything else; batches() checks it
 
     async def unsubscribe(self, filters: list[str]) -> None:
         self._packet_id = self._packet_id % 65535 + 1
-        body = self._packet_id.to_bytes(2, "big") + b"\x00" + b"".join(_utf8(f) for f in filters)
-        self._writer.write(b"\xa2" + _varint(len(body)) + body)
+        body = self._packet_id.to_bytes(2, "big") + b"\x00" + b"".join(encode_utf8(f) for f in filters)
+        self._writer.write(b"\xa2" + encode_varint(len(body)) + body)
         await self._writer.drain()  # the UNSUBACK (also for a filter we never had) needs no answer
 
     async def batches(self):

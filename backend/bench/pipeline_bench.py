@@ -29,7 +29,7 @@ from pathlib import Path
 from backend.bench import load
 from backend.app.config import BackendSettings
 from backend.detection.service import DetectionService
-from backend.ingest.mqtt import UplinkSubscriber
+from backend.ingest.mqtt import UplinkSubscriber, encode_utf8, encode_varint
 from backend.ingest.registry import DeviceRecord
 from backend.ingest.service import IngestService
 from backend.app.runtime import Runtime, settle_heap
@@ -69,8 +69,8 @@ class PipelineResult:
 
 def _publish(topic: str, payload: bytes, packet_id: int) -> bytes:
     # MQTT 5 PUBLISH, QoS 1, no properties: what the broker delivers to the backend
-    body = load._utf8(topic) + packet_id.to_bytes(2, "big") + b"\x00" + payload
-    return b"\x32" + load._varint(len(body)) + body
+    body = encode_utf8(topic) + packet_id.to_bytes(2, "big") + b"\x00" + payload
+    return b"\x32" + encode_varint(len(body)) + body
 
 
 def _reads(devices: int, keys: list[F.DeviceKeys], slots: int) -> list[list[bytes]]:

@@ -71,6 +71,15 @@ class BackendSettings(BaseSettings):
     retention_interval_s: float = Field(600.0, gt=0, description="how often retention runs")
     audit_drain_interval_s: float = Field(1.0, gt=0, description="how often trigger-written audit events enter the chain")
     audit_anchor_file: Path | None = Field(None, description="where to write the audit head after each retention run")
+    # database roles and purpose (backend/db/engine.py, backend/privacy): the service runs as a login
+    # member of vigil_api that owns nothing (database_url); migrations run as the tables' owner.
+    migration_database_url: str | None = Field(
+        None, description="URL of the role that owns the tables, for migrations only; default: database_url (development)")
+
+    @property
+    def sync_migration_database_url(self) -> str:
+        """The owner's URL for Alembic (psycopg2); the runtime URL when none is set."""
+        return (self.migration_database_url or self.database_url).replace("+asyncpg", "+psycopg2")
 
     @model_validator(mode="after")
     def _no_default_secret_in_production(self) -> "BackendSettings":

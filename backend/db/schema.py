@@ -316,3 +316,16 @@ privacy_biometric_tables = sa.Table(
 
 # Time-partitioned tables: hypertables or PARTITION BY RANGE (time); no primary key (append-only).
 TIME_SERIES_TABLES = ("features", "raw_windows")
+
+# Uplink messages whose handling raised (ingest refused and acknowledged them): kept for
+# inspection, never acted on. The payload is device ciphertext: a biometric relation.
+dead_letters = sa.Table(
+    "dead_letters", metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+    sa.Column("topic", sa.Text, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("stage", sa.Text, nullable=False),   # verify | handle
+    sa.Column("error", sa.Text, nullable=False),   # exception type and message
+    sa.Index("dead_letters_at", "at"),
+)

@@ -10,15 +10,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from backend.exceptions import ConfigurationError
 from backend.privacy.loader import RAW_CEILING_HOURS, SHIPPED_POLICY
 
-# Accepted only when environment == "development"; production refuses to start with it.
+# The secret earlier versions defaulted to. It is published, so it is refused everywhere.
 DEVELOPMENT_SECRET = "vigil-development-secret-do-not-use-in-production"
+# Keys shorter than this are refused (HS256 and the key-wrapping derivation want 256 bits).
+MIN_KEY_CHARS = 32
 
 
 class BackendSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VIGIL_", env_file=".env", extra="ignore")
 
     environment: Literal["development", "production"] = Field(
-        "development", description="production refuses the development secret key")
+        "development", description="production refuses to start without configured keys")
     database_url: str = Field(
         "postgresql+asyncpg://postgres@127.0.0.1:5432/vigil",
         description="SQLAlchemy async URL of the PostgreSQL (TimescaleDB when available) database",
@@ -26,7 +28,6 @@ class BackendSettings(BaseSettings):
     mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="broker, mqtt://[user:pass@]host:port")
     mqtt_client_id: str = Field("vigil-backend", description="fixed id: the broker keeps our QoS 1 session")
     agencies: list[str] = Field(["+"], description="agencies this backend serves; '+' means all")
-    secret_key: SecretStr = Field(SecretStr(DEVELOPMENT_SECRET), description="signs tokens, wraps device keys")
     http_host: str = Field("127.0.0.1", description="address the API and dashboard listen on")
     http_port: int = Field(8000, description="port the API and dashboard listen on")
     db_retry_interval_s: float = Field(2.0, gt=0, description="how often to retry writes while the database is down")
@@ -62,8 +63,21 @@ class BackendSettings(BaseSettings):
     mqtt_ca_file: str | None = Field(None, description="CA bundle that signed the broker's certificate (mqtts://); None: the system's")
     ssl_certfile: str | None = Field(None, description="serve HTTPS with this certificate chain (PEM); None: plain HTTP")
     ssl_keyfile: str | None = Field(None, description="private key of ssl_certfile (PEM)")
-    login_max_failures: int = Field(5, ge=1, description="failed sign-ins per username and client address before a wait")
+    # identity and sign-in (backend/identity, backend/api/deps.py, backend/api/middleware.py)
+    secret_key: SecretStr | None = Field(
+        None, description="wraps device keys at rest (the former single secret: keys it wrapped stay readable); "
+                          "unset: development generates one into keys_file, production refuses to start")
+    token_key: SecretStr | None = Field(
+        None, description="signs people's access tokens (HS256); unset: development generates one into keys_file, "
+                          "production refuses to start")
+    keys_file: Path = Field(Path(".vigil/keys.json"), description="where development keeps the keys it generated (owner-only)")
+    trusted_proxies: list[str] = Field(
+        [], description="addresses or networks of reverse proxies whose X-Forwarded-For names the client; none by default")
+    login_max_failures: int = Field(10, ge=1, description="failed sign-ins per username (from any address) before a wait")
+    login_max_failures_per_address: int = Field(20, ge=1, description="failed sign-ins per client address (any username) before a wait")
     login_window_s: float = Field(60.0, gt=0, description="the window in which failed sign-ins are counted")
+    enrolment_code_ttl_s: int = Field(900, gt=0, description="how long an officer's one-time enrolment code stays valid")
+    live_ticket_ttl_s: float = Field(30.0, gt=0, description="how long a live-feed ticket (POST /api/v1/live/ticket) stays valid")
     # privacy (backend/privacy/service.py)
     policy_file: Path = Field(SHIPPED_POLICY, description="the policy document this deployment ships")
     raw_retention_hours: float | None = Field(None, gt=0, le=RAW_CEILING_HOURS,
@@ -82,11 +96,19 @@ class BackendSettings(BaseSettings):
         return (self.migration_database_url or self.database_url).replace("+asyncpg", "+psycopg2")
 
     @model_validator(mode="after")
-    def _no_default_secret_in_production(self) -> "BackendSettings":
-        if self.environment != "development" and self.secret_key.get_secret_value() == DEVELOPMENT_SECRET:
-            raise ConfigurationError("VIGIL_SECRET_KEY must be set outside development mode")
-        if len(self.secret_key.get_secret_value()) < 32:
-            raise ConfigurationError("VIGIL_SECRET_KEY must be at least 32 characters")
+    def _keys_of_our_own(self) -> "BackendSettings":
+        keys = {"VIGIL_SECRET_KEY": self.secret_key, "VIGIL_TOKEN_KEY": self.token_key}
+        for name, key in keys.items():
+            if key is None:
+                if self.environment == "production":
+                    raise ConfigurationError(f"{name} must be set in production (development generates its own keys)")
+                continue
+            if key.get_secret_value() == DEVELOPMENT_SECRET:
+                raise ConfigurationError(f"{name} is the published development secret; set a key of your own")
+            if len(key.get_secret_value()) < MIN_KEY_CHARS:
+                raise ConfigurationError(f"{name} must be at least {MIN_KEY_CHARS} characters")
+        if self.secret_key and self.token_key and self.secret_key.get_secret_value() == self.token_key.get_secret_value():
+            raise ConfigurationError("VIGIL_SECRET_KEY and VIGIL_TOKEN_KEY must differ: one wraps device keys, one signs tokens")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ConfigurationError("set both VIGIL_SSL_CERTFILE and VIGIL_SSL_KEYFILE, or neither")
         return self

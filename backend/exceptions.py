@@ -32,3 +32,12 @@ class AuthError(VigilBackendError):
 
 class Conflict(VigilBackendError):
     """The request does not fit the record's current state (e.g. acknowledging a resolved alert)."""
+
+
+class TaskKeepsFailing(VigilBackendError):
+    """A long-running task of the backend failed again and again: the process must be restarted."""
+
+    def __init__(self, task: str, why: str):
+        super().__init__(f"task {task} keeps failing ({why})")
+        self.task = task
+        self.why = why

@@ -30,12 +30,13 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         runtime = Runtime(settings)
         app.state.runtime = runtime
-        task = asyncio.create_task(runtime.run(), name="vigil-runtime")
+        # its failure is kept in runtime.fatal and sets runtime.dead: the server stops (server.py)
+        task = asyncio.create_task(runtime.run_until_failed(), name="vigil-runtime")
         try:
             yield
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
             await runtime.close()
 

@@ -9,6 +9,12 @@ class BackendMetrics:
         self.registry = CollectorRegistry()
         self.frames_accepted = Counter("vigil_frames_accepted", "Uplink frames verified and accepted", ["kind"], registry=self.registry)
         self.frames_rejected = Counter("vigil_frames_rejected", "Uplink frames refused, by reason", ["reason"], registry=self.registry)
+        self.frames_poisoned = Counter("vigil_frames_poisoned", "Uplink messages whose handling raised (refused, "
+                                       "acknowledged, kept in dead_letters), by stage", ["stage"], registry=self.registry)
+        self.dead_letters_dropped = Counter("vigil_dead_letters_dropped", "Dead letters dropped while the database was away",
+                                            registry=self.registry)
+        self.task_failures = Counter("vigil_task_failures", "Long-running tasks of the backend that crashed and were restarted",
+                                     ["task"], registry=self.registry)
         self.alerts_raised = Counter("vigil_alerts_raised", "Alerts raised", ["kind"], registry=self.registry)
         self.alerts_pending_storage = Gauge("vigil_alerts_pending_storage", "Alert changes waiting for the database", registry=self.registry)
         self.storage_failures = Counter("vigil_storage_failures", "Database writes that failed and were kept for retry", registry=self.registry)

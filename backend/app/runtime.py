@@ -14,6 +14,7 @@ from backend.incidents.alerts import AlertService
 from backend.incidents.events import IncidentEvents
 from backend.incidents.store import AlertStore
 from backend.identity.auth import RevokedTokens
+from backend.identity.keys import with_keys
 from backend.incidents.dispatch import DispatchWebhook
 from backend.incidents.downlink import DownlinkService
 from backend.db import engine as db
@@ -21,8 +22,10 @@ from backend.app.config import BackendSettings
 from backend.detection import DetectionService
 from backend.detection.status import StatusBoard
 from backend.incidents.hub import LiveHub
+from backend.ingest.dead_letters import DeadLetters
 from backend.ingest.service import IngestService
 from backend.app.metrics import BackendMetrics
+from backend.app.supervision import Supervisor
 from backend.ingest.registry import DeviceRegistry
 from backend.privacy.service import PrivacyService
 
@@ -50,7 +53,7 @@ def settle_heap() -> None:
 
 class Runtime:
     def __init__(self, settings: BackendSettings):
-        self.settings = settings
+        self.settings = settings = with_keys(settings)  # development without configured keys: its own, kept
         self.engine = db.create_engine(settings)
         self.metrics = BackendMetrics()
         self.hub = LiveHub()
@@ -68,25 +71,47 @@ class Runtime:
         self.revoked = RevokedTokens(self.engine)
         self.detection = DetectionService(settings, self.engine, self.registry, self.alerts, self.hub, self.metrics,
                                           status=self.status)
-        self.ingest = IngestService(settings, self.registry, self.alerts, self.metrics, self.detection)
+        self.dead_letters = DeadLetters(self.engine, self.metrics)
+        self.ingest = IngestService(settings, self.registry, self.alerts, self.metrics, self.detection, self.dead_letters)
         self.storage_mode: str | None = None
         self.incidents_loaded = False
         self.privacy = PrivacyService(self.engine, settings)  # grants, policy versions, retention, audit outbox
         self.stop = asyncio.Event()
+        self.supervisor = Supervisor(self.metrics, stop=self.stop)
+        self.dead = asyncio.Event()  # set when the supervised tasks gave up: nothing may serve on
+        self.fatal: BaseException | None = None
 
     async def run(self) -> None:
+        """Every long-running part, each supervised (backend/app/supervision.py), until cancelled.
+        Raises TaskKeepsFailing (in an ExceptionGroup) when one of them cannot recover."""
+        keep = self.supervisor.keep
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._registry_loop(), name="registry")
-            tg.create_task(self.alert_store.run_retry(self.stop, self.settings.db_retry_interval_s), name="alert-storage")
-            tg.create_task(self._maintenance_loop(), name="partitions")
-            tg.create_task(self.detection.run(self.stop), name="detection")
-            tg.create_task(self.privacy.run(), name="privacy")
-            tg.create_task(self.alerts.run_escalation(self.stop), name="alert-escalation")
-            tg.create_task(self.downlink.run(self.stop), name="downlink")
+            tg.create_task(keep("registry", self._registry_loop), name="registry")
+            tg.create_task(keep("alert-storage", lambda: self.alert_store.run_retry(self.stop, self.settings.db_retry_interval_s)),
+                           name="alert-storage")
+            tg.create_task(keep("partitions", self._maintenance_loop), name="partitions")
+            tg.create_task(keep("dead-letters", lambda: self.dead_letters.run(self.stop, self.settings.db_retry_interval_s)),
+                           name="dead-letters")
+            tg.create_task(keep("detection", lambda: self.detection.run(self.stop)), name="detection")
+            tg.create_task(keep("privacy", self.privacy.run), name="privacy")
+            tg.create_task(keep("alert-escalation", lambda: self.alerts.run_escalation(self.stop)), name="alert-escalation")
+            tg.create_task(keep("downlink", lambda: self.downlink.run(self.stop)), name="downlink")
             if self.dispatch is not None:
-                tg.create_task(self.dispatch.run(self.stop), name="dispatch-webhook")
+                tg.create_task(keep("dispatch-webhook", lambda: self.dispatch.run(self.stop)), name="dispatch-webhook")
             # Ingest waits for the first registry load so early frames are not refused as unknown.
-            tg.create_task(self._ingest_after_registry(), name="ingest")
+            tg.create_task(keep("ingest", self._ingest_after_registry), name="ingest")
+
+    async def run_until_failed(self) -> None:
+        """:meth:`run`; if it ends with an error, remember it and set ``dead`` (the server then
+        stops, and ``vigil backend run`` exits non-zero) instead of letting the API serve on."""
+        try:
+            await self.run()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # an ExceptionGroup from the TaskGroup
+            self.fatal = exc
+            log.critical("the backend's tasks stopped (%s); the process stops too", exc)
+            self.dead.set()
 
     async def _ingest_after_registry(self) -> None:
         while not self.registry.loaded:

@@ -15,14 +15,17 @@ from gateway.backoff import retry_delay
 # The broker keeps our subscriptions and undelivered QoS 1 frames this long while we are away.
 SESSION_EXPIRY_S = 3600
 # Reconnect delays (gateway.backoff): capped exponential with full jitter, so many backends
-# don't stampede a restarted broker.
+# don't stampede a restarted broker. The events lane (SOS, falls) comes back within ~2 s of the
+# broker's return at worst: an SOS pressed during an outage must page within a second or two of
+# it; telemetry can wait longer.
 RECONNECT_BASE_S = 0.5
 RECONNECT_CAP_S = 15.0
+EVENTS_RECONNECT_CAP_S = 2.0
 
 
-def reconnect_delay(attempt: int, rng: random.Random | None = None) -> float:
+def reconnect_delay(attempt: int, rng: random.Random | None = None, cap_s: float = RECONNECT_CAP_S) -> float:
     """Seconds before reconnect attempt ``attempt`` (0 = the first retry), with the backend's tuning."""
-    return retry_delay(attempt + 1, RECONNECT_BASE_S, RECONNECT_CAP_S, (rng or random).random())
+    return retry_delay(attempt + 1, RECONNECT_BASE_S, cap_s, (rng or random).random())
 
 
 def tls_context(ca_file: str | None = None):

@@ -22,7 +22,8 @@ from backend.app.config import BackendSettings
 from backend.detection.service import DetectionService
 from backend.exceptions import FrameRejected
 from backend.app.metrics import BackendMetrics
-from backend.ingest.mqtt import UplinkSubscriber, reconnect_delay
+from backend.ingest.dead_letters import DeadLetters
+from backend.ingest.mqtt import EVENTS_RECONNECT_CAP_S, RECONNECT_CAP_S, UplinkSubscriber, reconnect_delay
 from backend.ingest.registry import DeviceRecord, DeviceRegistry
 from firmware import frame as F
 from gateway import topics
@@ -41,8 +42,15 @@ class VerifiedFrame:
     location: dict | None
 
 
+# A device time outside these bounds is no clock anybody set (a reset, a corrupted RTC, 2**62):
+# it is treated like an unsynced clock (the alert carries the backend's receive time), never
+# allowed to raise.
+DEVICE_TIME_MIN_MS = int(dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc).timestamp() * 1000)
+DEVICE_TIME_MAX_MS = int(dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc).timestamp() * 1000)
+
+
 def device_time(header: F.Header) -> dt.datetime | None:
-    if header.flags & F.FLAG_CLOCK_UNSYNCED:
+    if header.flags & F.FLAG_CLOCK_UNSYNCED or not DEVICE_TIME_MIN_MS <= header.time_ms < DEVICE_TIME_MAX_MS:
         return None
     return dt.datetime.fromtimestamp(header.time_ms / 1000, dt.timezone.utc)
 
@@ -56,12 +64,12 @@ class FrameVerifier:
     def __init__(self, registry: DeviceRegistry):
         self._registry = registry
 
-    def verify(self, messages: list[tuple]) -> list[VerifiedFrame | FrameRejected]:
+    def verify(self, messages: list[tuple]) -> list[VerifiedFrame | FrameRejected | Poisoned]:
         """Messages (topic, payload, user properties, ...): each checked in the order above (its
         seq consumed when the tag is good), the telemetry payloads among them decoded together
         (:func:`decode_telemetry_batch`). Returns, in order, each message's verified frame or
         why it was refused."""
-        results: list[VerifiedFrame | FrameRejected] = []
+        results: list[VerifiedFrame | FrameRejected | Poisoned] = []
         telemetry: list[tuple[int, DeviceRecord, str, F.Header, bytes]] = []
         for topic, payload, props, *_ in messages:
             try:
@@ -77,6 +85,9 @@ class FrameVerifier:
             except FrameRejected as exc:
                 results.append(exc)
                 continue
+            except Exception as exc:  # a message that makes verification raise: refused alone
+                results.append(Poisoned(exc))
+                continue
             if decoded is None:
                 telemetry.append((len(results), device, gateway, header, body))
                 results.append(None)  # decoded below, with the rest of the batch's telemetry
@@ -84,9 +95,10 @@ class FrameVerifier:
                 location = _location(props) if header.frame_type == F.TYPE_EVENT else None
                 results.append(VerifiedFrame(device, gateway, header, decoded, location))
         if telemetry:
-            for (i, device, gateway, header, _), decoded in zip(
-                    telemetry, decode_telemetry_batch([body for *_, body in telemetry])):
-                if isinstance(decoded, F.FrameError):
+            for (i, device, gateway, header, _), decoded in zip(telemetry, _decode_contained([body for *_, body in telemetry])):
+                if isinstance(decoded, Exception) and not isinstance(decoded, F.FrameError):
+                    results[i] = Poisoned(decoded)
+                elif isinstance(decoded, F.FrameError):
                     results[i] = FrameRejected(decoded.reason, decoded.detail)
                 else:
                     results[i] = VerifiedFrame(device, gateway, header, decoded, None)
@@ -167,6 +179,29 @@ def decode_telemetry_batch(payloads: list[bytes]) -> list[tuple[int, int, np.nda
     return out
 
 
+class Poisoned:
+    """A message whose verification raised (not a refusal the checks foresaw): refused alone."""
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _decode_contained(payloads: list[bytes]) -> list:
+    """:func:`decode_telemetry_batch`, or, if that raises, each payload alone, so one payload
+    that makes decoding raise is that payload's failure only."""
+    try:
+        return decode_telemetry_batch(payloads)
+    except Exception:
+        out = []
+        for payload in payloads:
+            try:
+                out.extend(decode_telemetry_batch([payload]))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+
 def _location(props: dict[str, str] | None) -> dict | None:
     if not props or "lat" not in props or "lon" not in props:
         return None
@@ -181,12 +216,14 @@ def _location(props: dict[str, str] | None) -> dict | None:
 
 class IngestService:
     def __init__(self, settings: BackendSettings, registry: DeviceRegistry, alerts: AlertService, metrics: BackendMetrics,
-                 detection: DetectionService | None = None):
+                 detection: DetectionService | None = None, dead_letters: DeadLetters | None = None):
         self._settings = settings
+        self._dead_letters = dead_letters  # messages whose handling raised
         self._verifier = FrameVerifier(registry)
         self._alerts = alerts
         self._metrics = metrics
         self.connected = asyncio.Event()  # both uplink connections are up
+        self.disconnected_since: float | None = time.monotonic()  # monotonic time both were last up, or start
         self._links: dict[str, asyncio.Event] = {}
         self._reject_logged: set[str] = set()
         self._accepted = {kind: metrics.frames_accepted.labels(kind) for kind in _KIND_BY_TYPE.values()}  # label children looked up once
@@ -207,6 +244,9 @@ class IngestService:
             if isinstance(result, FrameRejected):
                 self._rejected(result, message[0])
                 result = None
+            elif isinstance(result, Poisoned):
+                self._poisoned(message, "verify", result.error)
+                result = None
             frames.append(result)
         accepted = dict.fromkeys(_KIND_BY_TYPE, 0)
         for frame in frames:
@@ -215,14 +255,24 @@ class IngestService:
         for frame_type, n in accepted.items():  # counted before acting, like the refusals
             if n:
                 self._accepted[_KIND_BY_TYPE[frame_type]].inc(n)
-        for frame in frames:
+        for message, frame in zip(messages, frames):
             if frame is None:
                 continue
-            if frame.header.frame_type == F.TYPE_EVENT:
-                await self._on_event(frame, received)
-            if self.detection is not None:  # bookkeeping only; the models run in their own loop
-                self.detection.on_frame(frame, received)
+            try:
+                if frame.header.frame_type == F.TYPE_EVENT:
+                    await self._on_event(frame, received)
+                if self.detection is not None:  # bookkeeping only; the models run in their own loop
+                    self.detection.on_frame(frame, received)
+            except Exception as exc:  # one message's failure, whatever its cause, is that message's alone
+                self._poisoned(message, "handle", exc)
         return frames
+
+    def _poisoned(self, message: tuple, stage: str, exc: Exception) -> None:
+        if self._dead_letters is not None:
+            self._dead_letters.add(message[0], message[1], stage, exc)
+        else:
+            self._metrics.frames_poisoned.labels(stage).inc()
+            log.exception("uplink message on %s raised while %s; refused", message[0], stage)
 
     def _rejected(self, exc: FrameRejected, topic: str) -> None:
         self._metrics.frames_rejected.labels(exc.reason).inc()
@@ -279,6 +329,7 @@ class IngestService:
                     connected.set()
                     if all(link.is_set() for link in self._links.values()) and len(self._links) == 2:
                         self.connected.set()
+                        self.disconnected_since = None
                     async for batch in uplink.batches():
                         await self.handle_batch(batch)
                         uplink.ack(batch)  # QoS 1: acknowledged once handled
@@ -286,8 +337,10 @@ class IngestService:
             except aiomqtt.MqttError as exc:
                 connected.clear()
                 self.connected.clear()
+                if self.disconnected_since is None:
+                    self.disconnected_since = time.monotonic()
                 if not lost_logged:
                     log.error("broker connection lost (%s, %s); reconnecting", name, exc)
                     lost_logged = True
-                await asyncio.sleep(reconnect_delay(attempt))
+                await asyncio.sleep(reconnect_delay(attempt, cap_s=EVENTS_RECONNECT_CAP_S if name == "events" else RECONNECT_CAP_S))
                 attempt += 1

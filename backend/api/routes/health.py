@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import generate_latest, CONTENT_TYPE_LATEST
 
 from backend.api.access import API
@@ -8,16 +11,39 @@ from backend.api.deps import RuntimeDep
 
 router = APIRouter(prefix=API, tags=["health"])
 
+# Ingest may be away from the broker this long (a restart, a broker blip) before health fails.
+INGEST_GRACE_S = 10.0
 
-@router.get("/health", summary="Liveness and the state of the broker and database links")
-async def health(runtime: RuntimeDep) -> dict:
-    return {
-        "status": "ok",
+
+def problems(runtime) -> list[str]:
+    """What keeps this backend from paging reliably right now (empty: healthy)."""
+    out = []
+    if runtime.dead.is_set():
+        out.append(f"the backend's tasks stopped: {runtime.fatal}")
+    for task, why in sorted(runtime.supervisor.down.items()):
+        out.append(f"task {task} is down ({why}); restarting it")
+    since = runtime.ingest.disconnected_since
+    if since is not None and time.monotonic() - since > INGEST_GRACE_S:
+        out.append(f"ingest has had no broker connection for {time.monotonic() - since:.0f} s")
+    if runtime.alerts.pending:
+        out.append(f"{runtime.alerts.pending} alert(s) not yet stored: the database is not taking writes")
+    return out
+
+
+@router.get("/health", summary="Liveness and the state of the broker and database links",
+            responses={503: {"description": "something keeps the backend from paging reliably; `problems` says what"}})
+async def health(runtime: RuntimeDep) -> JSONResponse:
+    found = problems(runtime)
+    body = {
+        "status": "ok" if not found else "failing",
+        "problems": found,
         "broker_connected": runtime.ingest.connected.is_set(),
         "devices_loaded": runtime.registry.loaded,
         "storage_mode": runtime.storage_mode,
         "alerts_pending_storage": runtime.alerts.pending,
+        "dead_letters": runtime.dead_letters.total,
     }
+    return JSONResponse(body, status_code=503 if found else 200)
 
 
 metrics_router = APIRouter(tags=["health"])

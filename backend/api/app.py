@@ -8,16 +8,17 @@ import logging
 from fastapi import FastAPI
 
 import sqlalchemy as sa
-from fastapi import Request
+from fastapi import Request, WebSocket
 from fastapi.responses import JSONResponse
 
-from backend.api.deps import Authorized
+from backend.api.deps import Authorized, WebSocketRefused
 from backend.api.middleware import LoginThrottle, SecureHeaders
 from backend.api.routes import alerts, auth, devices, events, gateways, health, live, meta, officers, users
 from backend.exceptions import Conflict, NotFound
 from backend import dashboard
 from backend.app.config import BackendSettings
 from backend.app.runtime import Runtime
+from backend.identity.auth import ActiveAccounts, LiveTickets
 from backend.api.routes import audit as audit_routes, privacy, vitals
 
 log = logging.getLogger("vigil.backend")
@@ -51,13 +52,22 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
     _error_answers(app)
     # hardening (backend/api/middleware.py): secure headers on every answer, sign-in throttling
     app.add_middleware(SecureHeaders)
-    app.state.login_throttle = LoginThrottle(settings.login_max_failures, settings.login_window_s)
+    app.state.login_throttle = LoginThrottle(settings.login_max_failures, settings.login_max_failures_per_address,
+                                             settings.login_window_s)
+    # identity (backend/identity/auth.py): the accounts tokens may act for, the live feed's tickets
+    app.state.accounts = ActiveAccounts(settings.registry_refresh_s)
+    app.state.live_tickets = LiveTickets(settings.live_ticket_ttl_s)
     dashboard.install(app)  # the web pages and /static; the pages fetch everything from /api/v1
     return app
 
 
 def _error_answers(app: FastAPI) -> None:
     """Backend errors mapped to HTTP at the boundary."""
+
+    @app.exception_handler(WebSocketRefused)
+    async def _websocket_refused(websocket: WebSocket, exc: WebSocketRefused) -> None:
+        await websocket.accept()
+        await websocket.close(exc.code, exc.reason[:120])  # a close frame's reason holds 123 bytes
 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:

@@ -16,7 +16,7 @@ from backend.identity import fleet
 from backend.db import engine as db
 from backend.app.server import serve
 from gateway.sim.fleet import SimulatedFleet
-from tests.backend.conftest import backend_settings, supervisor_token
+from tests.backend.conftest import backend_settings, live_url, supervisor_token
 from tests.gateway.conftest import gateway_settings, running_gateway, wait_until  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,7 @@ async def test_sos_reaches_supervisor_websocket(database_url, mqtt_broker, agenc
         async with running_gateway(gateway_settings([DEVICE], latitude=40.7128, longitude=-74.006)):
             await wait_until(lambda: backend.runtime.metrics.accepted_count("telemetry") > 0, 20, what="telemetry at the backend")
             token = supervisor_token(settings, agency)
-            async with websockets.connect(backend.url.replace("http", "ws") + f"/api/v1/ws?token={token}") as ws:
+            async with websockets.connect(await live_url(backend.url, token)) as ws:
                 pressed = time.perf_counter()
                 sim.wearables[DEVICE].press_sos()
                 alert = await _next_alert(ws)
@@ -74,7 +74,7 @@ async def test_sos_reaches_websocket_with_database_down(private_postgres, mqtt_b
             await wait_until(lambda: backend.runtime.metrics.accepted_count("telemetry") > 0, 20, what="telemetry at the backend")
             private_postgres.stop("immediate")
             token = supervisor_token(settings, agency)
-            async with websockets.connect(backend.url.replace("http", "ws") + f"/api/v1/ws?token={token}") as ws:
+            async with websockets.connect(await live_url(backend.url, token)) as ws:
                 pressed = time.perf_counter()
                 sim.wearables[DEVICE].press_sos()
                 alert = await _next_alert(ws)

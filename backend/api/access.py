@@ -34,10 +34,14 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/health"): Rule(PUBLIC),
     ("GET", "/metrics"): Rule(PUBLIC),  # counters only, no personal data; scraped without a token
     ("POST", f"{API}/auth/token"): Rule(PUBLIC),
+    ("POST", f"{API}/auth/enrol"): Rule(PUBLIC),  # an officer's own step; the one-time code is the credential
     ("GET", f"{API}/auth/me"): Rule(PEOPLE),
     ("POST", f"{API}/auth/logout"): Rule(PEOPLE),
+    # who may create whom: backend/identity/auth.py MAY_CREATE (officers only by their own enrolment)
     ("POST", f"{API}/users"): _r("fleet_admin"),
     ("GET", f"{API}/users"): _r("fleet_admin"),
+    ("POST", f"{API}/users/enrolments"): _r("fleet_admin"),
+    ("POST", f"{API}/users/{{user_id}}/disable"): _r("fleet_admin"),
     ("POST", f"{API}/officers"): _r("fleet_admin"),
     ("GET", f"{API}/officers"): _r("fleet_admin", "supervisor", "officer"),
     ("GET", f"{API}/officers/{{officer_id}}"): _r("fleet_admin", "supervisor", "officer", own=("officer", "officer_id")),
@@ -51,11 +55,14 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/gateways"): _r("fleet_admin"),
     ("GET", f"{API}/gateways/{{gateway_id}}/devices"): _r("fleet_admin", "gateway", own=("gateway", "gateway_id")),
     ("PUT", f"{API}/gateways/{{gateway_id}}/devices"): _r("fleet_admin"),
-    ("GET", f"{API}/alerts"): _r("supervisor", "auditor", "officer"),
-    ("GET", f"{API}/alerts/{{alert_id}}"): _r("supervisor", "auditor", "officer"),
+    # alerts: the policy decides the record (a purpose implied for supervisors and officers) and,
+    # with a declared purpose, the evidence (backend/api/routes/alerts.py)
+    ("GET", f"{API}/alerts"): Rule(frozenset({"supervisor", "auditor", "officer"}), purpose_checked=True),
+    ("GET", f"{API}/alerts/{{alert_id}}"): Rule(frozenset({"supervisor", "auditor", "officer"}), purpose_checked=True),
     ("POST", f"{API}/alerts/{{alert_id}}/acknowledge"): _r("supervisor"),
     ("POST", f"{API}/alerts/{{alert_id}}/resolve"): _r("supervisor"),
     ("GET", f"{API}/live/officers"): _r("supervisor"),
+    ("POST", f"{API}/live/ticket"): _r("supervisor"),  # opens the WebSocket below (no token in its URL)
     ("GET", f"{API}/meta/labels"): Rule(PEOPLE),  # every page's words for priorities, states, outcomes
     ("GET", f"{API}/events"): _r("supervisor"),
     ("WEBSOCKET", f"{API}/ws"): _r("supervisor"),

@@ -3,13 +3,14 @@
 ``authorize`` is the one place a request is let in or refused: it reads the route's rule from
 backend/api/access.py, identifies the caller (person token or gateway token), checks the role
 and, where the rule says so, that the path names the caller's own record. Routes receive the
-Caller and scope every query by its agency (and, for officers, by their own officer id)."""
+Caller and scope every query by its agency (and, for officers, by their own officer id).
+A person's token counts only while its account exists, is enabled and still matches it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, WebSocketException, status
+from fastapi import Depends, HTTPException, Request, status
 from starlette.requests import HTTPConnection
 
 from backend.api.access import rule_for
@@ -30,33 +31,45 @@ class Caller:
     token_id: str | None = None
     token_expires: int | None = None
     gateway_id: str | None = None
+    user_id: int | None = None
 
     def owns(self, param: str, value: str) -> bool:
         mine = {"officer_id": self.officer_id, "gateway_id": self.gateway_id}.get(param)
         return mine is not None and str(mine) == str(value)
 
 
+class WebSocketRefused(Exception):
+    """A WebSocket refused with a close code and a reason the browser can read: the app accepts
+    the handshake and closes at once (a refused handshake would show the page only "failed")."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
 def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def _caller_from_token(runtime: Runtime, token: str | None) -> Caller:
+async def _caller_from_token(conn: HTTPConnection, runtime: Runtime, token: str | None) -> Caller:
     if not token:
         raise AuthError("no access token")
-    claims = read_token(runtime.settings.secret_key.get_secret_value(), token)
-    if claims.get("role") not in ROLES or not claims.get("agency"):
-        raise AuthError("token lacks a role or agency")
-    jti = claims.get("jti")
-    if jti is not None and jti in runtime.revoked:
+    claims = read_token(runtime.settings.token_key.get_secret_value(), token)
+    if claims["jti"] in runtime.revoked:
         raise AuthError("token was revoked")
-    return Caller(claims["sub"], claims["role"], claims["agency"], claims.get("officer_id"), jti, claims.get("exp"))
+    account = await conn.app.state.accounts.get(runtime.engine, claims["uid"])
+    if account is None or (account.username, account.role, account.agency_id, account.officer_id) != (
+            claims["sub"], claims["role"], claims["agency"], claims.get("officer_id")):
+        raise AuthError("the token's account is disabled, gone or changed; sign in again")
+    return Caller(account.username, account.role, account.agency_id, account.officer_id, claims["jti"], claims["exp"],
+                  user_id=account.id)
 
 
-async def _caller(runtime: Runtime, token: str | None) -> Caller:
+async def _caller(conn: HTTPConnection, runtime: Runtime, token: str | None) -> Caller:
     if token and token.startswith(GATEWAY_TOKEN_PREFIX):
         gateway_id, agency = await gateway_for_token(runtime.engine, token)
         return Caller(f"gateway:{gateway_id}", "gateway", agency, gateway_id=gateway_id)
-    return _caller_from_token(runtime, token)
+    return await _caller_from_token(conn, runtime, token)
 
 
 def _bearer(conn: HTTPConnection) -> str | None:
@@ -64,26 +77,44 @@ def _bearer(conn: HTTPConnection) -> str | None:
     return header[7:] if header.lower().startswith("bearer ") else None
 
 
+async def _websocket_caller(conn: HTTPConnection) -> Caller:
+    """A WebSocket authenticates with a one-time ticket (POST /api/v1/live/ticket): browsers
+    cannot set headers on one, and a token in the URL would land in every access log."""
+    if "token" in conn.query_params:
+        raise AuthError("a token in the URL is refused (URLs are logged); "
+                        "fetch a one-time ticket with POST /api/v1/live/ticket and connect with ?ticket=")
+    ticket = conn.query_params.get("ticket")
+    if not ticket:
+        raise AuthError("no live ticket: fetch one with POST /api/v1/live/ticket and connect with ?ticket=")
+    caller = conn.app.state.live_tickets.redeem(ticket)
+    runtime = conn.app.state.runtime
+    if caller.user_id is not None and await conn.app.state.accounts.get(runtime.engine, caller.user_id) is None:
+        raise AuthError("the ticket's account is disabled or gone")
+    return caller
+
+
 async def authorize(conn: HTTPConnection) -> Caller | None:
     """Router-level, for HTTP and WebSocket routes alike: enforce the access table for this
-    route. None for public routes. A WebSocket is refused by closing it (4401 / 4403): browsers
-    cannot set headers on one, so its token comes as ?token=."""
+    route. None for public routes. A WebSocket is refused by closing it (4401 / 4403, with the
+    reason); it authenticates with a one-time ticket, never a token in its URL."""
     websocket = conn.scope["type"] == "websocket"
     method = "WEBSOCKET" if websocket else conn.scope["method"]
     rule = rule_for(method, getattr(conn.scope.get("route"), "path_format", ""), conn.url.path)
 
     def refuse(code: int, detail: str, **kw):
         if websocket:
-            return WebSocketException(4000 + code, detail)
+            return WebSocketRefused(4000 + code, detail)
         return HTTPException(code, detail, **kw)
 
     if rule is None:
         raise refuse(status.HTTP_403_FORBIDDEN, "this route is not in the access table")
     if "anonymous" in rule.roles:
         return None
-    token = conn.query_params.get("token") if websocket else _bearer(conn)
     try:
-        caller = await _caller(conn.app.state.runtime, token)
+        if websocket:
+            caller = await _websocket_caller(conn)
+        else:
+            caller = await _caller(conn, conn.app.state.runtime, _bearer(conn))
     except AuthError as exc:
         raise refuse(status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
     if caller.role not in rule.roles:

@@ -2,14 +2,18 @@
 
 Secure headers are added to every response that does not set its own (the dashboard pages set a
 Content-Security-Policy fitted to their scripts; it is kept). Login throttling counts failed
-sign-ins per (username, client address) in a sliding window, so a password cannot be guessed
-online; the clock is an argument so tests never sleep."""
+sign-ins per username and per client address in a sliding window, so a password cannot be
+guessed online nor sprayed over many accounts; the clock is an argument so tests never sleep.
+The client address is the connection's peer: X-Forwarded-For counts only when that peer is a
+configured proxy (``client_address``)."""
 from __future__ import annotations
 
 import collections
+import functools
+import ipaddress
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -51,34 +55,74 @@ class SecureHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+def client_address(scope: Scope, trusted_proxies: Sequence[str]) -> str | None:
+    """The client's address: the connection's peer, unless the peer is a configured proxy; then
+    the nearest address in X-Forwarded-For that is not a configured proxy. Nobody else's
+    X-Forwarded-For is believed (a client could name any address it likes).
+
+    >>> scope = {"client": ("10.0.0.2", 1), "headers": [(b"x-forwarded-for", b"6.6.6.6, 203.0.113.9")]}
+    >>> client_address(scope, ["10.0.0.0/24"]), client_address(scope, [])
+    ('203.0.113.9', '10.0.0.2')
+    """
+    peer = (scope.get("client") or (None,))[0]
+    proxies = _networks(tuple(trusted_proxies))
+    if peer is None or not _within(peer, proxies):
+        return peer
+    forwarded = [h.decode("latin-1") for k, h in scope.get("headers", ()) if k == b"x-forwarded-for"]
+    hops = [hop.strip() for line in forwarded for hop in line.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _within(hop, proxies):
+            return hop
+    return hops[0] if hops else peer
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(specs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(spec, strict=False) for spec in specs)
+
+
+def _within(address: str, networks) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False  # not an address: never a trusted proxy
+    return any(ip in net for net in networks)
+
+
 class LoginThrottle:
-    """At most ``max_failures`` failed sign-ins per key within ``window_s``; then the key waits.
+    """Failed sign-ins counted per username (from any address: a slow guess spread over many
+    addresses) and per client address (any username: one password sprayed over many accounts),
+    each in a sliding window of ``window_s``; past either limit the attempt waits, even with the
+    right password. A success clears its username's count, not its address's.
 
     >>> now = [0.0]
-    >>> throttle = LoginThrottle(2, 60.0, lambda: now[0])
-    >>> throttle.failed("u|1.2.3.4"); throttle.failed("u|1.2.3.4")
-    >>> throttle.retry_after("u|1.2.3.4")
+    >>> throttle = LoginThrottle(2, 3, 60.0, lambda: now[0])
+    >>> throttle.failed("u", "1.2.3.4"); throttle.failed("u", "1.2.3.4")
+    >>> throttle.retry_after("u", "5.6.7.8"), throttle.retry_after("v", "1.2.3.4")
+    (60, None)
+    >>> throttle.failed("v", "1.2.3.4"); throttle.retry_after("w", "1.2.3.4")
     60
     >>> now[0] = 60.0
-    >>> throttle.retry_after("u|1.2.3.4") is None
+    >>> throttle.retry_after("u", "1.2.3.4") is None
     True
     """
 
     # Keys remembered at most (oldest forgotten first), so a flood of usernames cannot fill memory.
     MAX_KEYS = 100_000
 
-    def __init__(self, max_failures: int = 5, window_s: float = 60.0, now: Callable[[], float] = time.monotonic):
-        if max_failures < 1 or window_s <= 0:
-            raise ValueError("max_failures must be >= 1 and window_s > 0")
-        self.max_failures = max_failures
+    def __init__(self, per_username: int = 10, per_address: int = 20, window_s: float = 60.0,
+                 now: Callable[[], float] = time.monotonic):
+        if per_username < 1 or per_address < 1 or window_s <= 0:
+            raise ValueError("per_username and per_address must be >= 1 and window_s > 0")
+        self.limits = {"user": per_username, "addr": per_address}
         self.window_s = window_s
         self._now = now
         self._failures: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
         self.refused = 0
 
     @staticmethod
-    def key(username: str, client: str | None) -> str:
-        return f"{username.strip().lower()}|{client or '?'}"
+    def _keys(username: str, address: str | None) -> tuple[str, str]:
+        return f"user:{username.strip().lower()}", f"addr:{address or '?'}"
 
     def _recent(self, key: str) -> collections.deque[float] | None:
         times = self._failures.get(key)
@@ -92,22 +136,28 @@ class LoginThrottle:
             return None
         return times
 
-    def retry_after(self, key: str) -> int | None:
-        """Seconds until this key may try again, or None when it may try now."""
-        times = self._recent(key)
-        if times is None or len(times) < self.max_failures:
+    def retry_after(self, username: str, address: str | None) -> int | None:
+        """Seconds until this username from this address may try again, or None when it may try now."""
+        waits = []
+        for key in self._keys(username, address):
+            limit = self.limits[key.partition(":")[0]]
+            times = self._recent(key)
+            if times is not None and len(times) >= limit:
+                waits.append(max(1, math.ceil(times[-limit] + self.window_s - self._now())))
+        if not waits:
             return None
         self.refused += 1
-        return max(1, math.ceil(times[-self.max_failures] + self.window_s - self._now()))
+        return max(waits)
 
-    def failed(self, key: str) -> None:
-        times = self._recent(key)
-        if times is None:
-            times = self._failures[key] = collections.deque(maxlen=self.max_failures)
-        times.append(self._now())
-        self._failures.move_to_end(key)
+    def failed(self, username: str, address: str | None) -> None:
+        for key in self._keys(username, address):
+            times = self._recent(key)
+            if times is None:
+                times = self._failures[key] = collections.deque(maxlen=self.limits[key.partition(":")[0]])
+            times.append(self._now())
+            self._failures.move_to_end(key)
         while len(self._failures) > self.MAX_KEYS:
             self._failures.popitem(last=False)
 
-    def succeeded(self, key: str) -> None:
-        self._failures.pop(key, None)
+    def succeeded(self, username: str) -> None:
+        self._failures.pop(self._keys(username, None)[0], None)

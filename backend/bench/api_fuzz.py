@@ -161,7 +161,8 @@ def main(max_examples: int, out: Path) -> int:
         agency, secret = "fz" + uuid.uuid4().hex[:6], "fuzz-" + uuid.uuid4().hex + uuid.uuid4().hex
         callers = asyncio.run(seed_roles(database_url, secret, agency))
         env = backend_env(database_url=database_url, mqtt_url=mqtt_url, agencies=[agency], http_port=infra.free_port(),
-                          client_id="vigil-fuzz-" + agency, secret_key=secret, login_max_failures=1_000_000)
+                          client_id="vigil-fuzz-" + agency, secret_key=secret, login_max_failures=1_000_000,
+                          login_max_failures_per_address=1_000_000)
         backend = stack.enter_context(BackendProcess(env, out / "backend.log"))
         report = fuzz(backend.url, login_all(backend.url, callers), max_examples)
     print(report.text())

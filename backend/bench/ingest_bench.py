@@ -319,11 +319,31 @@ async def provision(url: str, secret: str, count: int, agencies: list[str]) -> l
 
 # ---- supervisors' WebSockets ---------------------------------------------------------------------------
 
+async def bench_supervisor(database_url: str, url: str, agency: str) -> str:
+    """A supervisor's account of ``agency`` and a token signed in with it (tokens name real accounts)."""
+    import httpx
+
+    from backend.app.config import BackendSettings
+    from backend.db import engine as db
+    from backend.identity import auth
+
+    username, password = f"bench-{agency}", secrets.token_urlsafe(16)
+    engine = db.create_engine(BackendSettings(database_url=database_url))
+    try:
+        await auth.create_user(engine, username, password, "supervisor", agency, actor="system:bench")
+    finally:
+        await engine.dispose()
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        response = await http.post("/api/v1/auth/token", data={"username": username, "password": password})
+    response.raise_for_status()
+    return response.json()["access_token"]
+
+
 class SosWatch:
     """One supervisor WebSocket per agency (on the backend that owns it), in a thread of its own;
     records when each device's SOS alert arrives. Reconnects (resuming) if cut off."""
 
-    def __init__(self, targets: list[tuple[str, str]]):
+    def __init__(self, targets: list[tuple[str, str, str]]):  # (base URL, token, agency)
         self.targets = targets
         self.arrivals: dict[int, float] = {}
         self.reconnects = 0
@@ -343,20 +363,24 @@ class SosWatch:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        tasks = [asyncio.create_task(self._watch(url)) for url, _ in self.targets]
+        tasks = [asyncio.create_task(self._watch(url, token)) for url, token, _ in self.targets]
         await self._stop.wait()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _watch(self, url: str) -> None:
+    async def _watch(self, url: str, token: str) -> None:
+        import httpx
         import websockets
 
         last_id = None
         first = True
         while True:
             try:
-                full = url + (f"&last_event_id={last_id}" if last_id is not None else "")
+                async with httpx.AsyncClient(base_url=url, timeout=10) as http:  # a one-time ticket per connection
+                    ticket = (await http.post("/api/v1/live/ticket", headers={"Authorization": f"Bearer {token}"})).json()["ticket"]
+                full = url.replace("http", "ws", 1) + f"/api/v1/ws?ticket={ticket}" + (
+                    f"&last_event_id={last_id}" if last_id is not None else "")
                 async with websockets.connect(full, max_size=None, open_timeout=10) as ws:
                     if first:
                         first = False
@@ -660,13 +684,11 @@ class Bench:
             self.say(f"backend: {len(self.backends)} process(es) " + ", ".join(
                 f"pid {p.pid} agencies {owned}" for p, _, owned in self.backends))
             result.machine["audit_outbox_drain_s"] = self.wait_for_audit()
-            from backend.identity.security import issue_token
-
             targets = []
             for _, port, owned in self.backends:
                 for agency in owned:
-                    token = issue_token(self.secret, {"sub": f"bench-{agency}", "role": "supervisor", "agency": agency}, 3600)
-                    targets.append((f"ws://127.0.0.1:{port}/api/v1/ws?token={token}", agency))
+                    url = f"http://127.0.0.1:{port}"
+                    targets.append((url, asyncio.run(bench_supervisor(self.db_url, url, agency)), agency))
             watch = SosWatch(targets).start()
             if not watch.connected.wait(20):
                 raise RuntimeError("the supervisors' WebSockets did not connect")

@@ -1,5 +1,6 @@
-"""``vigil officer …``, ``vigil device …`` (fleet admins, over the API) and ``vigil user create``
-(straight to the database, to bootstrap the first admin of an agency)."""
+"""``vigil officer …``, ``vigil device …`` (fleet admins, over the API) and ``vigil user create`` /
+``vigil user enrolment`` (straight to the database: the first admin of an agency, auditors, and
+enrolment codes; backend/identity/auth.py says who may create whom)."""
 from __future__ import annotations
 
 import argparse
@@ -59,12 +60,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     user = subparsers.add_parser("user", help="people's accounts (direct database access, for bootstrapping)")
     usub = user.add_subparsers(dest="user_command", metavar="COMMAND", required=True)
-    p = usub.add_parser("create", help="create an account (password from VIGIL_PASSWORD or a prompt)")
+    p = usub.add_parser("create", help="create a fleet admin's, supervisor's or auditor's account (password from "
+                                       "VIGIL_PASSWORD or a prompt); officers enrol themselves")
     p.add_argument("username")
-    p.add_argument("--role", required=True, choices=("officer", "supervisor", "fleet_admin", "auditor"))
+    # No officer role: an account opens an officer's own biometric data, so only the officer binds
+    # it, by redeeming an enrolment code (`vigil user enrolment`, POST /api/v1/auth/enrol).
+    p.add_argument("--role", required=True, choices=("supervisor", "fleet_admin", "auditor"))
     p.add_argument("--agency", required=True, help="created if it does not exist")
-    p.add_argument("--officer-id", type=int, default=None, help="for the officer role")
     p.set_defaults(func=_create_user)
+    p = usub.add_parser("enrolment", help="a one-time code (printed once) with which an officer creates their own account")
+    p.add_argument("--agency", required=True)
+    p.add_argument("--officer-id", type=int, required=True)
+    p.set_defaults(func=_issue_enrolment)
 
     brk = subparsers.add_parser("broker", help="the MQTT broker's access files")
     bsub = brk.add_subparsers(dest="broker_command", metavar="COMMAND", required=True)
@@ -122,10 +129,39 @@ def _create_user(args: argparse.Namespace) -> int:
         engine = db.create_engine(settings)
         try:
             await fleet.ensure_agency(engine, args.agency)
-            user = await auth.create_user(engine, args.username, password, args.role, args.agency, args.officer_id)
+            user = await auth.create_user(engine, args.username, password, args.role, args.agency, actor=_cli_actor())
         finally:
             await engine.dispose()
         print(f"user {user.username} ({user.role}, agency {user.agency_id}) created; sign in at POST /api/v1/auth/token")
+
+    asyncio.run(main())
+    return 0
+
+
+def _cli_actor() -> str:
+    """Who ran the bootstrap command, for the audit chain."""
+    return f"cli:{getpass.getuser()}"
+
+
+def _issue_enrolment(args: argparse.Namespace) -> int:
+    import asyncio
+    import datetime as dt
+
+    from backend.identity import auth
+    from backend.db import engine as db
+    from backend.app.config import BackendSettings
+
+    settings = BackendSettings()
+
+    async def main() -> None:
+        engine = db.create_engine(settings)
+        try:
+            issued = await auth.issue_enrolment(engine, args.agency, args.officer_id, _cli_actor(),
+                                                settings.enrolment_code_ttl_s, dt.datetime.now(dt.timezone.utc))
+        finally:
+            await engine.dispose()
+        print(f"enrolment code for officer {issued.officer_id}: {issued.code} (valid until {issued.expires_at:%Y-%m-%d %H:%M} UTC, "
+              "once); hand it to the officer in person, who redeems it at POST /api/v1/auth/enrol")
 
     asyncio.run(main())
     return 0

@@ -131,6 +131,22 @@ users = sa.Table(
     sa.CheckConstraint("role <> 'officer' or officer_id is not null", name="officer_user_has_officer"),
 )
 
+# One-time codes with which an officer creates their own account (backend/identity/auth.py):
+# issued by a fleet admin, handed over in person, short-lived, used once; only the hash is kept.
+enrolment_codes = sa.Table(
+    "enrolment_codes", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("code_hash", sa.Text, nullable=False, unique=True),
+    sa.Column("agency_id", sa.Text, sa.ForeignKey("agencies.id"), nullable=False),
+    sa.Column("officer_id", sa.Integer, sa.ForeignKey("officers.id"), nullable=False),
+    sa.Column("issued_by", sa.Text, nullable=False),
+    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("redeemed_at", sa.DateTime(timezone=True)),
+    sa.Column("redeemed_by_user", sa.Integer, sa.ForeignKey("users.id")),
+    sa.Index("enrolment_codes_officer", "officer_id"),
+)
+
 # Token ids (the "jti" claim) revoked before their expiry; rows can go once expires_at passed.
 revoked_tokens = sa.Table(
     "revoked_tokens", metadata,

@@ -1,13 +1,13 @@
-"""Secrets: device keys wrapped at rest, and signed access tokens."""
+"""Secrets: device keys wrapped at rest (under ``secret_key``), and signed access tokens (under ``token_key``)."""
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import json
 import os
 import time
+import uuid
 
+import jwt
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from backend.exceptions import AuthError
@@ -22,7 +22,7 @@ def new_device_key() -> bytes:
 
 
 def wrap_device_key(secret: str, device_id: int, key: bytes) -> bytes:
-    """AES-GCM under a key derived from the backend secret; the device id is bound as AAD so
+    """AES-GCM under a key derived from ``secret_key`` (never the token key); the device id is bound as AAD so
     a wrapped key copied to another device's row does not decrypt."""
     nonce = os.urandom(12)
     aad = str(device_id).encode()
@@ -35,37 +35,33 @@ def unwrap_device_key(secret: str, device_id: int, blob: bytes) -> bytes:
     return AESGCM(_subkey(secret, b"vigil/device-key-wrap/v1")).decrypt(nonce, ciphertext, aad)
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+# People's access tokens are JWTs (RFC 7519) signed with HMAC-SHA256 under the token key, which
+# is never the device-key wrapping secret. Every token names its account (``uid``) and has an id
+# (``jti``) so it can be revoked; the caller's check (backend/api/deps.py) also requires the
+# account to exist and be enabled.
+TOKEN_ALGORITHM = "HS256"
+REQUIRED_CLAIMS = ("exp", "iat", "jti", "sub", "uid", "role", "agency")
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def issue_token(secret: str, claims: dict, ttl_s: int, now: float | None = None) -> str:
-    """A compact signed token: base64(json claims with exp) . base64(HMAC-SHA256)."""
+def issue_token(key: str, claims: dict, ttl_s: int, now: float | None = None) -> str:
+    """A signed token carrying ``claims`` plus ``iat``, ``exp`` and, unless given, a fresh ``jti``."""
     now = time.time() if now is None else now
-    body = _b64(json.dumps({**claims, "exp": int(now + ttl_s)}, separators=(",", ":")).encode())
-    sig = _b64(hmac.digest(_subkey(secret, b"vigil/token/v1"), body.encode(), "sha256"))
-    return f"{body}.{sig}"
+    body = {"jti": uuid.uuid4().hex, **claims, "iat": int(now), "exp": int(now + ttl_s)}
+    return jwt.encode(body, key, algorithm=TOKEN_ALGORITHM)
 
 
-def read_token(secret: str, token: str, now: float | None = None) -> dict:
-    now = time.time() if now is None else now
+def read_token(key: str, token: str) -> dict:
+    """The claims of a token signed under ``key`` that has not expired and carries every required claim."""
     try:
-        body, sig = token.split(".", 1)
-        expected = _b64(hmac.digest(_subkey(secret, b"vigil/token/v1"), body.encode(), "sha256"))
-        if not hmac.compare_digest(sig, expected):
-            raise AuthError("token signature is invalid")
-        claims = json.loads(_unb64(body))
-    except AuthError:
-        raise
-    except (ValueError, json.JSONDecodeError) as exc:
+        return jwt.decode(token, key, algorithms=[TOKEN_ALGORITHM], options={"require": list(REQUIRED_CLAIMS)})
+    except jwt.ExpiredSignatureError as exc:
+        raise AuthError("token has expired") from exc
+    except jwt.MissingRequiredClaimError as exc:
+        raise AuthError(f"token lacks the {exc.claim!r} claim") from exc
+    except jwt.InvalidSignatureError as exc:
+        raise AuthError("token signature is invalid") from exc
+    except jwt.InvalidTokenError as exc:
         raise AuthError("token is malformed") from exc
-    if not isinstance(claims, dict) or claims.get("exp", 0) < now:
-        raise AuthError("token has expired")
-    return claims
 
 
 def hash_secret(value: str) -> str:

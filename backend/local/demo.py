@@ -104,6 +104,7 @@ async def _run(officers: int, duration_s: float, port: int, workdir: Path) -> in
     with _services(workdir) as (db_url, mqtt_url):
         settings = BackendSettings(database_url=db_url, mqtt_url=mqtt_url, agencies=[AGENCY], http_port=port,
                                    mqtt_client_id=f"vigil-demo-{os.getpid()}")
+        settings = with_keys(settings)  # the demo's own keys, generated into .vigil/keys.json (development only)
         db.ensure_database_exists(settings.sync_database_url)
         _recreate_demo_database(settings)
         db.upgrade(settings)
@@ -122,10 +123,13 @@ async def _run(officers: int, duration_s: float, port: int, workdir: Path) -> in
                  f"(POST {backend.url}/api/v1/auth/token)")
             _say(f"\nAPI:        {backend.url}/docs")
             _say(f"Alerts:     curl -H 'Authorization: Bearer {token}' {backend.url}/api/v1/alerts")
-            _say(f"Live feed:  {backend.url.replace('http', 'ws')}/api/v1/ws?token={token}\n")
+            _say(f"Live feed:  POST {backend.url}/api/v1/live/ticket (with the token), then "
+                 f"{backend.url.replace('http', 'ws')}/api/v1/ws?ticket=<ticket>\n")
             seen = 0
             started = time.monotonic()
-            async with websockets.connect(backend.url.replace("http", "ws") + f"/api/v1/ws?token={token}") as ws:
+            async with httpx.AsyncClient(base_url=backend.url) as http:
+                ticket = (await http.post("/api/v1/live/ticket", headers={"Authorization": f"Bearer {token}"})).json()["ticket"]
+            async with websockets.connect(backend.url.replace("http", "ws") + f"/api/v1/ws?ticket={ticket}") as ws:
                 while not stop.is_set() and time.monotonic() - started < duration_s:
                     try:
                         msg = json.loads(await asyncio.wait_for(ws.recv(), 1.0))

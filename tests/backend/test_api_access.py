@@ -7,6 +7,7 @@ import json
 import uuid
 
 import httpx
+import jwt
 import pytest
 import websockets
 
@@ -14,6 +15,7 @@ from backend.api.access import ACCESS, iter_routes
 from backend.incidents.rules import OUTCOME_LABELS, PRIORITY_LABELS, STATE_LABELS
 from backend.identity.security import issue_token
 from tests.backend.api_helpers import login, two_agencies
+from tests.backend.conftest import live_url
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +29,7 @@ BODIES = {
 
 def _fill(path: str, a) -> str:
     return path.format(officer_id=a.officer_id, device_id=a.device_id, gateway_id=a.gateway.gateway_id,
-                       alert_id=uuid.uuid4())
+                       alert_id=uuid.uuid4(), user_id=0)
 
 
 async def _status(http: httpx.AsyncClient, method: str, url: str, token: str | None, body) -> int:
@@ -80,13 +82,17 @@ async def test_every_route_for_every_role(database_url, mqtt_broker, agency):
                 checked += 1
         assert checked == 6 * (len(ACCESS) - 1)
 
-        # the WebSocket goes by the same table: refused at the handshake
-        ws_url = backend.url.replace("http", "ws") + "/api/v1/ws?token="
-        for token in (a.tokens["officer"], a.tokens["fleet_admin"], a.tokens["auditor"], "forged.token", ""):
-            with pytest.raises(websockets.InvalidStatus):
-                async with websockets.connect(ws_url + token):
-                    pass
-        async with websockets.connect(ws_url + a.tokens["supervisor"]):
+        # the WebSocket goes by the same table, and opens with a one-time ticket, never a token in its URL
+        ws_base = backend.url.replace("http", "ws") + "/api/v1/ws"
+        for role in ("officer", "fleet_admin", "auditor", "gateway"):
+            r = await http.post("/api/v1/live/ticket", headers={"Authorization": f"Bearer {a.tokens[role]}"})
+            assert r.status_code == 403, (role, r.status_code)
+        for query in ("?token=" + a.tokens["supervisor"], "?ticket=forged", ""):
+            async with websockets.connect(ws_base + query) as ws:
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await ws.recv()
+                assert closed.value.rcvd.code == 4401, query
+        async with websockets.connect(await live_url(backend.url, a.tokens["supervisor"])):
             pass
 
 
@@ -94,7 +100,7 @@ async def test_supervisor_of_one_agency_sees_nothing_of_another(database_url, mq
     async with two_agencies(database_url, mqtt_broker, agency) as (backend, http, settings, a, b):
         rt = backend.runtime
         sup_b = {"Authorization": f"Bearer {b.tokens['supervisor']}"}
-        async with websockets.connect(backend.url.replace("http", "ws") + f"/api/v1/ws?token={b.tokens['supervisor']}") as ws:
+        async with websockets.connect(await live_url(backend.url, b.tokens["supervisor"])) as ws:
             alert_a = await rt.alerts.raise_alert(agency_id=a.name, device_id=a.device_id, seq=1, kind="sos", officer_id=a.officer_id,
                                                   officer_name="A", explanation={"detector": "test"})
             alert_b = await rt.alerts.raise_alert(agency_id=b.name, device_id=b.device_id, seq=1, kind="sos", officer_id=b.officer_id,
@@ -143,5 +149,7 @@ async def test_tokens_expire_and_can_be_revoked(database_url, mqtt_broker, agenc
         assert (await http.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})).status_code == 401
         # other tokens of the same person still work; an expired one does not
         assert (await http.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {a.tokens['supervisor']}"})).status_code == 200
-        expired = issue_token(settings.secret_key.get_secret_value(), {"sub": "x", "role": "supervisor", "agency": a.name}, -1)
-        assert (await http.get("/api/v1/alerts", headers={"Authorization": f"Bearer {expired}"})).status_code == 401
+        claims = jwt.decode(a.tokens["supervisor"], options={"verify_signature": False})
+        expired = issue_token(settings.token_key.get_secret_value(), {**claims, "jti": "expired-1"}, -1)
+        r = await http.get("/api/v1/alerts", headers={"Authorization": f"Bearer {expired}"})
+        assert r.status_code == 401 and "expired" in r.json()["detail"]

@@ -16,7 +16,7 @@ from backend.db import engine as db
 from backend.app.server import serve
 from firmware import frame as F
 from gateway import topics
-from tests.backend.conftest import backend_settings, supervisor_token
+from tests.backend.conftest import backend_settings, live_url, supervisor_token
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ async def test_sos_frame_raises_alert_live_and_stored(database_url, mqtt_broker,
     async with serve(settings) as backend:
         await asyncio.wait_for(backend.runtime.ingest.connected.wait(), 10)
         token = supervisor_token(settings, agency)
-        async with websockets.connect(backend.url.replace("http", "ws") + f"/api/v1/ws?token={token}") as ws:
+        async with websockets.connect(await live_url(backend.url, token)) as ws:
             await _publish(host, port, topics.uplink(agency, "gw1", DEVICE, "event"), _sos(key, 5))
             alert = (await _next_alert(ws))["data"]
         assert (alert["kind"], alert["priority"], alert["officer_name"], alert["device_id"]) == ("sos", 1, "Officer Rivera", DEVICE)
@@ -119,7 +119,7 @@ async def test_alert_reaches_websocket_while_database_is_down(private_postgres, 
         await asyncio.wait_for(rt.ingest.connected.wait(), 10)
         private_postgres.stop("immediate")
         token = supervisor_token(settings, agency)
-        async with websockets.connect(backend.url.replace("http", "ws") + f"/api/v1/ws?token={token}") as ws:
+        async with websockets.connect(await live_url(backend.url, token)) as ws:
             await _publish(host, port, topics.uplink(agency, "gw1", DEVICE, "event"), _sos(key, 20))
             alert = (await _next_alert(ws, timeout=10))["data"]
         assert alert["kind"] == "sos"

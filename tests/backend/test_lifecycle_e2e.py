@@ -16,6 +16,7 @@ import websockets
 from backend.db import schema as t
 from gateway.sim.fleet import SimulatedFleet
 from tests.backend.api_helpers import two_agencies
+from tests.backend.conftest import live_url
 from tests.gateway.conftest import gateway_settings, running_gateway, wait_until  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
@@ -36,7 +37,7 @@ async def test_man_down_incident_acknowledged_help_reaches_device(database_url, 
                     events.append(msg["data"])
 
         async with SimulatedFleet({a.device_id: a.device_key}, scenarios="man_down", speed=SPEED) as sim, \
-                websockets.connect(backend.url.replace("http", "ws") + f"/api/v1/ws?token={a.tokens['supervisor']}") as ws:
+                websockets.connect(await live_url(backend.url, a.tokens["supervisor"])) as ws:
             watcher = asyncio.create_task(watch(ws))
             gw = gateway_settings([], gateway_id=a.gateway.gateway_id, backend_url=backend.url,
                                   backend_token=a.gateway.api_token, agency=a.name)

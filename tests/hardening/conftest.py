@@ -15,9 +15,9 @@ import pytest
 
 from backend.identity import fleet
 from backend.db import engine as db
-from backend.identity.security import issue_token
 from firmware import frame as F
 from gateway import topics
+from tests.backend.conftest import live_url, person_token
 from tests.listening import BackgroundListener
 
 FAULT_ROWS: list[tuple[str, str, str, str, str]] = []
@@ -94,8 +94,8 @@ async def seed(settings, agency: str, device_id: int, supervisor: str | None = N
     return device.key, officer
 
 
-def supervisor_token(secret: str, agency: str) -> str:
-    return issue_token(secret, {"sub": "sup-h", "role": "supervisor", "agency": agency}, 3600)
+def supervisor_token(settings, agency: str) -> str:
+    return person_token(settings, "supervisor", agency, username=f"sup-h-{agency}")
 
 
 class LiveFeed(BackgroundListener):
@@ -105,7 +105,7 @@ class LiveFeed(BackgroundListener):
 
     def __init__(self, base_url: str, token: str):
         super().__init__()
-        self.url = base_url.replace("http", "ws", 1) + f"/api/v1/ws?token={token}"
+        self.base_url, self.token = base_url, token
         self.changes: list[dict] = []
 
     async def _run(self) -> None:
@@ -113,7 +113,8 @@ class LiveFeed(BackgroundListener):
         last_id = None
         while True:
             try:
-                url = self.url + (f"&last_event_id={last_id}" if last_id is not None else "")
+                # a fresh one-time ticket for every connection (the token never goes in the URL)
+                url = await live_url(self.base_url, self.token, **({"last_event_id": last_id} if last_id is not None else {}))
                 async with websockets.connect(url, open_timeout=3) as ws:
                     self.connected.set()
                     async for raw in ws:
@@ -121,7 +122,7 @@ class LiveFeed(BackgroundListener):
                         last_id = msg.get("id", last_id)  # resume after a reconnect, as the dashboard does
                         if msg.get("type") == "alert":
                             self.changes.append(msg["data"])
-            except (OSError, websockets.WebSocketException, asyncio.TimeoutError):
+            except (OSError, websockets.WebSocketException, asyncio.TimeoutError, httpx.HTTPError):
                 pass
             self.connected.clear()
             await asyncio.sleep(0.2)

@@ -23,17 +23,18 @@ pytestmark = pytest.mark.integration
 
 DEVICE = 0x00A1C001
 SECRET = "hardening-secret-" + "k" * 32
+TOKEN_KEY = "hardening-token-key-" + "t" * 32
 
 
 async def test_backend_sigkill_mid_incident(database_url, mqtt_broker, agency, tmp_path):
     port = infra.free_port()
-    settings = BackendSettings(database_url=database_url, secret_key=SECRET)
+    settings = BackendSettings(database_url=database_url, secret_key=SECRET, token_key=TOKEN_KEY)
     key, _ = await seed(settings, agency, DEVICE)
     env = backend_env(database_url=database_url, mqtt_url=f"mqtt://{mqtt_broker[0]}:{mqtt_broker[1]}", agencies=[agency],
-                      http_port=port, client_id="vigil-backend-" + agency, secret_key=SECRET,
+                      http_port=port, client_id="vigil-backend-" + agency, secret_key=SECRET, token_key=TOKEN_KEY,
                       db_retry_interval_s=0.2, registry_refresh_s=0.5, escalate_after_s=600)
     backend = BackendProcess(env, tmp_path / "backend.log")
-    token = supervisor_token(SECRET, agency)
+    token = supervisor_token(settings, agency)
     device = SealingDevice(DEVICE, key)
     auth = {"Authorization": f"Bearer {token}"}
     try:

@@ -27,7 +27,7 @@ async def test_database_stopped_for_60_s(private_postgres, mqtt_broker, agency):
     url = private_postgres.url.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + "/vigil"
     settings = backend_settings(url, *mqtt_broker, agency)
     key, _ = await seed(settings, agency, DEVICE)
-    token = supervisor_token(settings.secret_key.get_secret_value(), agency)
+    token = supervisor_token(settings, agency)
     device = SealingDevice(DEVICE, key)
     sent = 0
     stop = asyncio.Event()

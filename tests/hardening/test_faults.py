@@ -56,7 +56,7 @@ async def test_broker_restart_during_shift(private_mosquitto, database_url, agen
     settings = backend_settings(database_url, private_mosquitto.host, private_mosquitto.port, agency)
     key, _ = await seed(settings, agency, device_id)
     broker = (private_mosquitto.host, private_mosquitto.port)
-    token = supervisor_token(settings.secret_key.get_secret_value(), agency)
+    token = supervisor_token(settings, agency)
     async with SimulatedFleet({device_id: key}, scenarios="patrol", speed=SPEED) as sim, \
             accounted_backend(settings) as backend, LiveFeed(backend.url, token) as feed, \
             running_gateway(gateway_settings([device_id], broker=broker)) as gateway:
@@ -83,7 +83,7 @@ async def test_wearable_link_drops_every_few_seconds(mqtt_broker, database_url, 
     device_id = 0x00B0B002
     settings = backend_settings(database_url, *mqtt_broker, agency)
     key, _ = await seed(settings, agency, device_id)
-    token = supervisor_token(settings.secret_key.get_secret_value(), agency)
+    token = supervisor_token(settings, agency)
     drops = 5
     async with SimulatedFleet({device_id: key}, scenarios="patrol", speed=SPEED) as sim, \
             accounted_backend(settings) as backend, LiveFeed(backend.url, token) as feed, \
@@ -113,7 +113,7 @@ async def test_device_clock_jumps(mqtt_broker, database_url, agency):
     device_id = 0x00B0B003
     settings = backend_settings(database_url, *mqtt_broker, agency)
     key, _ = await seed(settings, agency, device_id)
-    token = supervisor_token(settings.secret_key.get_secret_value(), agency)
+    token = supervisor_token(settings, agency)
     device = SealingDevice(device_id, key)
     hour_ms = 3600 * 1000
     async with accounted_backend(settings) as backend, LiveFeed(backend.url, token) as feed:

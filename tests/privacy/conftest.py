@@ -13,9 +13,8 @@ import sqlalchemy as sa
 from backend.identity import fleet
 from backend.db import engine as db
 from backend.db import schema as t
-from backend.identity.security import issue_token
 from backend.app.server import serve
-from tests.backend.conftest import backend_settings
+from tests.backend.conftest import backend_settings, person_token
 
 
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
@@ -37,10 +36,9 @@ class World:
     has_raw: bool
 
     def token(self, role: str, officer_id: int | None = None, agency: str | None = None, sub: str | None = None) -> str:
-        claims = {"sub": sub or f"{role}-{officer_id or 'x'}", "role": role, "agency": agency or self.agency}
-        if officer_id is not None:
-            claims["officer_id"] = officer_id
-        return issue_token(self.settings.secret_key.get_secret_value(), claims, 3600)
+        """A token of an account that exists (tokens of accounts that do not are refused)."""
+        return person_token(self.settings, role, agency or self.agency, officer_id,
+                            username=sub or f"{role}-{officer_id if officer_id is not None else 'x'}-{agency or self.agency}")
 
     def auth(self, role: str, officer_id: int | None = None, **kw) -> dict:
         return {"Authorization": f"Bearer {self.token(role, officer_id, **kw)}"}

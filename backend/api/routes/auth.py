@@ -5,11 +5,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from backend.identity import auth
 from backend.api.access import API
 from backend.api.deps import CallerDep, RuntimeDep
+from backend.api.middleware import client_address
 from backend.exceptions import AuthError
 
 router = APIRouter(prefix=f"{API}/auth", tags=["auth"])
@@ -23,22 +24,48 @@ class TokenOut(BaseModel):
     agency: str
 
 
+def _throttled(request: Request, username: str, address: str | None) -> None:
+    throttle = request.app.state.login_throttle  # backend/api/middleware.py: failures per username and per address
+    wait = throttle.retry_after(username, address)
+    if wait is not None:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "too many failed attempts; try again later",
+                            headers={"Retry-After": str(wait)})
+
+
 @router.post("/token", summary="Sign in with username and password (OAuth2 password form)", response_model=TokenOut)
 async def token(runtime: RuntimeDep, form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request) -> TokenOut:
-    throttle = request.app.state.login_throttle  # backend/api/middleware.py: failures per username and client
-    key = throttle.key(form.username, request.client.host if request.client else None)
-    wait = throttle.retry_after(key)
-    if wait is not None:
-        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "too many failed sign-ins; try again later",
-                            headers={"Retry-After": str(wait)})
+    address = client_address(request.scope, runtime.settings.trusted_proxies)
+    _throttled(request, form.username, address)
     try:
-        issued, user = await auth.login(runtime.engine, runtime.settings.secret_key.get_secret_value(),
+        issued, user = await auth.login(runtime.engine, runtime.settings.token_key.get_secret_value(),
                                         runtime.settings.token_ttl_s, form.username, form.password)
     except AuthError as exc:
-        throttle.failed(key)
+        request.app.state.login_throttle.failed(form.username, address)
+        await auth.record_failed_login(runtime.engine, form.username, address, str(exc))
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
-    throttle.succeeded(key)
+    request.app.state.login_throttle.succeeded(form.username)
     return TokenOut(access_token=issued, expires_in=runtime.settings.token_ttl_s, role=user.role, agency=user.agency_id)
+
+
+class EnrolIn(BaseModel):
+    code: str = Field(min_length=1, max_length=64, description="the one-time code the officer was handed")
+    username: str = Field(min_length=2, max_length=64)
+    password: str = Field(min_length=8, max_length=1024)
+
+
+@router.post("/enrol", summary="An officer creates their own account with the one-time code they were handed",
+             status_code=201)
+async def enrol(runtime: RuntimeDep, body: EnrolIn, request: Request) -> dict:
+    address = client_address(request.scope, runtime.settings.trusted_proxies)
+    _throttled(request, "enrolment", address)  # guesses at codes count like guesses at passwords
+    try:
+        user = await auth.redeem_enrolment(runtime.engine, body.code, body.username, body.password,
+                                           dt.datetime.now(dt.timezone.utc))
+    except AuthError as exc:
+        request.app.state.login_throttle.failed("enrolment", address)
+        await auth.record_failed_login(runtime.engine, "enrolment", address, str(exc))
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+    return {"id": user.id, "username": user.username, "role": user.role, "agency": user.agency_id, "officer_id": user.officer_id}
 
 
 @router.get("/me", summary="Who the token belongs to")

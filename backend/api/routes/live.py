@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from backend.api.access import API
 from backend.api.deps import CallerDep, RuntimeDep
@@ -17,3 +17,11 @@ async def officers_on_duty(runtime: RuntimeDep, caller: CallerDep) -> list[dict]
                       if d.agency_id == caller.agency_id and d.officer_id is not None and d.status == "active"),
                      key=lambda d: d.officer_id)
     return [s.to_json() for s in await runtime.status.on_duty(on_duty, time.time())]
+
+
+@router.post("/ticket", summary="A one-time ticket that opens the live feed: /api/v1/ws?ticket=…")
+async def live_ticket(caller: CallerDep, request: Request) -> dict:
+    """The WebSocket never carries the access token (its URL would land in access logs); this
+    ticket opens one connection, within ``live_ticket_ttl_s``, for the caller who fetched it."""
+    tickets = request.app.state.live_tickets
+    return {"ticket": tickets.issue(caller), "expires_in": tickets.ttl_s}

@@ -1,7 +1,7 @@
 // The supervisor's screen: the live alert feed (WebSocket, resumed after a blip), acknowledge and
 // resolve from the feed, the officer board (no heart rate), and an officer's vitals only for an
 // open incident with the purpose declared.
-import { PRIORITY_ICON, fill, API, ago, api, deviceHex, el, explain, labels, notify, startPage, svg, token, when } from "./common.js";
+import { PRIORITY_ICON, fill, API, ago, api, deviceHex, el, explain, labels, notify, startPage, svg, when } from "./common.js";
 
 const DEVICE_EVENTS = {
   sos: "SOS button pressed on the wearable",
@@ -328,9 +328,31 @@ async function loadAlerts() {
   }
 }
 
-function connect() {
+function reconnectLater() {
+  const delay = Math.random() * Math.min(RECONNECT_CAP_MS, RECONNECT_BASE_MS * 2 ** attempt);
+  attempt += 1;
+  setConn("down", `✕ Disconnected — reconnecting (attempt ${attempt})`);
+  setTimeout(connect, delay);
+}
+
+// The socket opens with a one-time ticket fetched with the signed-in token: the token itself
+// never travels in a URL (URLs land in access logs). A refused ticket fetch that means "signed
+// out" takes the page to the sign-in screen (api() does that on 401).
+async function connect() {
+  let ticket;
+  try {
+    ({ ticket } = await api("/live/ticket", { method: "POST" }));
+  } catch (err) {
+    if (err.status === 403) {
+      setConn("down", "✕ Live feed refused");
+      notify(explain(err, "The live feed"));
+      return;
+    }
+    reconnectLater();
+    return;
+  }
   const proto = location.protocol === "https:" ? "wss" : "ws";
-  const params = new URLSearchParams({ token: token() || "" });
+  const params = new URLSearchParams({ ticket });
   if (lastEventId != null) params.set("last_event_id", String(lastEventId));
   const ws = new WebSocket(`${proto}://${location.host}${API}/ws?${params}`);
   socket = ws;
@@ -349,15 +371,12 @@ function connect() {
   };
   ws.onclose = (ev) => {
     if (socket !== ws) return;
-    if (ev.code === 4401 || ev.code === 4403) {
+    if (ev.code === 4403) {
       setConn("down", "✕ Live feed refused");
       notify(`The live feed was refused: ${ev.reason || "not allowed"}`);
       return;
     }
-    const delay = Math.random() * Math.min(RECONNECT_CAP_MS, RECONNECT_BASE_MS * 2 ** attempt);
-    attempt += 1;
-    setConn("down", `✕ Disconnected — reconnecting (attempt ${attempt})`);
-    setTimeout(connect, delay);
+    reconnectLater();  // 4401 too: a ticket that expired on the way; the next fetch tells a signed-out page
   };
 }
 
@@ -369,7 +388,7 @@ async function main() {
   $("mute").addEventListener("click", () => setMuted(!muted));
   $("vitals-close").addEventListener("click", () => closeVitals("Vitals closed."));
   [words] = await Promise.all([labels(), loadBoard(), loadUnits()]);
-  connect();  // first, so nothing raised while the history loads is missed
+  await connect();  // the socket first, so nothing raised while the history loads is missed
   await loadAlerts();
   setInterval(() => {
     for (const t of document.querySelectorAll("time.ago")) t.textContent = ago(t.getAttribute("datetime"));

@@ -46,6 +46,13 @@ async def app_with_user(database_url, mqtt_broker, agency):
             yield backend, http, settings, f"{agency}-sup"
 
 
+async def _uid(backend, username):
+    import sqlalchemy as sa
+    from backend.db import schema as t
+    async with backend.runtime.engine.connect() as conn:
+        return (await conn.execute(sa.select(t.users.c.id).where(t.users.c.username == username))).scalar_one()
+
+
 async def _login(http, username, password):
     return await http.post("/api/v1/auth/token", data={"username": username, "password": password})
 
@@ -53,7 +60,7 @@ async def _login(http, username, password):
 async def test_login_throttled_per_username_and_client(app_with_user):
     backend, http, settings, username = app_with_user
     clock = FakeClock()
-    backend.app.state.login_throttle = throttle = LoginThrottle(5, 60.0, clock)
+    backend.app.state.login_throttle = throttle = LoginThrottle(5, 20, 60.0, clock)
     for _ in range(5):
         assert (await _login(http, username, "wrong password")).status_code == 401
     refused = await _login(http, username, PASSWORD)  # even the right password waits now
@@ -66,29 +73,30 @@ async def test_login_throttled_per_username_and_client(app_with_user):
     clock.now += 30.5
     ok = await _login(http, username, PASSWORD)
     assert ok.status_code == 200, ok.text
-    assert throttle.retry_after(throttle.key(username, "127.0.0.1")) is None  # success clears the count
+    assert throttle.retry_after(username, "127.0.0.1") is None  # success clears the username's count
     print(f"\nlogin throttle: 5 failures/60 s -> 429 with Retry-After; refused {throttle.refused} attempts")
 
 
 def test_login_throttle_forgets_and_is_bounded():
     clock = FakeClock()
-    throttle = LoginThrottle(2, 10.0, clock)
+    throttle = LoginThrottle(2, 100, 10.0, clock)
     throttle.MAX_KEYS = 3
     for name in "abcd":
-        throttle.failed(name)
-    assert len(throttle._failures) == 3  # the oldest key was forgotten
-    throttle.failed("d")
-    assert throttle.retry_after("d") == 10
+        throttle.failed(name, name)  # two keys each: username and address
+    assert len(throttle._failures) == 3  # the oldest keys were forgotten
+    throttle.failed("d", "d")
+    assert throttle.retry_after("d", "e") == 10
     clock.now += 10
-    assert throttle.retry_after("d") is None
+    assert throttle.retry_after("d", "e") is None
     with pytest.raises(ValueError):
-        LoginThrottle(0, 10.0)
+        LoginThrottle(0, 1, 10.0)
 
 
 async def test_token_expiry_and_revocation(app_with_user):
     backend, http, settings, username = app_with_user
-    secret = settings.secret_key.get_secret_value()
-    claims = {"sub": username, "role": "supervisor", "agency": settings.agencies[0], "jti": "expired-1"}
+    secret = settings.token_key.get_secret_value()
+    claims = {"sub": username, "uid": await _uid(backend, username), "role": "supervisor", "agency": settings.agencies[0],
+              "jti": "expired-1"}
     expired = issue_token(secret, claims, 60, now=time.time() - 120)
     r = await http.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {expired}"})
     assert r.status_code == 401 and "expired" in r.json()["detail"]
@@ -106,13 +114,16 @@ async def test_token_expiry_and_revocation(app_with_user):
 
 
 def test_no_default_secrets_outside_development():
+    token_key = "t" * 40
     with pytest.raises(ConfigurationError):
         BackendSettings(environment="production")
     with pytest.raises(ConfigurationError):
-        BackendSettings(environment="production", secret_key=DEVELOPMENT_SECRET)
+        BackendSettings(environment="production", secret_key=DEVELOPMENT_SECRET, token_key=token_key)
     with pytest.raises(ConfigurationError):
-        BackendSettings(environment="production", secret_key="short")
-    assert BackendSettings(environment="production", secret_key="p" * 40).environment == "production"
+        BackendSettings(environment="production", secret_key="short", token_key=token_key)
+    with pytest.raises(ConfigurationError):
+        BackendSettings(environment="production", secret_key="p" * 40)  # no token key
+    assert BackendSettings(environment="production", secret_key="p" * 40, token_key=token_key).environment == "production"
     with pytest.raises(ConfigurationError):
         BackendSettings(ssl_certfile="/x.pem")  # a certificate without its key
     # the gateway ships no credentials at all: each comes from its registration

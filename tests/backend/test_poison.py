@@ -27,7 +27,7 @@ from backend.ingest.registry import DeviceRecord
 from backend.ingest.service import IngestService, device_time
 from firmware import frame as F
 from gateway import topics
-from tests.backend.conftest import backend_settings, supervisor_token
+from tests.backend.conftest import backend_settings, live_url, supervisor_token
 from tests.backend.test_ingest import DEVICE, _next_alert, _seed, _sos
 
 AGENCY = "poison"
@@ -128,7 +128,7 @@ async def test_message_whose_handling_raises_is_dead_lettered_acknowledged_and_i
 
         monkeypatch.setattr(rt.detection, "on_frame", on_frame)
         token = supervisor_token(settings, agency)
-        async with websockets.connect(backend.url.replace("http", "ws") + f"/api/v1/ws?token={token}") as ws:
+        async with websockets.connect(await live_url(backend.url, token)) as ws:
             async with aiomqtt.Client(host, port) as client:
                 await client.publish(topics.uplink(agency, "gw1", DEVICE, "event"), _sos(key, 1), qos=1)
                 await client.publish(topics.uplink(agency, "gw1", DEVICE, "event"), _sos(key, 2), qos=1)

@@ -14,7 +14,7 @@ from backend.app.server import serve
 from backend.app.supervision import Supervisor
 from backend.exceptions import TaskKeepsFailing
 from gateway import topics
-from tests.backend.conftest import backend_settings, supervisor_token
+from tests.backend.conftest import backend_settings, live_url, supervisor_token
 from tests.backend.test_ingest import DEVICE, _next_alert, _seed, _sos
 
 
@@ -101,7 +101,7 @@ async def test_ingest_crash_is_restarted_and_the_sos_still_pages(database_url, m
 
         monkeypatch.setattr(rt.ingest, "handle_batch", handle_batch)
         token = supervisor_token(settings, agency)
-        async with websockets.connect(backend.url.replace("http", "ws") + f"/api/v1/ws?token={token}") as ws:
+        async with websockets.connect(await live_url(backend.url, token)) as ws:
             async with aiomqtt.Client(*mqtt_broker) as client:
                 await client.publish(topics.uplink(agency, "gw1", DEVICE, "event"), _sos(key, 1), qos=1)
             alert = await _next_alert(ws, timeout=15)

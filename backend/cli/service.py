@@ -1,4 +1,7 @@
-"""Backend subcommands of ``vigil``: demo, backend run, db upgrade."""
+"""Backend subcommands of ``vigil``: demo, backend run, db upgrade.
+
+``backend run`` checks its database role first: in production it refuses to start as a superuser,
+a member of the tables' owner or any role beyond vigil_api's grants (development warns)."""
 from __future__ import annotations
 
 import argparse
@@ -26,10 +29,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fleet_cli.register(subparsers)  # officer, device, user, broker
 
 
+async def _runtime_role_problems(settings) -> list[str]:
+    from backend.db import engine as db
+
+    engine = db.create_engine(settings)
+    try:
+        return await db.runtime_role_problems(engine)
+    finally:
+        await engine.dispose()
+
+
 def _run_backend(args: argparse.Namespace) -> int:
     import asyncio
     import logging
     import signal
+    import sys
 
     from backend.db import engine as db
     from backend.app.config import BackendSettings
@@ -40,6 +54,16 @@ def _run_backend(args: argparse.Namespace) -> int:
     settings = BackendSettings()
     if not args.no_migrate:
         db.upgrade(settings)
+    problems = asyncio.run(_runtime_role_problems(settings))
+    if problems and settings.environment == "production":
+        print("vigil backend run: refused: the backend must connect as a role that owns nothing and holds only "
+              "vigil_api's grants (VIGIL_DATABASE_URL); migrations use VIGIL_MIGRATION_DATABASE_URL.", file=sys.stderr)
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+        print("  fix: create role vigil_backend login password '...' in role vigil_api; and connect as it", file=sys.stderr)
+        return 2
+    for p in problems:
+        logging.getLogger("vigil.backend").warning("not least privilege (allowed in development only): %s", p)
 
     async def main() -> None:
         stop = asyncio.Event()

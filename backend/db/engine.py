@@ -1,4 +1,5 @@
-"""Database access: the async engine, migrations and the time-series storage mode."""
+"""Database access: the async engine, migrations (as the tables' owner), the runtime role's
+least-privilege check and the time-series storage mode."""
 from __future__ import annotations
 
 import logging
@@ -36,16 +37,16 @@ def alembic_config(settings: BackendSettings):
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.set_main_option("sqlalchemy.url", settings.sync_database_url.replace("%", "%%"))
+    cfg.set_main_option("sqlalchemy.url", settings.sync_migration_database_url.replace("%", "%%"))
     return cfg
 
 
 def upgrade(settings: BackendSettings, revision: str = "head") -> None:
     """Create the database if it is missing, then run the migrations (one linear history) up to
-    ``revision``."""
+    ``revision``, as the owner (``migration_database_url``)."""
     from alembic import command
 
-    ensure_database_exists(settings.sync_database_url)
+    ensure_database_exists(settings.sync_migration_database_url)
     command.upgrade(alembic_config(settings), revision)
 
 
@@ -74,6 +75,49 @@ def ensure_database_exists(sync_url: str) -> None:
                 log.info("created database %s", url.database)
     finally:
         admin.dispose()
+
+
+# What makes a role more than the runtime needs: each named, with the reason it defeats the grants.
+_PRIVILEGE_SQL = """
+select r.rolsuper as superuser, r.rolcreaterole as createrole, r.rolbypassrls as bypassrls,
+       pg_has_role(current_user, d.datdba, 'USAGE') as database_owner,
+       pg_has_role(current_user, n.nspowner, 'USAGE') as schema_owner,
+       (select array_agg(c.relname::text order by c.relname) from pg_class c
+        where c.relnamespace = n.oid and c.relkind in ('r', 'p', 'v', 'm', 'S')
+          and pg_has_role(current_user, c.relowner, 'USAGE')) as owned,
+       (select array_agg(g.rolname::text order by g.rolname) from pg_roles g
+        where g.rolname in ('pg_read_all_data', 'pg_write_all_data') and pg_has_role(current_user, g.oid, 'USAGE')) as bypass_roles,
+       pg_has_role(current_user, 'vigil_api', 'USAGE') as api_member
+from pg_roles r, pg_database d, pg_namespace n
+where r.rolname = current_user and d.datname = current_database() and n.nspname = 'public'
+"""
+
+
+async def runtime_role_problems(engine: AsyncEngine) -> list[str]:
+    """Why the role the engine connects as is not least-privilege: a superuser, a member of the
+    tables' owner, a role that can grant itself other roles, ... Empty when it owns nothing and
+    holds only its grants (a login member of vigil_api)."""
+    async with engine.connect() as conn:
+        role = (await conn.execute(sa.text("select current_user"))).scalar_one()
+        r = (await conn.execute(sa.text(_PRIVILEGE_SQL))).mappings().one()
+    problems = []
+    if r["superuser"]:
+        problems.append(f"role {role} is a superuser: grants, revocations and the append-only triggers do not bind it")
+    if r["database_owner"] or r["schema_owner"]:
+        problems.append(f"role {role} owns (or is a member of the owner of) the database or schema public")
+    if r["owned"]:
+        shown = ", ".join(r["owned"][:5]) + (", ..." if len(r["owned"]) > 5 else "")
+        problems.append(f"role {role} owns (or is a member of the owner of) {len(r['owned'])} relations ({shown}): "
+                        "an owner may alter, disable triggers on and grant itself any of them")
+    if r["createrole"]:
+        problems.append(f"role {role} has CREATEROLE and could grant itself the owner's role")
+    if r["bypassrls"]:
+        problems.append(f"role {role} has BYPASSRLS")
+    if r["bypass_roles"]:
+        problems.append(f"role {role} is a member of {', '.join(r['bypass_roles'])}, which read or write every table")
+    if not problems and not r["api_member"]:
+        problems.append(f"role {role} is not a member of vigil_api: the backend needs that role's grants")
+    return problems
 
 
 async def storage_mode(engine: AsyncEngine) -> str:

@@ -27,6 +27,9 @@ GENESIS = "0" * 64
 _CHAIN_LOCK = 0x56494731  # "VIG1"
 
 OUTCOMES = ("granted", "refused", "done", "failed")
+# The agency_id of entries about the whole deployment (policy versions, retention runs): every
+# agency's auditors see them (GET /api/v1/audit), since they change what happens to every agency's data.
+DEPLOYMENT = "*"
 
 
 def _utc(at: dt.datetime) -> dt.datetime:

@@ -4,7 +4,7 @@ arguments, so the same function serves the API dependency, the tests and the doc
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from backend.privacy.loader import Policy, Rule
 
@@ -18,6 +18,7 @@ class AccessRequest:
     data_class: str
     aggregate: bool = False                 # the route returns aggregates only
     target_officer_id: int | None = None    # whose data; None for agency-wide reads
+    target_alert: str | None = None         # the alert whose evidence is read (its officer may be unknown)
     start: dt.datetime | None = None
     end: dt.datetime | None = None
 
@@ -54,6 +55,10 @@ def _refuse(rule: str, reason: str) -> Decision:
 
 
 def decide(policy: Policy, req: AccessRequest, facts: Facts) -> Decision:
+    """The decision on one read. A read without a declared purpose takes the purpose the policy
+    implies for its role and data class (never for biometric data), or is refused."""
+    if not req.purpose and (implied := policy.implied_purpose(req.role, req.data_class)):
+        return decide(policy, replace(req, purpose=implied), facts)
     if not req.purpose:
         return _refuse("purpose.required", "every read of officer data must declare a purpose (?purpose= or X-Vigil-Purpose)")
     if req.purpose in policy.refused_purposes and req.data_class in policy.refused_data_classes:
@@ -76,7 +81,9 @@ def decide(policy: Policy, req: AccessRequest, facts: Facts) -> Decision:
 
 
 def _same_agency(req: AccessRequest, facts: Facts) -> bool:
-    return req.target_officer_id is None or facts.target_agency_id == req.agency_id
+    if req.target_officer_id is None and req.target_alert is None:
+        return True  # agency-wide: the caller's own agency by construction
+    return facts.target_agency_id == req.agency_id
 
 
 def _check_scope(policy: Policy, rule: Rule, req: AccessRequest, facts: Facts) -> Decision:
@@ -93,7 +100,7 @@ def _check_scope(policy: Policy, rule: Rule, req: AccessRequest, facts: Facts) -
     if rule.scope == "agency":
         return Decision(True, rule.id, "same agency", req.start, req.end)
     # open_incident: only while an incident is open, only inside its span
-    if req.target_officer_id is None:
+    if req.target_officer_id is None and req.target_alert is None:
         return _refuse(rule.id, "vitals are read for one officer with an open incident at a time")
     if not facts.open_incidents:
         return _refuse(rule.id, "the officer has no open incident; vitals are visible to supervisors only during one")

@@ -44,6 +44,14 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class ImpliedPurpose:
+    """A read by one of ``roles`` of one of ``data_classes`` that declares no purpose is for ``purpose``."""
+    roles: frozenset[str]
+    data_classes: frozenset[str]
+    purpose: str
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     version: str
     sha256: str
@@ -59,6 +67,16 @@ class Policy:
     incident_hold_after_s: float
     min_group_officers: int
     rules: tuple[Rule, ...]
+    implied_purposes: tuple[ImpliedPurpose, ...] = ()
+    bucket_hours: float = 24.0  # aggregates are computed per whole bucket of this length (UTC)
+
+    def implied_purpose(self, role: str, data_class: str) -> str | None:
+        """The purpose a read without a declared one is taken to have, if the policy names one."""
+        return next((i.purpose for i in self.implied_purposes if role in i.roles and data_class in i.data_classes), None)
+
+    def suppressed(self, officers: int | None) -> bool:
+        """The one rule of small-group suppression: a group of fewer officers shows no figure."""
+        return (officers or 0) < self.min_group_officers
 
     @property
     def biometric_tables(self) -> tuple[str, ...]:
@@ -151,9 +169,24 @@ def parse_policy(text: str) -> Policy:
             raise PolicyError(f"rule {rid}: biometric data needs scope self, open_incident or aggregate, not agency")
         rules.append(rule)
 
-    min_group = int((doc.get("aggregates") or {}).get("min_group_officers", 10))
+    implied = []
+    for i, spec in enumerate(doc.get("implied_purposes") or ()):
+        one = ImpliedPurpose(frozenset(spec.get("roles") or ()), frozenset(spec.get("data_classes") or ()), spec.get("purpose", ""))
+        if one.purpose not in purposes:
+            raise PolicyError(f"implied_purposes[{i}]: {one.purpose!r} is not a purpose of this policy")
+        if one.roles - set(roles) or one.data_classes - set(data_classes):
+            raise PolicyError(f"implied_purposes[{i}]: unknown roles or data classes")
+        if one.data_classes & biometric:
+            raise PolicyError(f"implied_purposes[{i}]: biometric data ({sorted(one.data_classes & biometric)}) always needs a declared purpose")
+        implied.append(one)
+
+    aggregates = doc.get("aggregates") or {}
+    min_group = int(aggregates.get("min_group_officers", 10))
     if min_group < 10:
         raise PolicyError("aggregates.min_group_officers must be at least 10")
+    bucket_hours = float(aggregates.get("bucket_hours", 24))
+    if bucket_hours < 24 or bucket_hours % 24:
+        raise PolicyError("aggregates.bucket_hours must be a whole number of days (at least 24)")
     notice = float(doc.get("change_notice_days", 14))
     if notice < 0:
         raise PolicyError("change_notice_days must not be negative")
@@ -163,7 +196,7 @@ def parse_policy(text: str) -> Policy:
         purposes={str(k): str(v) for k, v in purposes.items()}, refused_purposes=refused,
         refused_data_classes=refused_classes, closed_incident_states=frozenset(incident.get("closed_states") or ("resolved",)),
         incident_lead_s=float(incident.get("lead_seconds", 600)), incident_hold_after_s=float(incident.get("hold_after_seconds", 900)),
-        min_group_officers=min_group, rules=tuple(rules),
+        min_group_officers=min_group, rules=tuple(rules), implied_purposes=tuple(implied), bucket_hours=bucket_hours,
     )
 
 

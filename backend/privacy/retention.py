@@ -110,20 +110,23 @@ async def expire_table(conn: AsyncConnection, shape: TableShape, cutoff: dt.date
     t = f'"{shape.time_col}"'
     dropped, deleted = [], 0
     for name, lo, hi in await _partitions(conn, shape.table, mode):
-        if hi.tzinfo is None:
-            hi = hi.replace(tzinfo=dt.timezone.utc)
+        lo, hi = (b if b.tzinfo else b.replace(tzinfo=dt.timezone.utc) for b in (lo, hi))
         if hi > cutoff:
             continue
-        held_rows = (await conn.execute(sa.text(f"select count(*) from {name} x where {held}"), params)).scalar_one()
+        # Counted through the parent: the runtime role holds grants on the table, not on each partition.
+        held_rows, rows = (await conn.execute(sa.text(
+            f'select count(*) filter (where {held}), count(*) from "{shape.table}" x where x.{t} >= :lo and x.{t} < :hi'),
+            {**params, "lo": lo, "hi": hi})).one()
         if held_rows:
             continue  # the row-level delete below spares the held rows
-        rows = (await conn.execute(sa.text(f"select count(*) from {name}"))).scalar_one()
+        # Dropping needs the owner: migration 0006's functions do it, for biometric partitions only.
         if mode == "timescaledb":
-            # typed: drop_chunks is overloaded (timestamptz, date, integer, interval), and asyncpg sends untyped parameters
-            await conn.execute(sa.text(f"select drop_chunks('{shape.table}', older_than => cast(:hi as timestamptz), "
-                                       f"newer_than => cast(:lo as timestamptz))"), {"hi": hi, "lo": lo})
+            # typed: asyncpg sends untyped parameters
+            await conn.execute(sa.text("select vigil_drop_biometric_chunks(cast(:t as regclass), cast(:hi as timestamptz), "
+                                       "cast(:lo as timestamptz))"), {"t": shape.table, "hi": hi, "lo": lo})
         else:
-            await conn.execute(sa.text(f"drop table {name}"))
+            await conn.execute(sa.text("select vigil_drop_expired_partition(cast(:p as regclass), cast(:hi as timestamptz))"),
+                               {"p": name, "hi": hi})
         dropped.append(name)
         deleted += rows
     result = await conn.execute(sa.text(f'delete from "{shape.table}" x where x.{t} < :cutoff and not {held}'), {**params, "cutoff": cutoff})
@@ -160,7 +163,8 @@ async def run_retention(engine: AsyncEngine, policy: Policy, now: dt.datetime,
                 counts["tables"].append(table)
             if counts["rows_deleted"] or counts["partitions_dropped"]:
                 await audit.record(conn, "system:retention", "retention.delete", f"data_class:{name}", "", "done",
-                                   {**counts, "max_age_hours": hours, "policy": policy.version, "run_at": now.isoformat()})
+                                   {**counts, "max_age_hours": hours, "policy": policy.version, "run_at": now.isoformat()},
+                                   agency_id=audit.DEPLOYMENT)
         if counts["rows_deleted"]:
             log.info("retention: %d %s rows deleted (cutoff %s, %d held kept)", counts["rows_deleted"], name, cutoff, counts["held_rows_kept"])
         report[name] = counts

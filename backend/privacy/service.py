@@ -31,6 +31,15 @@ async def apply_grants(engine: AsyncEngine) -> None:
         await conn.execute(sa.text("select vigil_install_audit_triggers()"))
 
 
+async def publish_policy_facts(engine: AsyncEngine, policy) -> None:
+    """What the database's own rules need from the policy in force: the small-group threshold
+    that ``vigil_group_suppressed`` (migration 0006) applies in the reporting views."""
+    async with engine.begin() as conn:
+        await conn.execute(sa.text(
+            "insert into vigil_meta (key, value) values ('min_group_officers', :n) "
+            "on conflict (key) do update set value = excluded.value"), {"n": str(policy.min_group_officers)})
+
+
 async def install_shipped_policy(engine: AsyncEngine, path: Path, now: dt.datetime) -> store.StoredPolicy:
     """First start: the shipped policy takes effect. Later: a changed file is proposed and
     waits out the notice period; the stored one stays in force until then."""
@@ -54,11 +63,13 @@ class PrivacyService:
         await apply_grants(self.engine)
         await install_shipped_policy(self.engine, self.policy_file, self.now())
         self.policies.invalidate()
+        await publish_policy_facts(self.engine, (await self.policies.current(self.now())).policy)
         self.ready.set()
 
     async def run_retention_once(self) -> dict:
         now = self.now()
         current = await self.policies.current(now)
+        await publish_policy_facts(self.engine, current.policy)  # a pending version may have come into force
         report = await retention.run_retention(self.engine, current.policy, now, self.raw_retention_hours)
         if self.audit_anchor_file:
             await audit.write_anchor(self.engine, self.audit_anchor_file)
@@ -72,7 +83,8 @@ class PrivacyService:
             try:
                 await self.start()
             except (sa.exc.SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
-                log.error("privacy start-up failed (%s); retrying in %.0f s", exc.__class__.__name__, delay)
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""]
+                log.error("privacy start-up failed (%s: %s); retrying in %.0f s", exc.__class__.__name__, reason[0], delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
         async with asyncio.TaskGroup() as tg:

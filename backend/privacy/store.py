@@ -73,7 +73,8 @@ async def propose(engine: AsyncEngine, text: str, actor: str, now: dt.datetime |
         await audit.record(conn, actor, "policy.install" if notice == 0 and not versions else "policy.propose",
                            f"policy:{policy.version}", "oversight_audit", "done",
                            {"sha256": policy.sha256, "effective_at": stored.effective_at.isoformat(),
-                            "notice_days": notice, "replaces": current.policy.sha256 if current else None})
+                            "notice_days": notice, "replaces": current.policy.sha256 if current else None},
+                           agency_id=audit.DEPLOYMENT)
     return stored
 
 

@@ -110,7 +110,9 @@ async def test_supervisor_cannot_read_vitals_outside_an_open_incident(backend, w
         # no purpose declared
         r = await http.get(f"/api/v1/officers/{world.alice}/vitals", headers=world.auth("supervisor"))
         assert r.status_code == 403 and r.json()["detail"]["rule"] == "purpose.required"
-    assert len(await _audit_rows(world, outcome="refused")) == 4
+    assert len(await _audit_rows(world, outcome="refused", agency_id=world.agency)) == 4
+    # the attempt on Carol is in her agency's log too
+    assert [r["subject"] for r in await _audit_rows(world, outcome="refused", agency_id=world.other_agency)] == [f"officer:{world.carol}"]
 
 
 async def test_officer_reads_own_data_only(backend, world):
@@ -134,7 +136,7 @@ async def test_officer_reads_own_data_only(backend, world):
             assert len(data["raw_windows"]) == 6
         report = (await http.get("/api/v1/me/access-report", params={"purpose": "officer_self_access"}, headers=mine)).json()
         whos = {(a["who"], a["purpose"], a["outcome"]) for a in report["accesses"]}
-        assert ("user:officer-%d" % world.alice, "officer_self_access", "granted") in whos
+        assert (f"user:officer-{world.alice}-{world.agency}", "officer_self_access", "granted") in whos
         # an account that is not an officer's has no "me"
         r = await http.get("/api/v1/me/vitals", params={"purpose": "officer_self_access"}, headers=world.auth("supervisor"))
         assert r.status_code == 403 and r.json()["detail"]["rule"] == "ownership.no_officer"

@@ -84,15 +84,15 @@ async def test_policy_change_waits_for_notice_and_is_audited(database_url):
     await privacy.start()
     first = await privacy.policies.current(T0)
     assert first.policy.sha256 == load_policy_file().sha256 and first.effective_at == T0
-    stricter = SHIPPED.replace('version: "2025-06.1"', 'version: "2025-07.1"').replace("max_age_hours: 24,", "max_age_hours: 12,")
+    stricter = SHIPPED.replace('version: "2025-10.1"', 'version: "2025-11.1"').replace("max_age_hours: 24,", "max_age_hours: 12,")
     proposed = await store.propose(engine, stricter, "cli:union-rep", T0 + dt.timedelta(days=1))
     assert proposed.effective_at == T0 + dt.timedelta(days=15)  # 14 days' notice of the policy in force
     privacy.policies.invalidate()
-    assert (await privacy.policies.current(T0 + dt.timedelta(days=14))).policy.version == "2025-06.1"
-    assert [p.policy.version for p in await privacy.policies.pending(T0 + dt.timedelta(days=14))] == ["2025-07.1"]
-    assert (await privacy.policies.current(T0 + dt.timedelta(days=15))).policy.version == "2025-07.1"
+    assert (await privacy.policies.current(T0 + dt.timedelta(days=14))).policy.version == "2025-10.1"
+    assert [p.policy.version for p in await privacy.policies.pending(T0 + dt.timedelta(days=14))] == ["2025-11.1"]
+    assert (await privacy.policies.current(T0 + dt.timedelta(days=15))).policy.version == "2025-11.1"
     actions = [(e["action"], e["subject"]) for e in await audit.read_chain(engine)]
-    assert ("policy.install", "policy:2025-06.1") in actions and ("policy.propose", "policy:2025-07.1") in actions
+    assert ("policy.install", "policy:2025-10.1") in actions and ("policy.propose", "policy:2025-11.1") in actions
     with pytest.raises(PolicyError):
         await store.propose(engine, SHIPPED.replace("max_age_hours: 24,", "max_age_hours: 96,"), "cli:x", T0)
     await engine.dispose()

@@ -1,16 +1,27 @@
+"""Alerts: the incident record (kind, time, state, officer, location, transitions) and its
+evidence (why it fired: impact in g, tilt, stillness, heart rate), which is biometric data.
+
+Both reads go through the purpose gate (backend/privacy/access.py) and are audited. The policy
+implies safety_response for a supervisor (officer_self_access for an officer) reading the record
+without a declared purpose; the evidence is served only when a purpose is declared and the policy
+grants ``alert_evidence`` for it (a supervisor: during the officer's open incident)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 from typing import Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, HTTPException, Query, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field
 
+from backend.exceptions import NotFound
 from backend.incidents.rules import OUTCOMES
 from backend.api.access import API
 from backend.api.deps import CallerDep, RuntimeDep
+from backend.privacy import access as gate
+from backend.privacy.engine import Facts
 
 router = APIRouter(prefix=API, tags=["alerts"])
 
@@ -24,38 +35,119 @@ class ResolveIn(BaseModel):
     note: str = Field("", max_length=500)
 
 
+RECORD, EVIDENCE = "alerts_incidents", "alert_evidence"
+PurposeQuery = Query(None, description="declared purpose (or header X-Vigil-Purpose; one only); the evidence needs one")
+PurposeHeader = Header(None, include_in_schema=False)
+
+
 def _own(caller) -> int | None:
     """Officers see only their own alerts; everyone else the whole agency."""
     return caller.officer_id if caller.role == "officer" else None
 
 
-@router.get("/alerts", summary="Alerts of the caller's agency, newest first (an officer: their own)")
-async def list_alerts(runtime: RuntimeDep, caller: CallerDep, limit: int = Query(100, ge=1, le=1000),
-                      open: bool = Query(False, description="only incidents not yet resolved")) -> list[dict]:
+def _withhold(alert: dict, reason: dict) -> dict:
+    return {**alert, "explanation": None, "evidence_withheld": reason}
+
+
+async def _gate_record(request: Request, caller, subject: str, facts: Facts, officer_id: int | None,
+                       alert: str | None) -> tuple[str | None, str, object, object]:
+    """(declared purpose, purpose used, decision, policy) for the record; refusals raised, audited."""
+    declared = await gate.single_purpose(request, caller, RECORD, subject)
+    policy, _ = await gate.current_policy(request)
     if caller.role == "officer" and caller.officer_id is None:
-        return []
+        decision = gate.Decision(False, "ownership.no_officer", "this account is not an officer's; there are no own alerts")
+        raise await gate.refuse(request, caller, policy, declared or "", RECORD, decision, subject, None)
+    used, decision = gate.judge(policy, caller, declared, RECORD, facts, officer_id=officer_id, alert=alert)
+    if not decision.granted:
+        raise await gate.refuse(request, caller, policy, used, RECORD, decision, subject, facts.target_agency_id)
+    return declared, used, decision, policy
+
+
+async def _evidence(request: Request, runtime, caller, policy, purpose: str, alert: gate.AlertFacts, now):
+    facts = await gate.evidence_facts(runtime, policy, alert, now)
+    return gate.judge(policy, caller, purpose, EVIDENCE, facts, officer_id=alert.officer_id, alert=str(alert.id),
+                      start=alert.raised_at, end=alert.raised_at)[1]
+
+
+def _subject(officer_id: int | None, alert: uuid.UUID) -> str:
+    return f"officer:{officer_id}" if officer_id is not None else f"alert:{alert}"
+
+
+@router.get("/alerts", summary="Alerts of the caller's agency, newest first (an officer: their own); evidence with a declared purpose")
+async def list_alerts(request: Request, runtime: RuntimeDep, caller: CallerDep, limit: int = Query(100, ge=1, le=1000),
+                      open: bool = Query(False, description="only incidents not yet resolved"),
+                      purpose: str | None = PurposeQuery, x_vigil_purpose: str | None = PurposeHeader) -> list[dict]:
+    own = _own(caller)
+    subject = f"officer:{own}" if own is not None else f"agency:{caller.agency_id}"
+    facts = Facts(caller.agency_id) if own is not None else Facts()
+    declared, used, decision, policy = await _gate_record(request, caller, subject, facts, own, None)
     try:
-        return await runtime.alerts.list_alerts(caller.agency_id, limit, officer_id=_own(caller), open_only=open)
+        rows = await runtime.alerts.list_alerts(caller.agency_id, limit, officer_id=own, open_only=open)
     except (sa.exc.SQLAlchemyError, OSError) as exc:
         raise HTTPException(503, "alert history is unavailable while the database is down; live alerts still flow on the WebSocket") from exc
+    await gate.record(request, caller, policy, used, RECORD, decision, subject, caller.agency_id, alerts=len(rows))
+    if not declared:
+        why = {"rule": "purpose.required", "reason": "the evidence is biometric data: declare a purpose to read it"}
+        return [_withhold(r, why) for r in rows]
+    # Evidence, alert by alert; audited once per officer and answer (the alerts named).
+    now = request.app.state.runtime.privacy.now()
+    out, answers = [], {}
+    for row in rows:
+        facts = gate.AlertFacts(uuid.UUID(row["id"]), row["agency_id"], row["officer_id"], row["state"],
+                                dt.datetime.fromisoformat(row["raised_at"]))
+        ev = await _evidence(request, runtime, caller, policy, declared, facts, now)
+        answers.setdefault((_subject(facts.officer_id, facts.id), ev.granted, ev.rule), (ev, []))[1].append(row["id"])
+        out.append(row if ev.granted else _withhold(row, ev.refusal()))
+    for (subject, _, _), (ev, ids) in answers.items():
+        await gate.record(request, caller, policy, declared, EVIDENCE, ev, subject, caller.agency_id, alerts=ids)
+    return out
 
 
-@router.get("/alerts/{alert_id}", summary="One alert with every transition (who, when)")
-async def get_alert(runtime: RuntimeDep, caller: CallerDep, alert_id: uuid.UUID) -> dict:
-    if caller.role == "officer" and caller.officer_id is None:
-        raise HTTPException(404, f"alert {alert_id}")
-    return await runtime.alerts.get_alert(caller.agency_id, alert_id, _own(caller))
+@router.get("/alerts/{alert_id}", summary="One alert with every transition (who, when); its evidence with a declared purpose")
+async def get_alert(request: Request, runtime: RuntimeDep, caller: CallerDep, alert_id: uuid.UUID,
+                    purpose: str | None = PurposeQuery, x_vigil_purpose: str | None = PurposeHeader) -> dict:
+    try:
+        found = await gate.alert_facts(runtime, alert_id)
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        raise HTTPException(503, "alert history is unavailable while the database is down") from exc
+    if found is None or found.agency_id != caller.agency_id:
+        raise await gate.refuse_not_found(request, caller, "alert", alert_id, found.agency_id if found else None, data_class=RECORD)
+    subject = _subject(found.officer_id, alert_id)
+    facts = Facts(found.agency_id)
+    declared, used, decision, policy = await _gate_record(request, caller, subject, facts, found.officer_id, str(alert_id))
+    alert = await runtime.alerts.get_alert(caller.agency_id, alert_id, _own(caller))
+    await gate.record(request, caller, policy, used, RECORD, decision, subject, found.agency_id, alert=str(alert_id))
+    if not declared:
+        return _withhold(alert, {"rule": "purpose.required", "reason": "the evidence is biometric data: declare a purpose to read it"})
+    evidence = await _evidence(request, runtime, caller, policy, declared, found, request.app.state.runtime.privacy.now())
+    await gate.record(request, caller, policy, declared, EVIDENCE, evidence, subject, found.agency_id, alert=str(alert_id))
+    return alert if evidence.granted else _withhold(alert, evidence.refusal())
+
+
+async def _not_found(request: Request, runtime, caller, alert_id: uuid.UUID) -> NotFound:
+    try:
+        found = await gate.alert_facts(runtime, alert_id)
+    except (sa.exc.SQLAlchemyError, OSError):
+        found = None
+    return await gate.refuse_not_found(request, caller, "alert", alert_id, found.agency_id if found else None, data_class=RECORD)
 
 
 @router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge: the officer's device is told help is coming")
-async def acknowledge(runtime: RuntimeDep, caller: CallerDep, alert_id: uuid.UUID, body: AcknowledgeIn | None = None) -> dict:
-    incident = await runtime.alerts.acknowledge(alert_id, f"user:{caller.subject}", caller.agency_id, (body or AcknowledgeIn()).note)
+async def acknowledge(request: Request, runtime: RuntimeDep, caller: CallerDep, alert_id: uuid.UUID,
+                      body: AcknowledgeIn | None = None) -> dict:
+    try:
+        incident = await runtime.alerts.acknowledge(alert_id, f"user:{caller.subject}", caller.agency_id, (body or AcknowledgeIn()).note)
+    except NotFound:
+        raise await _not_found(request, runtime, caller, alert_id) from None
     return incident.public()
 
 
 @router.post("/alerts/{alert_id}/resolve", summary="Resolve with an outcome")
-async def resolve(runtime: RuntimeDep, caller: CallerDep, alert_id: uuid.UUID, body: ResolveIn) -> dict:
-    incident = await runtime.alerts.resolve(alert_id, f"user:{caller.subject}", caller.agency_id, body.outcome, body.note)
+async def resolve(request: Request, runtime: RuntimeDep, caller: CallerDep, alert_id: uuid.UUID, body: ResolveIn) -> dict:
+    try:
+        incident = await runtime.alerts.resolve(alert_id, f"user:{caller.subject}", caller.agency_id, body.outcome, body.note)
+    except NotFound:
+        raise await _not_found(request, runtime, caller, alert_id) from None
     return incident.public()
 
 

@@ -3,14 +3,14 @@ from __future__ import annotations
 import datetime as dt
 
 import sqlalchemy as sa
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from backend.identity import fleet
 from backend.api.access import API
 from backend.api.deps import CallerDep, RuntimeDep
 from backend.db import schema as t
-from backend.exceptions import NotFound
+from backend.privacy.access import DEVICE_ID_MAX, DeviceId, refuse_not_found
 
 router = APIRouter(prefix=f"{API}/devices", tags=["devices"])
 
@@ -45,11 +45,16 @@ def _listing(agency_id: str):
     )
 
 
-async def _device(runtime, agency_id: str, device_id: int) -> dict:
+async def _device(request: Request, runtime, caller, device_id: int) -> dict:
+    """The device of the caller's agency; otherwise 404, audited (also under the device's own agency)."""
+    if device_id > DEVICE_ID_MAX:
+        raise await refuse_not_found(request, caller, "device", device_id)
     async with runtime.engine.connect() as conn:
-        row = (await conn.execute(_listing(agency_id).where(t.devices.c.id == device_id))).mappings().first()
+        row = (await conn.execute(_listing(caller.agency_id).where(t.devices.c.id == device_id))).mappings().first()
+        if row is None:
+            elsewhere = (await conn.execute(sa.select(t.devices.c.agency_id).where(t.devices.c.id == device_id))).scalar_one_or_none()
     if row is None:
-        raise NotFound(f"device {device_id}")
+        raise await refuse_not_found(request, caller, "device", device_id, elsewhere)
     return dict(row)
 
 
@@ -74,32 +79,32 @@ async def list_devices(runtime: RuntimeDep, caller: CallerDep) -> list[dict]:
 
 
 @router.get("/{device_id}", summary="One device of the caller's agency")
-async def get_device(runtime: RuntimeDep, caller: CallerDep, device_id: int) -> dict:
-    return await _device(runtime, caller.agency_id, device_id)
+async def get_device(request: Request, runtime: RuntimeDep, caller: CallerDep, device_id: DeviceId) -> dict:
+    return await _device(request, runtime, caller, device_id)
 
 
 @router.put("/{device_id}/assignment", summary="Assign the device to an officer for a shift (ends any current assignment)")
-async def assign(runtime: RuntimeDep, caller: CallerDep, device_id: int, body: AssignmentIn) -> dict:
-    await _device(runtime, caller.agency_id, device_id)
+async def assign(request: Request, runtime: RuntimeDep, caller: CallerDep, device_id: DeviceId, body: AssignmentIn) -> dict:
+    await _device(request, runtime, caller, device_id)
     try:
         await fleet.assign_device(runtime.engine, device_id, body.officer_id, body.starts_at, body.ends_at)
     except ValueError as exc:  # another agency's officer, or a retired device
         raise HTTPException(409, str(exc)) from exc
     await runtime.registry.refresh()
-    return await _device(runtime, caller.agency_id, device_id)
+    return await _device(request, runtime, caller, device_id)
 
 
 @router.delete("/{device_id}/assignment", summary="End the device's current assignment now")
-async def unassign(runtime: RuntimeDep, caller: CallerDep, device_id: int) -> dict:
-    await _device(runtime, caller.agency_id, device_id)
+async def unassign(request: Request, runtime: RuntimeDep, caller: CallerDep, device_id: DeviceId) -> dict:
+    await _device(request, runtime, caller, device_id)
     await fleet.unassign_device(runtime.engine, device_id)
     await runtime.registry.refresh()
-    return await _device(runtime, caller.agency_id, device_id)
+    return await _device(request, runtime, caller, device_id)
 
 
 @router.post("/{device_id}/retire", summary="Retire the device: its frames are refused from now on")
-async def retire(runtime: RuntimeDep, caller: CallerDep, device_id: int) -> dict:
-    await _device(runtime, caller.agency_id, device_id)
+async def retire(request: Request, runtime: RuntimeDep, caller: CallerDep, device_id: DeviceId) -> dict:
+    await _device(request, runtime, caller, device_id)
     await fleet.retire_device(runtime.engine, device_id)
     await runtime.registry.refresh()
-    return await _device(runtime, caller.agency_id, device_id)
+    return await _device(request, runtime, caller, device_id)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from backend.identity import auth
@@ -9,6 +9,7 @@ from backend.api.access import API
 from backend.api.deps import CallerDep, RuntimeDep
 from backend.db import schema as t
 from backend.exceptions import NotFound
+from backend.privacy.access import refuse_not_found
 from gateway.topics import TopicError
 
 router = APIRouter(prefix=f"{API}/gateways", tags=["gateways"])
@@ -50,7 +51,7 @@ async def list_gateways(runtime: RuntimeDep, caller: CallerDep) -> list[dict]:
 
 
 @router.get("/{gateway_id}/devices", summary="The devices this gateway may serve (the gateway's own provisioning list)")
-async def served_devices(runtime: RuntimeDep, caller: CallerDep, gateway_id: str) -> dict:
+async def served_devices(request: Request, runtime: RuntimeDep, caller: CallerDep, gateway_id: str) -> dict:
     query = (
         sa.select(t.gateway_devices.c.device_id)
         .join(t.gateways, t.gateways.c.id == t.gateway_devices.c.gateway_id)
@@ -63,11 +64,19 @@ async def served_devices(runtime: RuntimeDep, caller: CallerDep, gateway_id: str
         exists = (await conn.execute(sa.select(t.gateways.c.id).where(
             t.gateways.c.id == gateway_id, t.gateways.c.agency_id == caller.agency_id))).first()
         if exists is None:
-            raise NotFound(f"gateway {gateway_id}")
-        return {"gateway_id": gateway_id, "devices": [{"device_id": d} for d in (await conn.execute(query)).scalars()]}
+            elsewhere = (await conn.execute(sa.select(t.gateways.c.agency_id).where(t.gateways.c.id == gateway_id))).scalar_one_or_none()
+        else:
+            return {"gateway_id": gateway_id, "devices": [{"device_id": d} for d in (await conn.execute(query)).scalars()]}
+    raise await refuse_not_found(request, caller, "gateway", gateway_id, elsewhere)
 
 
 @router.put("/{gateway_id}/devices", summary="Set the devices this gateway may serve")
-async def set_served(runtime: RuntimeDep, caller: CallerDep, gateway_id: str, body: ServedIn) -> dict:
-    await auth.set_gateway_devices(runtime.engine, caller.agency_id, gateway_id, body.devices)
+async def set_served(request: Request, runtime: RuntimeDep, caller: CallerDep, gateway_id: str, body: ServedIn) -> dict:
+    try:
+        await auth.set_gateway_devices(runtime.engine, caller.agency_id, gateway_id, body.devices)
+    except NotFound as exc:  # the gateway, or a device, is not the agency's: a refusal, audited
+        async with runtime.engine.connect() as conn:
+            elsewhere = (await conn.execute(sa.select(t.gateways.c.agency_id).where(t.gateways.c.id == gateway_id))).scalar_one_or_none()
+        refusal = await refuse_not_found(request, caller, "gateway", gateway_id, elsewhere)
+        raise NotFound(str(exc)) from refusal
     return {"gateway_id": gateway_id, "devices": [{"device_id": d} for d in sorted(set(body.devices))]}

@@ -1,14 +1,14 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from backend.identity import fleet
 from backend.api.access import API
 from backend.api.deps import CallerDep, RuntimeDep
 from backend.db import schema as t
-from backend.exceptions import NotFound
+from backend.privacy.access import OFFICER_ID_MAX, OfficerId, refuse_not_found
 
 router = APIRouter(prefix=f"{API}/officers", tags=["officers"])
 
@@ -43,9 +43,13 @@ async def list_officers(runtime: RuntimeDep, caller: CallerDep) -> list[dict]:
 
 
 @router.get("/{officer_id}", summary="One officer of the caller's agency")
-async def get_officer(runtime: RuntimeDep, caller: CallerDep, officer_id: int) -> dict:
+async def get_officer(request: Request, runtime: RuntimeDep, caller: CallerDep, officer_id: OfficerId) -> dict:
+    if officer_id > OFFICER_ID_MAX:
+        raise await refuse_not_found(request, caller, "officer", officer_id)
     async with runtime.engine.connect() as conn:
         row = (await conn.execute(_query(caller.agency_id).where(t.officers.c.id == officer_id))).mappings().first()
+        if row is None:
+            elsewhere = (await conn.execute(sa.select(t.officers.c.agency_id).where(t.officers.c.id == officer_id))).scalar_one_or_none()
     if row is None:
-        raise NotFound(f"officer {officer_id}")
+        raise await refuse_not_found(request, caller, "officer", officer_id, elsewhere)
     return dict(row)

@@ -7,12 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from backend.privacy import reports
-from backend.privacy.access import Access, require_access
+from backend.privacy.access import Grant, require_access
 
 router = APIRouter(tags=["privacy"])
 
-IncidentAggregates = Annotated[Access, require_access("alerts_incidents", target="agency", aggregate=True)]
-FeatureAggregates = Annotated[Access, require_access("derived_features", target="agency", aggregate=True)]
+IncidentAggregates = Annotated[Grant, require_access("alerts_incidents", target="agency", aggregate=True)]
+FeatureAggregates = Annotated[Grant, require_access("derived_features", target="agency", aggregate=True)]
 
 
 @router.get("/policy", summary="The data-use policy in force: version, SHA-256, pending changes (public)")
@@ -28,8 +28,9 @@ async def policy(request: Request, document: bool = Query(False, description="in
 
 
 @router.get("/reports/transparency", summary="Transparency and fairness report of the caller's agency (auditors)")
-async def transparency(request: Request, access: IncidentAggregates,
+async def transparency(request: Request, grant: IncidentAggregates,
                        since: dt.datetime | None = None, until: dt.datetime | None = None) -> dict:
+    access = await grant.audited()
     privacy = request.app.state.runtime.privacy
     pending = [p.public() for p in await privacy.policies.pending(access.now)]
     return await reports.transparency_report(request.app.state.runtime.engine, access.policy, agency_id=access.caller.agency_id,
@@ -37,7 +38,8 @@ async def transparency(request: Request, access: IncidentAggregates,
 
 
 @router.get("/aggregates/vitals", summary="Heart rate by activity over >= 10 officers, for model evaluation (auditors)")
-async def vitals_aggregates(request: Request, access: FeatureAggregates) -> dict:
+async def vitals_aggregates(request: Request, grant: FeatureAggregates) -> dict:
+    access = await grant.audited()
     end = access.end or access.now
     start = access.start or end - dt.timedelta(days=30)
     groups = await reports.vitals_aggregates(request.app.state.runtime.engine, access.policy, access.caller.agency_id, start, end)

@@ -1,8 +1,9 @@
 """Biometric reads: an officer's derived features and raw waveforms, and an officer's own data.
 
-Every route here takes its Access from ``require_access`` (backend/privacy/access.py): the
-purpose was declared, the policy granted it, the read was audited, and ``access.start`` /
-``access.end`` bound what may be returned (for a supervisor: the open incident's span)."""
+Every route here takes a Grant from ``require_access`` (backend/privacy/access.py): the purpose
+was declared and the policy granted it; the route's first line audits the grant (only now, with
+every parameter validated), and ``access.start`` / ``access.end`` bound what may be returned (for
+a supervisor: the open incident's span)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backend.privacy import audit
 from backend.db import schema as t
-from backend.privacy.access import Access, require_access
+from backend.privacy.access import Access, Grant, OfficerId, require_access
 
 router = APIRouter(tags=["vitals"])
 
@@ -23,12 +24,13 @@ router = APIRouter(tags=["vitals"])
 DEFAULT_SELF_SPAN = dt.timedelta(hours=24)
 MAX_ROWS = 100_000
 
-DerivedFeatures = Annotated[Access, require_access("derived_features")]
-RawWaveforms = Annotated[Access, require_access("raw_waveforms")]
-MyDerivedFeatures = Annotated[Access, require_access("derived_features", target="self")]
-MyRawWaveforms = Annotated[Access, require_access("raw_waveforms", target="self")]
-MyAuditRecords = Annotated[Access, require_access("audit_records", target="self")]
-MyIncidents = Annotated[Access, require_access("alerts_incidents", target="self")]
+DerivedFeatures = Annotated[Grant, require_access("derived_features")]
+RawWaveforms = Annotated[Grant, require_access("raw_waveforms")]
+MyDerivedFeatures = Annotated[Grant, require_access("derived_features", target="self")]
+MyRawWaveforms = Annotated[Grant, require_access("raw_waveforms", target="self")]
+MyAuditRecords = Annotated[Grant, require_access("audit_records", target="self")]
+MyIncidents = Annotated[Grant, require_access("alerts_incidents", target="self")]
+MyAlertEvidence = Annotated[Grant, require_access("alert_evidence", target="self")]
 
 
 def _span(access: Access) -> tuple[dt.datetime, dt.datetime]:
@@ -79,30 +81,34 @@ def _envelope(access: Access, rows: list[dict], start, end) -> dict:
 
 
 @router.get("/officers/{officer_id}/vitals", summary="Derived features of one officer (purpose required)")
-async def officer_vitals(request: Request, officer_id: int, access: DerivedFeatures,
+async def officer_vitals(request: Request, officer_id: OfficerId, grant: DerivedFeatures,
                          limit: int = Query(10_000, ge=1, le=MAX_ROWS)) -> dict:
+    access = await grant.audited()
     start, end = _span(access)
     async with request.app.state.runtime.engine.connect() as conn:
-        return _envelope(access, await _features(conn, officer_id, start, end, limit), start, end)
+        return _envelope(access, await _features(conn, access.officer_id, start, end, limit), start, end)
 
 
 @router.get("/officers/{officer_id}/raw-windows", summary="Raw waveform windows of one officer (purpose required)")
-async def officer_raw_windows(request: Request, officer_id: int, access: RawWaveforms,
+async def officer_raw_windows(request: Request, officer_id: OfficerId, grant: RawWaveforms,
                               limit: int = Query(1_000, ge=1, le=MAX_ROWS)) -> dict:
+    access = await grant.audited()
     start, end = _span(access)
     async with request.app.state.runtime.engine.connect() as conn:
         return _envelope(access, await _raw_windows(conn, officer_id, start, end, limit), start, end)
 
 
 @router.get("/me/vitals", summary="My own derived features (purpose: officer_self_access)")
-async def my_vitals(request: Request, access: MyDerivedFeatures, limit: int = Query(10_000, ge=1, le=MAX_ROWS)) -> dict:
+async def my_vitals(request: Request, grant: MyDerivedFeatures, limit: int = Query(10_000, ge=1, le=MAX_ROWS)) -> dict:
+    access = await grant.audited()
     start, end = _span(access)
     async with request.app.state.runtime.engine.connect() as conn:
         return _envelope(access, await _features(conn, access.officer_id, start, end, limit), start, end)
 
 
 @router.get("/me/raw-windows", summary="My own raw waveform windows (purpose: officer_self_access)")
-async def my_raw_windows(request: Request, access: MyRawWaveforms, limit: int = Query(1_000, ge=1, le=MAX_ROWS)) -> dict:
+async def my_raw_windows(request: Request, grant: MyRawWaveforms, limit: int = Query(1_000, ge=1, le=MAX_ROWS)) -> dict:
+    access = await grant.audited()
     start, end = _span(access)
     async with request.app.state.runtime.engine.connect() as conn:
         return _envelope(access, await _raw_windows(conn, access.officer_id, start, end, limit), start, end)
@@ -122,14 +128,18 @@ async def access_report(conn: AsyncConnection, officer_id: int) -> list[dict]:
 
 
 @router.get("/me/access-report", summary="Who read my data, when and why (purpose: officer_self_access)")
-async def my_access_report(request: Request, access: MyAuditRecords) -> dict:
+async def my_access_report(request: Request, grant: MyAuditRecords) -> dict:
+    access = await grant.audited()
     async with request.app.state.runtime.engine.connect() as conn:
         return {"officer_id": access.officer_id, "accesses": await access_report(conn, access.officer_id)}
 
 
 @router.get("/me/export", summary="Everything Vigil holds about me (right of access; purpose: officer_self_access)")
 async def my_export(request: Request, features: MyDerivedFeatures, raw: MyRawWaveforms, incidents: MyIncidents,
-                    reads: MyAuditRecords) -> dict:
+                    evidence: MyAlertEvidence, reads: MyAuditRecords) -> dict:
+    for grant in (raw, incidents, evidence, reads):
+        await grant.audited()
+    features = await features.audited()
     officer_id = features.officer_id
     async with request.app.state.runtime.engine.connect() as conn:
         officer = (await conn.execute(sa.select(t.officers).where(t.officers.c.id == officer_id))).mappings().first()

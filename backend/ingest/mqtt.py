@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -168,6 +169,8 @@ class UplinkSubscriber:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pinger: asyncio.Task | None = None
+        self._last_heard = time.monotonic()  # anything from the broker proves the link is alive
+        self._silent: str | None = None  # why the pinger gave up on the link
         self._buf = b""
         self._packet_id = 0
         self._acks = bytearray()
@@ -189,6 +192,7 @@ class UplinkSubscriber:
         if first >> 4 != 2 or len(body) < 2 or body[1] != 0:
             await self._close()
             raise UplinkError(f"the broker refused the connection (CONNACK {bytes(body[:2]).hex()})")
+        self._last_heard = time.monotonic()
         self._pinger = asyncio.create_task(self._ping(), name="uplink-ping")
         return self
 
@@ -240,8 +244,16 @@ class UplinkSubscriber:
         return first, await self._reader.readexactly(length)
 
     async def _ping(self) -> None:
+        """PINGREQ every half keepalive; a broker silent for a whole keepalive (no PINGRESP, no
+        message) is a half-open link: close it, so batches() raises and ingest reconnects
+        instead of waiting for TCP to give up (minutes to hours)."""
         while True:
             await asyncio.sleep(self._keepalive_s / 2)
+            silent = time.monotonic() - self._last_heard
+            if silent > self._keepalive_s:
+                self._silent = f"no answer from the broker for {silent:.1f} s (keepalive {self._keepalive_s} s)"
+                self._writer.transport.abort()
+                return
             self._writer.write(b"\xc0\x00")
 
     async def subscribe(self, filters: list[str], qos: int = 1) -> None:
@@ -264,9 +276,10 @@ class UplinkSubscriber:
             try:
                 chunk = await self._reader.read(_READ_CHUNK)
             except (OSError, asyncio.IncompleteReadError) as exc:
-                raise UplinkError(f"uplink connection lost: {exc!r}") from exc
+                raise UplinkError(self._silent or f"uplink connection lost: {exc!r}") from exc
             if not chunk:
-                raise UplinkError("the broker closed the uplink connection")
+                raise UplinkError(self._silent or "the broker closed the uplink connection")
+            self._last_heard = time.monotonic()
             batch = self.feed(chunk)
             if batch:
                 yield batch

@@ -90,9 +90,9 @@ class DeviceStatusWriter:
                 if now >= next_write:
                     next_write = now + self._flush_s
                     await self.write()
-                if self._failing:
-                    log.warning("device status writes recovered")
-                    self._failing = False
+                    if self._failing:  # only a write that went through says so (once)
+                        log.warning("device status writes recovered")
+                        self._failing = False
             except Exception as exc:  # noqa: BLE001 - database errors only; others re-raised
                 if not _is_db_error(exc):
                     raise

@@ -117,9 +117,11 @@ def format_report(r: dict) -> str:
     for p in r["pending_policies"]:
         lines.append(f"  pending: {p['version']} effective {p['effective_at']}")
     lines.append("\nalerts by type and outcome:")
-    lines += [f"  {a['kind']:<22} {a['outcome']:<22} {a['alerts']}" for a in r["alerts_by_type_and_outcome"]] or ["  none"]
+    lines += [f"  {a['kind']:<22} {a['outcome']:<22} {'suppressed' if a['suppressed'] else a['alerts']}"
+              for a in r["alerts_by_type_and_outcome"]] or ["  none"]
     lines.append("\nfalse-alarm rate by detector:")
-    lines += [f"  {d['kind']:<22} {d['false_alarms']}/{d['resolved']} = {d['false_alarm_rate']}" for d in r["false_alarm_rate_by_detector"]] or ["  none"]
+    lines += [f"  {d['kind']:<22} " + ("suppressed" if d["suppressed"] else f"{d['false_alarms']}/{d['resolved']} = {d['false_alarm_rate']}")
+              for d in r["false_alarm_rate_by_detector"]] or ["  none"]
     lines.append("\naccesses by purpose:")
     lines += [f"  {a['purpose'] or '(none)':<28} {a['data_class']:<18} {a['outcome']:<8} {a['n']}" for a in r["accesses_by_purpose"]] or ["  none"]
     lines.append("\nrefusals by rule:")

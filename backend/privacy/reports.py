@@ -1,7 +1,13 @@
 """Reports for oversight: the transparency report (alerts, false alarms, accesses, refusals,
 retention, policy) with the fairness breakdown by consented cohorts, and aggregates of derived
-features for model evaluation. Every figure about officers comes from groups of at least
-``min_group_officers`` (10) officers; smaller groups are reported as suppressed, never as numbers.
+features for model evaluation.
+
+Small-group suppression is one rule (``Policy.suppressed``: fewer than ``min_group_officers``
+officers), applied to every figure about officers here and, through ``vigil_group_suppressed``
+(migration 0007, the same threshold written from the policy), in the reporting views: a
+suppressed group keeps its labels and shows no figure. Every aggregate covers whole time buckets
+(``bucket_hours``, UTC): a span is widened to them, and vitals aggregates are computed per bucket,
+so a narrow or shifted window cannot single out the officers inside it.
 
 No function here returns a row about one officer: there is no bulk export of biometric data."""
 from __future__ import annotations
@@ -19,8 +25,19 @@ AUTOMATIC_KINDS = ("man_down", "device_alarm", "fall", "extreme_heart_rate", "ph
 MISS_WINDOW_S = 300
 
 
-def _suppress(group: dict, officers: int, min_group: int, *figures: str) -> dict:
-    if officers < min_group:
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def whole_buckets(policy: Policy, since: dt.datetime, until: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """[since, until) widened to whole buckets of ``policy.bucket_hours`` (at least one)."""
+    size = dt.timedelta(hours=policy.bucket_hours)
+    lo = _EPOCH + ((since - _EPOCH) // size) * size
+    hi = _EPOCH - ((_EPOCH - until) // size) * size  # ceiling
+    return lo, max(hi, lo + size)
+
+
+def _suppress(group: dict, officers: int, policy: Policy, *figures: str) -> dict:
+    if policy.suppressed(officers):
         return {**{k: v for k, v in group.items() if k not in figures}, **{f: None for f in figures},
                 "officers": None, "suppressed": True}
     return {**group, "officers": officers, "suppressed": False}
@@ -34,7 +51,7 @@ async def transparency_report(engine: AsyncEngine, policy: Policy, *, agency_id:
                               since: dt.datetime | None = None, until: dt.datetime | None = None,
                               pending_policies: list[dict] | None = None) -> dict:
     until = until or dt.datetime.now(dt.timezone.utc)
-    since = since or until - dt.timedelta(days=365)
+    since, until = whole_buckets(policy, since or until - dt.timedelta(days=365), until)
     where, params = _scope(agency_id, "a.agency_id")
     params.update({"since": since, "until": until, "auto": list(AUTOMATIC_KINDS), "miss_s": MISS_WINDOW_S})
     min_group = policy.min_group_officers
@@ -57,15 +74,16 @@ async def transparency_report(engine: AsyncEngine, policy: Policy, *, agency_id:
         deletions = (await conn.execute(sa.text(
             "select subject, count(*) as runs, coalesce(sum((details->>'rows_deleted')::bigint), 0) as rows_deleted from audit_log "
             "where action = 'retention.delete' and at >= :since and at < :until group by 1 order by 1"), {"since": since, "until": until})).mappings().all()
-        fairness = await _fairness(conn, params, where, min_group)
+        fairness = await _fairness(conn, params, where, policy)
     return {
         "generated_at": until.isoformat(), "period": {"since": since.isoformat(), "until": until.isoformat()},
         "agency_id": agency_id, "policy": policy.summary(), "pending_policies": pending_policies or [],
         "min_group_officers": min_group,
-        "alerts_by_type_and_outcome": [dict(r) for r in by_type],
-        "false_alarm_rate_by_detector": [
+        "alerts_by_type_and_outcome": [_suppress(dict(r), r["officers"], policy, "alerts") for r in by_type],
+        "false_alarm_rate_by_detector": [_suppress(
             {"kind": r["kind"], "resolved": r["resolved"], "false_alarms": r["false_alarms"],
-             "false_alarm_rate": round(r["false_alarms"] / r["resolved"], 4) if r["resolved"] else None} for r in per_detector],
+             "false_alarm_rate": round(r["false_alarms"] / r["resolved"], 4) if r["resolved"] else None},
+            r["officers"], policy, "resolved", "false_alarms", "false_alarm_rate") for r in per_detector],
         "accesses_by_purpose": [dict(r) for r in accesses],
         "refusals": [dict(r) for r in refusals],
         "retention_deletions": [{"data_class": r["subject"].removeprefix("data_class:"), "runs": r["runs"], "rows_deleted": int(r["rows_deleted"])} for r in deletions],
@@ -73,7 +91,7 @@ async def transparency_report(engine: AsyncEngine, policy: Policy, *, agency_id:
     }
 
 
-async def _fairness(conn, params: dict, where: str, min_group: int) -> list[dict]:
+async def _fairness(conn, params: dict, where: str, policy: Policy) -> list[dict]:
     """False-alarm and missed-alert rates per detector and consented cohort. A cohort value
     with fewer than ``min_group`` consenting officers is suppressed, as is a cohort × detector
     cell whose alerts come from fewer than ``min_group`` officers."""
@@ -102,38 +120,42 @@ async def _fairness(conn, params: dict, where: str, min_group: int) -> list[dict
     for s in sizes:
         key = (s["attribute"], s["value"])
         group = {"attribute": s["attribute"], "value": s["value"]}
-        if s["officers"] < min_group:
+        if policy.suppressed(s["officers"]):
             out.append({**group, "officers": None, "suppressed": True, "detectors": [], "missed_alert_rate": None})
             continue
         detectors = []
         for c in cells_by.get(key, []):
             d = {"kind": c["kind"], "resolved": c["resolved"], "false_alarms": c["false_alarms"],
                  "false_alarm_rate": round(c["false_alarms"] / c["resolved"], 4) if c["resolved"] else None}
-            detectors.append(_suppress(d, c["officers"], min_group, "resolved", "false_alarms", "false_alarm_rate"))
+            detectors.append(_suppress(d, c["officers"], policy, "resolved", "false_alarms", "false_alarm_rate"))
         m = miss_by.get(key)
         missed = None
-        if m and m["officers"] >= min_group and m["emergencies"]:
+        if m and not policy.suppressed(m["officers"]) and m["emergencies"]:
             missed = round(m["missed"] / m["emergencies"], 4)
         out.append({**group, "officers": s["officers"], "suppressed": False, "detectors": detectors,
-                    "missed_alert_rate": missed, "missed_alert_suppressed": bool(m) and m["officers"] < min_group})
+                    "missed_alert_rate": missed, "missed_alert_suppressed": bool(m) and policy.suppressed(m["officers"])})
     return out
 
 
 async def vitals_aggregates(engine: AsyncEngine, policy: Policy, agency_id: str, since: dt.datetime, until: dt.datetime) -> list[dict]:
-    """Heart rate by activity across an agency's officers, for model evaluation: count, mean,
-    quartiles and mean signal quality; groups of fewer than ``min_group_officers`` suppressed."""
+    """Heart rate by activity across an agency's officers, for model evaluation, per whole time
+    bucket: count, mean, quartiles and mean signal quality; groups of fewer than
+    ``min_group_officers`` suppressed. The span is widened to whole buckets."""
+    since, until = whole_buckets(policy, since, until)
     async with engine.connect() as conn:
         rows = (await conn.execute(sa.text(
-            "select coalesce(f.activity, 'unknown') as activity, count(distinct f.officer_id) as officers, count(*) as samples, "
+            "select date_bin(make_interval(hours => :bucket_h), f.time, :epoch) as bucket, "
+            "coalesce(f.activity, 'unknown') as activity, count(distinct f.officer_id) as officers, count(*) as samples, "
             "avg(f.heart_rate) as hr_mean, percentile_cont(array[0.25, 0.5, 0.75]) within group (order by f.heart_rate) as hr_quartiles, "
             "avg(f.hr_quality) as quality_mean "
             "from features f join officers o on o.id = f.officer_id "
-            "where o.agency_id = :agency and f.time >= :since and f.time < :until and f.heart_rate is not null group by 1 order by 1"),
-            {"agency": agency_id, "since": since, "until": until})).mappings().all()
+            "where o.agency_id = :agency and f.time >= :since and f.time < :until and f.heart_rate is not null "
+            "group by 1, 2 order by 1, 2"),
+            {"agency": agency_id, "since": since, "until": until, "bucket_h": int(policy.bucket_hours), "epoch": _EPOCH})).mappings().all()
     out = []
     for r in rows:
-        group = {"activity": r["activity"], "samples": r["samples"],
+        group = {"bucket_start": r["bucket"].isoformat(), "activity": r["activity"], "samples": r["samples"],
                  "hr_mean": round(float(r["hr_mean"]), 2), "hr_quartiles": [round(float(q), 2) for q in r["hr_quartiles"]],
                  "quality_mean": round(float(r["quality_mean"]), 3) if r["quality_mean"] is not None else None}
-        out.append(_suppress(group, r["officers"], policy.min_group_officers, "samples", "hr_mean", "hr_quartiles", "quality_mean"))
+        out.append(_suppress(group, r["officers"], policy, "samples", "hr_mean", "hr_quartiles", "quality_mean"))
     return out

@@ -40,8 +40,8 @@ async def transparency(request: Request, grant: IncidentAggregates,
 @router.get("/aggregates/vitals", summary="Heart rate by activity over >= 10 officers, for model evaluation (auditors)")
 async def vitals_aggregates(request: Request, grant: FeatureAggregates) -> dict:
     access = await grant.audited()
-    end = access.end or access.now
-    start = access.start or end - dt.timedelta(days=30)
+    start, end = reports.whole_buckets(access.policy, access.start or (access.end or access.now) - dt.timedelta(days=30),
+                                       access.end or access.now)
     groups = await reports.vitals_aggregates(request.app.state.runtime.engine, access.policy, access.caller.agency_id, start, end)
     return {"agency_id": access.caller.agency_id, "start": start.isoformat(), "end": end.isoformat(),
-            "min_group_officers": access.policy.min_group_officers, "groups": groups}
+            "min_group_officers": access.policy.min_group_officers, "bucket_hours": access.policy.bucket_hours, "groups": groups}

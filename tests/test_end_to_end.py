@@ -68,12 +68,12 @@ async def test_sos_reaches_websocket_with_database_down(private_postgres, mqtt_b
     url = private_postgres.url.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + "/vigil"
     settings = backend_settings(url, *mqtt_broker, agency)
     key = await _seed(settings, agency)
+    token = supervisor_token(settings, agency)  # an account made while the database is up
     async with SimulatedFleet({DEVICE: key}, scenarios="patrol") as sim, serve(settings) as backend:
         await asyncio.wait_for(backend.runtime.ingest.connected.wait(), 10)
         async with running_gateway(gateway_settings([DEVICE])):
             await wait_until(lambda: backend.runtime.metrics.accepted_count("telemetry") > 0, 20, what="telemetry at the backend")
             private_postgres.stop("immediate")
-            token = supervisor_token(settings, agency)
             async with websockets.connect(await live_url(backend.url, token)) as ws:
                 pressed = time.perf_counter()
                 sim.wearables[DEVICE].press_sos()

@@ -33,6 +33,9 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
         app.state.runtime = runtime
         # its failure is kept in runtime.fatal and sets runtime.dead: the server stops (server.py)
         task = asyncio.create_task(runtime.run_until_failed(), name="vigil-runtime")
+        with contextlib.suppress(OSError, asyncio.TimeoutError, sa.exc.DBAPIError):
+            # tokens checkable from the start, and while the database is away later
+            await asyncio.wait_for(app.state.accounts.reload(runtime.engine), 5)
         try:
             yield
         finally:

@@ -245,32 +245,48 @@ async def record_failed_login(engine: AsyncEngine, username: str, address: str |
 
 
 class ActiveAccounts:
-    """The accounts a token may still act for, looked up by id and cached for ``ttl_s``: a
-    token is checked without a database round trip, and while the database is away the last
-    answer stands (the live feed keeps working). Disabling through the API forgets at once."""
+    """The enabled accounts, by id, as the token check needs them: loaded whole and reloaded
+    when older than ``ttl_s``, so a token is checked without a database round trip and, while
+    the database is away, against the last list (the supervisors' live feed keeps working).
+    An id not in the list is looked up once (an account made since); disabling through the
+    API forgets at once."""
+
+    _DB_DOWN = (OSError, asyncio.TimeoutError, sa.exc.DBAPIError)
 
     def __init__(self, ttl_s: float, now: Callable[[], float] = time.monotonic):
         self.ttl_s = ttl_s
         self._now = now
-        self._cache: dict[int, tuple[float, User | None]] = {}
+        self._users: dict[int, User] = {}
+        self._loaded_at: float | None = None
+
+    async def reload(self, engine: AsyncEngine) -> None:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(sa.select(t.users).where(t.users.c.disabled.is_(False)))).mappings().all()
+        self._users = {r["id"]: _user(r) for r in rows}
+        self._loaded_at = self._now()
 
     async def get(self, engine: AsyncEngine, uid: int) -> User | None:
-        hit = self._cache.get(uid)
-        if hit is not None and self._now() - hit[0] < self.ttl_s:
-            return hit[1]
-        try:
-            async with engine.connect() as conn:
-                row = (await conn.execute(sa.select(t.users).where(t.users.c.id == uid, t.users.c.disabled.is_(False)))).mappings().first()
-        except (OSError, sa.exc.OperationalError, sa.exc.InterfaceError):
-            if hit is not None:
-                return hit[1]
-            raise
-        user = _user(row) if row is not None else None
-        self._cache[uid] = (self._now(), user)
+        if self._loaded_at is None or self._now() - self._loaded_at >= self.ttl_s:
+            try:
+                await self.reload(engine)
+            except self._DB_DOWN:
+                if self._loaded_at is None:
+                    raise
+                log.warning("accounts not reloaded (database unavailable); checking tokens against the last list")
+        user = self._users.get(uid)
+        if user is None:
+            try:
+                async with engine.connect() as conn:
+                    row = (await conn.execute(sa.select(t.users).where(
+                        t.users.c.id == uid, t.users.c.disabled.is_(False)))).mappings().first()
+            except self._DB_DOWN:
+                return None  # cannot tell: refuse
+            if row is not None:
+                user = self._users[uid] = _user(row)
         return user
 
     def forget(self, uid: int) -> None:
-        self._cache.pop(uid, None)
+        self._users.pop(uid, None)
 
 
 class RevokedTokens:

@@ -114,11 +114,11 @@ async def test_alert_reaches_websocket_while_database_is_down(private_postgres, 
     url = private_postgres.url.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + "/vigil"
     settings = backend_settings(url, host, port, agency)
     key = await _seed(settings, agency)
+    token = supervisor_token(settings, agency)  # an account made while the database is up
     async with serve(settings) as backend:
         rt = backend.runtime
         await asyncio.wait_for(rt.ingest.connected.wait(), 10)
         private_postgres.stop("immediate")
-        token = supervisor_token(settings, agency)
         async with websockets.connect(await live_url(backend.url, token)) as ws:
             await _publish(host, port, topics.uplink(agency, "gw1", DEVICE, "event"), _sos(key, 20))
             alert = (await _next_alert(ws, timeout=10))["data"]

@@ -18,6 +18,7 @@ from backend.detection.hop import HopInput
 from backend.detection.raw import RawRows
 from backend.detection.status import StatusBoard
 from backend.detection.windows import DeviceStream, StreamCounters, TelemetryChunk, Window, WindowConfig
+from backend.ingest.clock import believable
 from backend.ingest.registry import DeviceRegistry
 from firmware import frame as F
 
@@ -34,33 +35,47 @@ class DeviceStreams:
         self._raw_rows = raw_rows
         self._metrics = metrics
         self.by_device: dict[int, DeviceStream] = {}
-        self._clock_offsets: dict[int, int] = {}
+        self._clock_offsets: dict[int, int] = {}  # unsynced devices: device time + offset = wall time
+        self._rebased: dict[int, int] = {}  # devices whose synced time is not believable: rebased onto wall time
         self._resets: set[int] = set()
 
     def push(self, frame, now: float, backfill: bool) -> None:
         """One verified telemetry frame into its device's stream."""
         d, h = frame.device, frame.header
         rate_hz, _led, ppg, accel = frame.decoded
-        offset = 0
+        time_ms, offset = h.time_ms, 0
         if h.flags & F.FLAG_CLOCK_UNSYNCED:  # time_ms counts from boot: anchor it to wall time
-            known = self._clock_offsets.get(d.device_id)
-            if known is None or abs(h.time_ms + known - now * 1000) > CLOCK_REANCHOR_MS and not backfill:
-                known = self._clock_offsets[d.device_id] = int(now * 1000) - h.time_ms
-            offset = known
-        chunk = TelemetryChunk(h.seq, h.time_ms, rate_hz, np.asarray(ppg, np.int32), np.asarray(accel, np.int16),
+            offset = self._anchor(self._clock_offsets, d.device_id, h.time_ms, now, backfill)
+        elif not believable(h.time_ms, now * 1000):
+            # no time to believe (1970, beyond 9999, a synced clock well ahead of ours:
+            # backend/ingest/clock.py): the stream runs on the receive time instead, rebased once
+            # (exact integers: a time near 2**62 has no millisecond left as a float)
+            time_ms = h.time_ms + self._anchor(self._rebased, d.device_id, h.time_ms, now, backfill)
+        chunk = TelemetryChunk(h.seq, time_ms, rate_hz, np.asarray(ppg, np.int32), np.asarray(accel, np.int16),
                                backfill, offset)
         stream = self.by_device.get(d.device_id)
         if stream is None:
             stream = self.by_device[d.device_id] = DeviceStream(d.device_id, self.config)
-        before = (stream.counters.gaps_filled, stream.counters.restarts, stream.counters.late_frames)
+        c = stream.counters
+        before = (c.gaps_filled, c.restarts, c.late_frames, c.clock_jumps)
         self._raw_rows.released(d.device_id, stream.push(chunk, now), now)
         self._count(stream, before)
 
-    def _count(self, stream: DeviceStream, before: tuple[int, int, int]) -> None:
+    @staticmethod
+    def _anchor(offsets: dict[int, int], device_id: int, time_ms: int, now: float, backfill: bool) -> int:
+        """The device's offset from its clock to wall time; set again when it drifts further
+        than CLOCK_REANCHOR_MS (never from a backfill frame, whose time is old by nature)."""
+        known = offsets.get(device_id)
+        if known is None or abs(time_ms + known - now * 1000) > CLOCK_REANCHOR_MS and not backfill:
+            known = offsets[device_id] = int(now * 1000) - time_ms
+        return known
+
+    def _count(self, stream: DeviceStream, before: tuple[int, int, int, int]) -> None:
         c = stream.counters
-        if before == (c.gaps_filled, c.restarts, c.late_frames):
+        if before == (c.gaps_filled, c.restarts, c.late_frames, c.clock_jumps):
             return  # nothing happened to the stream: the usual case
-        for kind, old, new in zip(("gap_filled", "restart", "late_frame"), before, (c.gaps_filled, c.restarts, c.late_frames)):
+        for kind, old, new in zip(("gap_filled", "restart", "late_frame", "clock_jump"), before,
+                                  (c.gaps_filled, c.restarts, c.late_frames, c.clock_jumps)):
             if new > old:
                 self._metrics.detection_stream.labels(kind).inc(new - old)
 

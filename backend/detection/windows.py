@@ -75,6 +75,7 @@ class StreamCounters:
     samples_filled: int = 0
     restarts: int = 0
     late_frames: int = 0
+    clock_jumps: int = 0        # restarts because the device's clock went back (a newer frame, an earlier time)
     skipped_windows: int = 0
 
 
@@ -179,11 +180,26 @@ class DeviceStream:
         if self.t0_ms is None:
             self.t0_ms = chunk.time_ms
             self.wall_offset_ms = chunk.wall_offset_ms
+        elif not chunk.backfill and abs(chunk.wall_offset_ms - self.wall_offset_ms) > period:
+            # the device clock was re-anchored to wall time (unsynced, or not believable): a new stream
+            self.counters.restarts += 1
+            self._restart(chunk.rate_hz)
+            self.t0_ms = chunk.time_ms
+            self.wall_offset_ms = chunk.wall_offset_ms
         else:
             delta = chunk.time_ms - self.expected_ms
             if delta < -period / 2:
-                self.counters.late_frames += 1
-                return False
+                if chunk.backfill or chunk.seq <= self._last_seq():
+                    self.counters.late_frames += 1  # an older frame: it arrived too late
+                    return False
+                # a newer frame with an earlier time: the clock went back (-1 h, a reset to 1970, a
+                # clock counting from boot). Every later frame would look late: start a new stream.
+                self.counters.restarts += 1
+                self.counters.clock_jumps += 1
+                self._restart(chunk.rate_hz)
+                self.t0_ms = chunk.time_ms
+                self.wall_offset_ms = chunk.wall_offset_ms
+                delta = 0
             if delta > period / 2:
                 missing = int(round(delta / period))
                 if missing * period > self.config.gap_fill_s * 1000.0:
@@ -202,6 +218,9 @@ class DeviceStream:
         if chunk.backfill:
             self.backfill_until = self.total
         return True
+
+    def _last_seq(self) -> int:
+        return int(self._seq[(self.total - 1) % self.capacity]) if self.total else -1
 
     def _write(self, ppg: np.ndarray, accel: np.ndarray, seq: int) -> None:
         # slices, not an index array: this runs for every frame of every device

@@ -22,6 +22,7 @@ from backend.app.config import BackendSettings
 from backend.detection.service import DetectionService
 from backend.exceptions import FrameRejected
 from backend.app.metrics import BackendMetrics
+from backend.ingest.clock import believable
 from backend.ingest.dead_letters import DeadLetters
 from backend.ingest.mqtt import EVENTS_RECONNECT_CAP_S, RECONNECT_CAP_S, UplinkSubscriber, reconnect_delay
 from backend.ingest.registry import DeviceRecord, DeviceRegistry
@@ -42,15 +43,10 @@ class VerifiedFrame:
     location: dict | None
 
 
-# A device time outside these bounds is no clock anybody set (a reset, a corrupted RTC, 2**62):
-# it is treated like an unsynced clock (the alert carries the backend's receive time), never
-# allowed to raise.
-DEVICE_TIME_MIN_MS = int(dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc).timestamp() * 1000)
-DEVICE_TIME_MAX_MS = int(dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc).timestamp() * 1000)
-
-
-def device_time(header: F.Header) -> dt.datetime | None:
-    if header.flags & F.FLAG_CLOCK_UNSYNCED or not DEVICE_TIME_MIN_MS <= header.time_ms < DEVICE_TIME_MAX_MS:
+def device_time(header: F.Header, now_ms: float | None = None) -> dt.datetime | None:
+    """The device's time of a frame, or None where it is not to be believed (unsynced, or not a
+    time any clock could show: backend/ingest/clock.py); the alert then carries the receive time."""
+    if header.flags & F.FLAG_CLOCK_UNSYNCED or not believable(header.time_ms, now_ms):
         return None
     return dt.datetime.fromtimestamp(header.time_ms / 1000, dt.timezone.utc)
 
@@ -292,7 +288,7 @@ class IngestService:
             officer_id=d.officer_id, officer_name=d.officer_name,
             explanation={"detector": "device", "event": F.EVENT_NAMES[code], "detail": detail,
                          "gateway": frame.gateway, "device_priority": priority_hint},
-            device_time=device_time(frame.header), location=frame.location,
+            device_time=device_time(frame.header, time.time() * 1000), location=frame.location,
             received_monotonic=received,
         )
 

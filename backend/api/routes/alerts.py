@@ -46,7 +46,9 @@ def _own(caller) -> int | None:
 
 
 def _withhold(alert: dict, reason: dict) -> dict:
-    return {**alert, "explanation": None, "evidence_withheld": reason}
+    """The record without its evidence (the key is absent, so a page merging this into what the
+    live feed told it keeps what it was shown), and why."""
+    return {**{k: v for k, v in alert.items() if k != "explanation"}, "evidence_withheld": reason}
 
 
 async def _gate_record(request: Request, caller, subject: str, facts: Facts, officer_id: int | None,

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.db import schema as t
@@ -38,6 +39,7 @@ class DeviceRegistry:
         self._engine = engine
         self._secret = secret
         self.devices: dict[int, DeviceRecord] = {}
+        self.unreadable: set[int] = set()  # devices whose wrapped key does not open (logged once each)
         self.loaded = False
 
     def get(self, device_id: int) -> DeviceRecord | None:
@@ -67,7 +69,19 @@ class DeviceRegistry:
         fresh: dict[int, DeviceRecord] = {}
         for row in rows:
             old = self.devices.get(row.id)
-            keys = old.keys if old else F.DeviceKeys(unwrap_device_key(self._secret, row.id, row.key_wrapped))
+            if old is not None:
+                keys = old.keys
+            else:
+                try:
+                    keys = F.DeviceKeys(unwrap_device_key(self._secret, row.id, row.key_wrapped))
+                except (InvalidTag, ValueError) as exc:
+                    # one device wrapped under another secret must not keep every other device out
+                    if row.id not in self.unreadable:
+                        log.error("device %d: its key does not unwrap with VIGIL_SECRET_KEY (%s); its frames are "
+                                  "refused as from an unknown device until it is provisioned again",
+                                  row.id, type(exc).__name__)
+                    self.unreadable.add(row.id)
+                    continue
             fresh[row.id] = DeviceRecord(
                 device_id=row.id, agency_id=row.agency_id, keys=keys, status=row.status,
                 placement=row.placement, officer_id=row.officer_id, officer_name=row.name,

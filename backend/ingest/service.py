@@ -43,10 +43,10 @@ class VerifiedFrame:
     location: dict | None
 
 
-def device_time(header: F.Header, now_ms: float | None = None) -> dt.datetime | None:
-    """The device's time of a frame, or None where it is not to be believed (unsynced, or not a
-    time any clock could show: backend/ingest/clock.py); the alert then carries the receive time."""
-    if header.flags & F.FLAG_CLOCK_UNSYNCED or not believable(header.time_ms, now_ms):
+def device_time(header: F.Header) -> dt.datetime | None:
+    """The time the device claims for a frame (an alert keeps it beside its receive time), or
+    None when it is unsynced or no time any clock could show (backend/ingest/clock.py)."""
+    if header.flags & F.FLAG_CLOCK_UNSYNCED or not believable(header.time_ms):
         return None
     return dt.datetime.fromtimestamp(header.time_ms / 1000, dt.timezone.utc)
 
@@ -288,7 +288,7 @@ class IngestService:
             officer_id=d.officer_id, officer_name=d.officer_name,
             explanation={"detector": "device", "event": F.EVENT_NAMES[code], "detail": detail,
                          "gateway": frame.gateway, "device_priority": priority_hint},
-            device_time=device_time(frame.header, time.time() * 1000), location=frame.location,
+            device_time=device_time(frame.header), location=frame.location,
             received_monotonic=received,
         )
 

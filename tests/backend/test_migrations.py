@@ -136,7 +136,15 @@ async def test_timescaledb_hypertables_and_retention(timescaledb_postgres):
             old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)
             for at in (old, dt.datetime.now(dt.timezone.utc)):
                 await conn.execute(sa.text("insert into features (time, device_id, heart_rate) values (:t, 1, 70)"), {"t": at})
-        result = await retention.run_retention(engine, load_policy_file(), dt.datetime.now(dt.timezone.utc))
+            # retention runs as the service does: a login role that is only a member of vigil_api
+            await conn.execute(sa.text("create role vigil_runtime_test login in role vigil_api"))
+        runtime_url = settings.database_url.replace("postgres@", "vigil_runtime_test@")
+        assert runtime_url != settings.database_url
+        runtime = db.create_engine(_settings(runtime_url))
+        try:
+            result = await retention.run_retention(runtime, load_policy_file(), dt.datetime.now(dt.timezone.utc))
+        finally:
+            await runtime.dispose()
         async with engine.connect() as conn:
             left = (await conn.execute(sa.text("select count(*) from features"))).scalar()
             chunks = (await conn.execute(sa.text(

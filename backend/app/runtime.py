@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 
 import sqlalchemy as sa
 
@@ -78,6 +79,7 @@ class Runtime:
         self.privacy = PrivacyService(self.engine, settings)  # grants, policy versions, retention, audit outbox
         self.stop = asyncio.Event()
         self.supervisor = Supervisor(self.metrics, stop=self.stop)
+        self.started = time.monotonic()
         self.dead = asyncio.Event()  # set when the supervised tasks gave up: nothing may serve on
         self.fatal: BaseException | None = None
 

@@ -159,3 +159,22 @@ def test_events_lane_reconnects_within_two_seconds_at_worst():
     assert max(reconnect_delay(a, rng, EVENTS_RECONNECT_CAP_S) for a in range(50) for _ in range(20)) <= 2.0
     assert max(reconnect_delay(a, rng) for a in range(50) for _ in range(20)) > 2.0
     assert EVENTS_RECONNECT_CAP_S == 2.0 and RECONNECT_CAP_S > EVENTS_RECONNECT_CAP_S
+
+
+@pytest.mark.integration
+async def test_health_fails_while_privacy_start_up_has_not_completed(database_url, mqtt_broker, agency):
+    """Privacy start-up failing (grants, the policy in force) leaves retention and the audit
+    outbox stopped: /health says so instead of ok."""
+    settings = backend_settings(database_url, *mqtt_broker, agency)
+    await _seed(settings, agency)
+    async with serve(settings) as backend:
+        rt = backend.runtime
+        await asyncio.wait_for(rt.ingest.connected.wait(), 10)
+        await asyncio.wait_for(rt.privacy.ready.wait(), 10)
+        async with httpx.AsyncClient(base_url=backend.url) as http:
+            assert (await http.get("/api/v1/health")).status_code == 200
+            rt.privacy.ready.clear()  # as when its start-up keeps failing
+            assert (await http.get("/api/v1/health")).status_code == 200  # within the start-up grace
+            rt.started -= 60
+            r = await http.get("/api/v1/health")
+        assert r.status_code == 503 and any("privacy" in p for p in r.json()["problems"]), r.json()

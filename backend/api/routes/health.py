@@ -13,6 +13,9 @@ router = APIRouter(prefix=API, tags=["health"])
 
 # Ingest may be away from the broker this long (a restart, a broker blip) before health fails.
 INGEST_GRACE_S = 10.0
+# Privacy start-up (grants, the policy in force) may take this long before health fails: until it
+# is done, retention and the audit outbox do not run.
+PRIVACY_GRACE_S = 30.0
 
 
 def problems(runtime) -> list[str]:
@@ -25,6 +28,8 @@ def problems(runtime) -> list[str]:
     since = runtime.ingest.disconnected_since
     if since is not None and time.monotonic() - since > INGEST_GRACE_S:
         out.append(f"ingest has had no broker connection for {time.monotonic() - since:.0f} s")
+    if not runtime.privacy.ready.is_set() and time.monotonic() - runtime.started > PRIVACY_GRACE_S:
+        out.append("privacy start-up has not completed: retention and the audit outbox are not running")
     if runtime.alerts.pending:
         out.append(f"{runtime.alerts.pending} alert(s) not yet stored: the database is not taking writes")
     return out
@@ -42,6 +47,7 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
         "storage_mode": runtime.storage_mode,
         "alerts_pending_storage": runtime.alerts.pending,
         "dead_letters": runtime.dead_letters.total,
+        "privacy_ready": runtime.privacy.ready.is_set(),
     }
     return JSONResponse(body, status_code=503 if found else 200)
 

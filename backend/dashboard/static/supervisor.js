@@ -322,7 +322,7 @@ function setConn(state, text) {
 
 async function loadAlerts() {
   try {
-    for (const a of await api("/alerts", { query: { limit: 100 } })) upsert(a, false);
+    for (const a of await api("/alerts", { query: { limit: 100, purpose: "safety_response" } })) upsert(a, false);
   } catch (err) {
     if (err.status !== 503) notify(explain(err, "Alert history"));
   }

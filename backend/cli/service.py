@@ -65,20 +65,27 @@ def _run_backend(args: argparse.Namespace) -> int:
     for p in problems:
         logging.getLogger("vigil.backend").warning("not least privilege (allowed in development only): %s", p)
 
-    async def main() -> None:
+    async def main() -> int:
+        from backend.app.waiting import wait_for_any
+
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with serve(settings, log_level="info") as backend:
-            logging.getLogger("vigil.backend").info("API at %s/docs", backend.url)
-            while not (backend.runtime.registry.loaded or stop.is_set()):
+            log = logging.getLogger("vigil.backend")
+            log.info("API at %s/docs", backend.url)
+            runtime = backend.runtime
+            while not (runtime.registry.loaded or stop.is_set() or runtime.dead.is_set()):
                 await asyncio.sleep(0.1)
             settle_heap()
-            await stop.wait()
+            await wait_for_any(stop, runtime.dead)
+            if runtime.dead.is_set():  # a task kept failing: exit non-zero so the service manager restarts us
+                log.critical("stopping: %s", runtime.fatal)
+                return 1
+        return 0
 
-    asyncio.run(main())
-    return 0
+    return asyncio.run(main())
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:

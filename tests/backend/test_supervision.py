@@ -178,3 +178,30 @@ async def test_health_fails_while_privacy_start_up_has_not_completed(database_ur
             rt.started -= 60
             r = await http.get("/api/v1/health")
         assert r.status_code == 503 and any("privacy" in p for p in r.json()["problems"]), r.json()
+
+
+@pytest.mark.integration
+def test_vigil_backend_run_exits_non_zero_when_a_task_keeps_failing(database_url, mqtt_broker, agency, monkeypatch):
+    """`vigil backend run` (its real main) returns 1 once a task keeps failing, so a service
+    manager restarts the process: never a live API over a dead loop."""
+    import argparse
+    import functools
+
+    from backend.app import runtime as runtime_module
+    from backend.cli import service
+    from backend.incidents.alerts import AlertService
+    from backend.local import infra
+    from tests.backend.conftest import TEST_SECRET_KEY, TEST_TOKEN_KEY
+
+    for name, value in {"DATABASE_URL": database_url, "MQTT_URL": f"mqtt://{mqtt_broker[0]}:{mqtt_broker[1]}",
+                        "AGENCIES": f'["{agency}"]', "HTTP_PORT": str(infra.free_port()),
+                        "MQTT_CLIENT_ID": f"vigil-backend-{agency}", "SECRET_KEY": TEST_SECRET_KEY,
+                        "TOKEN_KEY": TEST_TOKEN_KEY}.items():
+        monkeypatch.setenv(f"VIGIL_{name}", value)
+    monkeypatch.setattr(runtime_module, "Supervisor", functools.partial(Supervisor, limit=1, jitter=lambda: 0.0))
+
+    async def escalate_due(self):
+        raise RuntimeError("injected: escalation bug")
+
+    monkeypatch.setattr(AlertService, "escalate_due", escalate_due)
+    assert service._run_backend(argparse.Namespace(no_migrate=False)) == 1

@@ -167,14 +167,16 @@ async def test_sos_to_page_acknowledge_resolve_and_report(database_url, mqtt_bro
 
             auditor = await sign_in(browser, base, f"{agency}-auditor", "/audit", errors)
             deadline = time.monotonic() + 20
+            # one officer's false alarm is a group below the policy's minimum: the report names it
+            # as suppressed, in the totals and in the chart, and never shows it as a count (issue 17)
             while (await auditor.locator("#total-false-alarms").count() == 0
-                   or await auditor.locator("#total-false-alarms").inner_text() != "1"):
-                assert time.monotonic() < deadline, "the transparency report never counted the false alarm: " + await auditor.locator("#report").inner_text()
+                   or await auditor.locator("#total-false-alarms").inner_text() != "suppressed"):
+                assert time.monotonic() < deadline, "the transparency report never listed the false alarm: " + await auditor.locator("#report").inner_text()
                 await asyncio.sleep(0.5)
                 await auditor.reload()
                 await auditor.locator("#report dl, #report .error").first.wait_for()
             # the chart's bars say what they show in words too (its accessible name)
-            await auditor.locator('#report svg[aria-label*="sos · false alarm 1"]').wait_for()
+            await auditor.locator('#report svg[aria-label*="sos · false alarm suppressed"]').wait_for()
             await auditor.locator("#chain .chain-ok, #chain .chain-bad").first.wait_for()
             assert "Chain intact" in await auditor.locator("#chain").inner_text()
             policy = await backend_policy(base)

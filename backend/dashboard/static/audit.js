@@ -80,13 +80,19 @@ async function loadReport() {
   const refusals = r.refusals || [];
   const deletions = r.retention_deletions || [];
   const fairness = r.fairness || [];
-  const totalAlerts = byType.reduce((s, x) => s + x.alerts, 0);
-  const falseAlarms = byType.filter((x) => x.outcome === "false_alarm").reduce((s, x) => s + x.alerts, 0);
+  // a suppressed group has no figure: it is never counted as 0, only named as suppressed
+  const total = (rows) => {
+    const shown = rows.filter((x) => !x.suppressed).reduce((s, x) => s + x.alerts, 0);
+    if (!rows.some((x) => x.suppressed)) return String(shown);
+    return shown ? `${shown} + suppressed groups` : "suppressed";
+  };
+  const totalAlerts = total(byType);
+  const falseAlarms = total(byType.filter((x) => x.outcome === "false_alarm"));
   fill($("report"), 
     el("p", {}, `Period ${when(r.period?.since)} – ${when(r.period?.until)} · policy ${r.policy?.version} · groups smaller than ${r.min_group_officers} officers are suppressed.`),
     el("dl", { class: "legend", id: "report-totals" },
-      el("dt", {}, "Alerts"), el("dd", { id: "total-alerts" }, String(totalAlerts)),
-      el("dt", {}, "False alarms"), el("dd", { id: "total-false-alarms" }, String(falseAlarms)),
+      el("dt", {}, "Alerts"), el("dd", { id: "total-alerts" }, totalAlerts),
+      el("dt", {}, "False alarms"), el("dd", { id: "total-false-alarms" }, falseAlarms),
       el("dt", {}, "Refused reads"), el("dd", {}, String(refusals.reduce((s, x) => s + x.n, 0)))),
     barChart("Alerts by type and outcome", byType.map((x) => ({ label: `${x.kind} · ${x.outcome === "open" ? OPEN : (words.outcomes[x.outcome] || x.outcome).toLowerCase()}`, value: x.alerts, cls: x.outcome === "false_alarm" ? "fa" : "" }))),
     el("div", { class: "legend" }, el("span", {}, el("span", { class: "swatch bar" }), "alerts"), el("span", {}, el("span", { class: "swatch fa" }), "false alarms (also named in the label)")),

@@ -7,9 +7,11 @@ Caller and scope every query by its agency (and, for officers, by their own offi
 A person's token counts only while its account exists, is enabled and still matches it."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Annotated
 
+import sqlalchemy as sa
 from fastapi import Depends, HTTPException, Request, status
 from starlette.requests import HTTPConnection
 
@@ -18,6 +20,9 @@ from backend.identity.auth import GATEWAY_TOKEN_PREFIX, gateway_for_token
 from backend.identity.security import read_token
 from backend.exceptions import AuthError
 from backend.app.runtime import Runtime
+from backend.privacy import audit
+
+log = logging.getLogger("vigil.api")
 
 ROLES = ("officer", "supervisor", "fleet_admin", "auditor")
 
@@ -118,10 +123,27 @@ async def authorize(conn: HTTPConnection) -> Caller | None:
     except AuthError as exc:
         raise refuse(status.HTTP_401_UNAUTHORIZED, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
     if caller.role not in rule.roles:
-        raise refuse(status.HTTP_403_FORBIDDEN, f"role {caller.role} may not call this; allowed: {', '.join(sorted(rule.roles))}")
+        why = f"role {caller.role} may not call this; allowed: {', '.join(sorted(rule.roles))}"
+        await _audit_refusal(conn, caller, "route_table.role", why)
+        raise refuse(status.HTTP_403_FORBIDDEN, why)
     if rule.own and caller.role == rule.own[0] and not caller.owns(rule.own[1], conn.path_params.get(rule.own[1], "")):
-        raise refuse(status.HTTP_403_FORBIDDEN, f"a {caller.role} may only use its own {rule.own[1]}")
+        why = f"a {caller.role} may only use its own {rule.own[1]}"
+        await _audit_refusal(conn, caller, "route_table.ownership", why)
+        raise refuse(status.HTTP_403_FORBIDDEN, why)
     return caller
+
+
+async def _audit_refusal(conn: HTTPConnection, caller: Caller, rule: str, reason: str) -> None:
+    """Every refusal of a known caller enters the audit chain, those of the route table too. The
+    request is refused whether or not the entry could be written (nothing is served either way)."""
+    details = {"rule": rule, "reason": reason, "role": caller.role, "path": conn.url.path,
+               "method": conn.scope.get("method", "WEBSOCKET"), "caller_agency": caller.agency_id}
+    try:
+        await audit.record(conn.app.state.runtime.engine, caller.subject if caller.role == "gateway" else f"user:{caller.subject}",
+                           "access", conn.url.path, "", "refused", details, agency_id=caller.agency_id)
+    except (sa.exc.SQLAlchemyError, OSError) as exc:
+        log.error("refusal of %s on %s not audited (%s)", caller.subject, conn.url.path,
+                                             type(exc).__name__)
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

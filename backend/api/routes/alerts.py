@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import uuid
 from typing import Literal
 
@@ -21,9 +22,11 @@ from backend.incidents.rules import OUTCOMES
 from backend.api.access import API
 from backend.api.deps import CallerDep, RuntimeDep
 from backend.privacy import access as gate
-from backend.privacy.engine import Facts
+from backend.privacy import audit
+from backend.privacy.engine import Facts, Incident
 
 router = APIRouter(prefix=API, tags=["alerts"])
+log = logging.getLogger("vigil.api")
 
 
 class AcknowledgeIn(BaseModel):
@@ -159,21 +162,76 @@ async def deliver(runtime, event: dict, subject: str) -> None:
         await runtime.alerts.mark_delivered(uuid.UUID(event["data"]["id"]), f"user:{subject}")
 
 
+# The live feed is a supervisor's safety response: what it may show of an alert's evidence is
+# decided by the same gate and audited like a read of GET /alerts/{id}?purpose=safety_response.
+LIVE_PURPOSE = "safety_response"
+_PENDING = {"rule": "live.evidence_pending", "reason": "the evidence follows once the purpose gate granted it"}
+
+
+async def _live_evidence(runtime, caller, data: dict) -> tuple[bool, dict | None]:
+    """(granted, refusal) for this caller seeing this alert's evidence on the live feed; the
+    answer is audited (a grant only once written: no evidence goes out unaudited)."""
+    privacy = runtime.privacy
+    now = privacy.now()
+    policy = (await privacy.policies.current(now)).policy
+    alert = gate.AlertFacts(uuid.UUID(data["id"]), data["agency_id"], data.get("officer_id"), data["state"],
+                            dt.datetime.fromisoformat(data["raised_at"]))
+    facts = await gate.evidence_facts(runtime, policy, alert, now)
+    live = runtime.alerts.find(alert.id)
+    if live is not None and live.is_open and not any(i.alert_id == data["id"] for i in facts.open_incidents):
+        # pushed the moment it was raised: its row may not be stored yet, the lifecycle knows it is open
+        lead = dt.timedelta(seconds=policy.incident_lead_s)
+        facts = Facts(facts.target_agency_id, (*facts.open_incidents, Incident(data["id"], alert.raised_at - lead, now)))
+    _, decision = gate.judge(policy, caller, LIVE_PURPOSE, EVIDENCE, facts, officer_id=alert.officer_id,
+                             alert=data["id"], start=alert.raised_at, end=alert.raised_at)
+    details = {"data_class": EVIDENCE, "rule": decision.rule, "reason": decision.reason, "role": caller.role,
+               "path": "/api/v1/ws", "policy": policy.version, "policy_sha256": policy.sha256,
+               "incidents": list(decision.incidents), "caller_agency": caller.agency_id, "alert": data["id"]}
+    await audit.record(runtime.engine, f"user:{caller.subject}", "access", _subject(alert.officer_id, alert.id), LIVE_PURPOSE,
+                       "granted" if decision.granted else "refused", details, agency_id=alert.agency_id)
+    return decision.granted, None if decision.granted else decision.refusal()
+
+
 @router.websocket("/ws")
 async def live(websocket: WebSocket, caller: CallerDep, last_event_id: int | None = None) -> None:
-    """Live alert and officer-status events of the caller's agency (?token=, resume with ?last_event_id=)."""
+    """Live alert and officer-status events of the caller's agency (?ticket=, resume with
+    ?last_event_id=). An alert goes out at once without its evidence; the evidence follows as an
+    ``alert_evidence`` event once the purpose gate granted it and the grant was audited."""
     await websocket.accept()
     runtime = websocket.app.state.runtime
     sub, backlog = runtime.hub.subscribe(caller.agency_id, last_event_id)
+    to_judge: asyncio.Queue[dict] = asyncio.Queue()
+    unjudged_logged = False
+
+    async def send(event: dict) -> None:
+        if event["type"] == "alert" and "explanation" in event["data"]:
+            await websocket.send_json({**event, "data": _withhold(event["data"], _PENDING)})
+            to_judge.put_nowait(event["data"])
+        else:
+            await websocket.send_json(event)
+        await deliver(runtime, event, caller.subject)
 
     async def push() -> None:
         for event in backlog:
-            await websocket.send_json(event)
-            await deliver(runtime, event, caller.subject)
+            await send(event)
         while True:
-            event = await sub.next()
-            await websocket.send_json(event)
-            await deliver(runtime, event, caller.subject)
+            await send(await sub.next())
+
+    async def judge_evidence() -> None:
+        nonlocal unjudged_logged
+        while True:
+            data = await to_judge.get()
+            try:
+                granted, refusal = await _live_evidence(runtime, caller, data)
+            except (sa.exc.SQLAlchemyError, OSError) as exc:  # no audit, no evidence: the alert itself went out
+                if not unjudged_logged:
+                    log.error("live evidence withheld from %s: the gate or the audit log is unavailable (%s)",
+                              caller.subject, type(exc).__name__)
+                    unjudged_logged = True
+                continue
+            unjudged_logged = False
+            payload = {"id": data["id"], "explanation": data["explanation"]} if granted else {"id": data["id"], "evidence_withheld": refusal}
+            await websocket.send_json({"type": "alert_evidence", "data": payload})
 
     async def watch_for_close() -> None:
         # The client only reads; receiving is how we learn it went away.
@@ -181,9 +239,8 @@ async def live(websocket: WebSocket, caller: CallerDep, last_event_id: int | Non
             pass
 
     try:
-        pusher = asyncio.create_task(push())
-        watcher = asyncio.create_task(watch_for_close())
-        done, pending = await asyncio.wait({pusher, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        tasks = {asyncio.create_task(push()), asyncio.create_task(judge_evidence()), asyncio.create_task(watch_for_close())}
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
         for task in done:

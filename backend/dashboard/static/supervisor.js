@@ -205,6 +205,15 @@ function upsert(a, live) {
   renderFeed();
 }
 
+// Why an alert fired follows its alert on the live feed, once the purpose gate granted it (audited).
+function evidence(e) {
+  const a = alerts.get(e.id);
+  if (!a) return;
+  const { evidence_withheld: _, ...rest } = a;
+  alerts.set(e.id, e.explanation ? { ...rest, explanation: e.explanation } : { ...rest, evidence_withheld: e.evidence_withheld });
+  renderFeed();
+}
+
 // An officer_status event and a row of GET /live/officers are the same thing: the whole status.
 function officerStatus(s) {
   officers.set(s.officer_id, s);
@@ -367,6 +376,7 @@ async function connect() {
     const event = JSON.parse(msg.data);
     if (typeof event.id === "number") lastEventId = event.id;
     if (event.type === "alert") upsert(event.data, true);
+    else if (event.type === "alert_evidence") evidence(event.data);
     else if (event.type === "officer_status") officerStatus(event.data);
   };
   ws.onclose = (ev) => {

@@ -19,6 +19,7 @@ import httpx
 import websockets
 
 from backend.identity import auth, fleet
+from backend.identity.keys import with_keys
 from backend.local import infra
 from backend.db import engine as db
 from backend.app.config import BackendSettings
@@ -141,7 +142,13 @@ async def _run(officers: int, duration_s: float, port: int, workdir: Path) -> in
                         where = f" at {a['location']['lat']:.4f},{a['location']['lon']:.4f}" if a.get("location") else ""
                         what = {"raised": "ALERT", "upgraded": "UPGRADED", "escalated": "ESCALATED"}[a.get("change", "raised")]
                         _say(f"[{time.monotonic() - started:6.1f} s] {what} priority {a['priority']} {a['title']}: "
-                             f"{a['officer_name']} (device {a['device_id']:#010x}){where} — {json.dumps(a['explanation'])}")
+                             f"{a['officer_name']} (device {a['device_id']:#010x}){where}")
+                    elif msg["type"] == "alert_evidence" and msg["data"].get("explanation"):
+                        # why it fired: behind the purpose gate, granted for safety_response and audited
+                        e = msg["data"]["explanation"]
+                        latest = (e.get("related") or [{}])[-1].get("explanation") or e
+                        _say(f"[{time.monotonic() - started:6.1f} s]   why: "
+                             f"{latest.get('summary') or latest.get('event') or json.dumps(latest)}")
             stop.set()
             await gateway_task
             stats = backend.runtime.metrics

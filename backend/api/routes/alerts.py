@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import uuid
 from typing import Literal
@@ -203,10 +204,16 @@ async def live(websocket: WebSocket, caller: CallerDep, last_event_id: int | Non
     to_judge: asyncio.Queue[dict] = asyncio.Queue()
     unjudged_logged = False
 
+    judged: dict[str, str] = {}  # alert id -> the evidence last judged on this connection
+
     async def send(event: dict) -> None:
         if event["type"] == "alert" and "explanation" in event["data"]:
-            await websocket.send_json({**event, "data": _withhold(event["data"], _PENDING)})
-            to_judge.put_nowait(event["data"])
+            data = event["data"]
+            await websocket.send_json({**event, "data": _withhold(data, _PENDING)})
+            text = json.dumps(data["explanation"], sort_keys=True, default=str)
+            if judged.get(data["id"]) != text:  # new evidence (raised, joined, upgraded): judge and audit it once
+                judged[data["id"]] = text
+                to_judge.put_nowait(data)
         else:
             await websocket.send_json(event)
         await deliver(runtime, event, caller.subject)

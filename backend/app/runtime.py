@@ -62,7 +62,7 @@ class Runtime:
         # the officer board: device status, last gateway and open incident of each officer
         self.status = StatusBoard(settings.device_offline_s, settings.battery_low_pct, self.engine)
         # the lifecycle tells downlink and dispatch of incidents through events, not references
-        self.incident_events = IncidentEvents()
+        self.incident_events = IncidentEvents(self.metrics)
         self.alert_store = AlertStore(self.engine, self.metrics)
         self.alerts = AlertService(self.alert_store, self.hub, self.metrics, self.incident_events, status=self.status,
                                    escalate_after_s=settings.escalate_after_s, cancel_grace_s=settings.cancel_grace_s)

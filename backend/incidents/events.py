@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
+from backend.app.metrics import BackendMetrics
 from backend.incidents.model import Alert
 
 log = logging.getLogger("vigil.incidents")
@@ -29,8 +30,9 @@ class IncidentEvent:
 
 
 class IncidentEvents:
-    def __init__(self) -> None:
+    def __init__(self, metrics: BackendMetrics | None = None) -> None:
         self._subscribers: list[Callable[[IncidentEvent], None]] = []
+        self._metrics = metrics  # vigil_task_failures{task="incident-events"}: shown beside the loops'
         self.failures = 0
 
     def subscribe(self, subscriber: Callable[[IncidentEvent], None]) -> None:
@@ -43,4 +45,6 @@ class IncidentEvents:
                 subscriber(event)
             except Exception:  # one broken reaction must not stop the lifecycle or the others
                 self.failures += 1
+                if self._metrics is not None:
+                    self._metrics.task_failures.labels("incident-events").inc()
                 log.exception("incident %s: a subscriber failed on %r", incident.id, change)

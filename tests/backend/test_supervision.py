@@ -205,3 +205,19 @@ def test_vigil_backend_run_exits_non_zero_when_a_task_keeps_failing(database_url
 
     monkeypatch.setattr(AlertService, "escalate_due", escalate_due)
     assert service._run_backend(argparse.Namespace(no_migrate=False)) == 1
+
+
+def test_a_failing_incident_subscriber_is_counted_and_the_others_still_hear():
+    from backend.incidents.events import RAISED, IncidentEvents
+
+    metrics = BackendMetrics()
+    events, heard = IncidentEvents(metrics), []
+
+    def broken(event):
+        raise RuntimeError("injected: subscriber bug")
+
+    events.subscribe(broken)
+    events.subscribe(heard.append)
+    events.emit(RAISED, type("A", (), {"id": "x"})())
+    assert len(heard) == 1 and events.failures == 1
+    assert metrics.task_failures.labels("incident-events")._value.get() == 1

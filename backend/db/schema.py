@@ -345,3 +345,13 @@ dead_letters = sa.Table(
     sa.Column("error", sa.Text, nullable=False),   # exception type and message
     sa.Index("dead_letters_at", "at"),
 )
+
+# Per device, the replay window of the frames that were durable when it was saved (migration
+# 0009); a restarted backend seeds its windows from it (backend/ingest/replay_state.py).
+device_replay = sa.Table(
+    "device_replay", metadata,
+    sa.Column("device_id", sa.BigInteger, sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("highest", sa.BigInteger, nullable=False),
+    sa.Column("seen", sa.LargeBinary, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -104,6 +104,10 @@ async def _partitions(conn: AsyncConnection, table: str, mode: str) -> list[tupl
     return out
 
 
+# pg_advisory_xact_lock key serialising retention passes (an arbitrary constant of ours).
+RETENTION_LOCK = 0x5649_4731
+
+
 async def expire_table(conn: AsyncConnection, shape: TableShape, cutoff: dt.datetime, params: dict, mode: str) -> dict:
     """Delete rows of one table older than ``cutoff`` that are not held. Returns counts."""
     held = held_condition(shape, "x")
@@ -152,6 +156,9 @@ async def run_retention(engine: AsyncEngine, policy: Policy, now: dt.datetime,
         cutoff = now - dt.timedelta(hours=hours)
         counts = {"rows_deleted": 0, "partitions_dropped": [], "held_rows_kept": 0, "cutoff": cutoff.isoformat(), "tables": []}
         async with engine.begin() as conn:
+            # one pass at a time per database (two backends, or `vigil privacy retention` beside
+            # the service): both would hold the parent tables shared and wait to drop from them
+            await conn.execute(sa.text("select pg_advisory_xact_lock(:key)"), {"key": RETENTION_LOCK})
             for table in dc.tables:
                 shape = await table_shape(conn, table)
                 if shape is None:

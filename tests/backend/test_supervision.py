@@ -123,7 +123,10 @@ async def test_a_loop_that_keeps_failing_stops_the_server(database_url, mqtt_bro
     async with serve(settings) as backend:
         rt = backend.runtime
         await asyncio.wait_for(rt.ingest.connected.wait(), 10)
-        rt.supervisor._limit = 1
+        # Two crashes end it, after pauses of ~0.5 s and ~1 s (jitter pinned): long enough for the
+        # poll below to see the 503 that names the task before the server stops.
+        rt.supervisor._limit = 2
+        rt.supervisor._jitter = lambda: 0.99
 
         async def escalate_due():
             raise RuntimeError("injected: escalation bug")

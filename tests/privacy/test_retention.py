@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 
-from backend.privacy import audit
+from backend.privacy import audit, retention
 from backend.db import engine as db
 from backend.privacy.service import PrivacyService
 from tests.privacy.conftest import NOW, insert_raw, open_incident
@@ -79,4 +79,43 @@ async def test_clock_moves_past_the_limits_and_only_held_data_stays(world):
     if world.has_raw:
         assert total["data_class:raw_waveforms"] == 7
     assert (await audit.verify(engine)).ok
+    await engine.dispose()
+
+
+async def test_two_retention_passes_at_once_neither_deadlocks(world):
+    """Two passes over the same expired partitions at the same moment (two backends, or the
+    CLI beside the service) both finish: the second waits for the first. Without the pass
+    lock both held the parent shared and then waited for each other to drop from it
+    ("deadlock detected", seen in CI). The first pass is held between its count and its drop
+    until the second has started, the interleaving that deadlocked."""
+    import asyncio
+
+    engine = db.create_engine(world.settings)
+    later = NOW + dt.timedelta(days=31)
+    gate = asyncio.Event()
+    started = asyncio.Event()
+
+    async def held_open():
+        async with engine.begin() as conn:  # a pass that already holds the parents shared
+            await conn.execute(sa.text("select pg_advisory_xact_lock(:key)"), {"key": retention.RETENTION_LOCK})
+            await conn.execute(sa.text("select count(*) from features"))
+            started.set()
+            await gate.wait()
+            # ... and now drops an expired partition, as a pass does after counting
+            expired = [name for name, _lo, hi in await retention._partitions(conn, "features", "native_partitioning")
+                       if (hi if hi.tzinfo else hi.replace(tzinfo=dt.timezone.utc)) <= later - dt.timedelta(days=30)]
+            assert expired
+            await conn.execute(sa.text("select vigil_drop_expired_partition(cast(:p as regclass), cast(:c as timestamptz))"),
+                               {"p": expired[0], "c": later - dt.timedelta(days=30)})
+
+    holder = asyncio.create_task(held_open())
+    await started.wait()
+    second = asyncio.create_task(PrivacyService(engine, world.settings, now=lambda: later).run_retention_once())
+    await asyncio.sleep(0.5)
+    assert not second.done()  # it waits for the first pass instead of taking the parent shared
+    gate.set()
+    await holder
+    report = await asyncio.wait_for(second, 30)
+    assert report["derived_features"]["rows_deleted"] > 0 or report["derived_features"]["partitions_dropped"], report
+    assert await _count(engine, "select count(*) from features where time < :c", c=later - dt.timedelta(days=30)) == 0
     await engine.dispose()

@@ -9,11 +9,13 @@ The default method, ``spectral_tracking``, works on one 8 s window per device pe
    spectrum where the arm moves; where motion is strong the PPG bin is treated as *unknown*
    rather than *absent*, so a heart rate that crosses the step cadence is not pushed away.
 3. Tracking: a forward-only Bayesian filter over the BPM grid (Gaussian random walk between
-   hops, a small recovery mass on a broad prior) multiplies in the suppressed spectrum; its
-   mode, snapped to the nearest raw PPG peak, is the estimate. Only data up to the end of the
-   current window is used.
-4. Quality: share of the suppressed spectrum near the estimate; below ``min_quality`` (or
-   without skin contact) ``bpm`` is NaN: no reliable estimate rather than a wrong number.
+   hops, a small recovery mass on a broad prior that grows when the last hop was unsure, so a
+   lost lock is let go) multiplies in the suppressed spectrum; its mode, snapped to the nearest
+   raw PPG peak, is the estimate. Only data up to the end of the current window is used.
+4. Quality: the tracker's own confidence, the posterior mass within ``quality_halfwidth_bpm``
+   of the estimate; below ``min_quality`` (or without skin contact) ``bpm`` is NaN: no reliable
+   estimate rather than a wrong number. ``min_quality`` and the tracker settings are chosen by
+   the nested leave-one-subject-out selection of ``vigil eval hr``.
 
 The per-device filter memory travels in :class:`HeartRateState`, passed in and returned.
 """
@@ -245,7 +247,10 @@ def _spectral_tracking(ppg_spectrum, motion, bpm, cfg, last_posterior, last_hist
     predicted = last_posterior @ _random_walk(bpm.size, cfg.transition_sd_bpm / step)
     predicted /= np.maximum(predicted.sum(axis=-1, keepdims=True), 1e-300)
     prior = _prior(bpm, cfg)
-    predicted = (1 - cfg.recovery_weight) * predicted + cfg.recovery_weight * prior[None, :]
+    # re-acquisition: the less sure the tracker was of its last value, the more mass goes back
+    # to the broad prior, so a lost lock is given up within a few hops instead of being held
+    weight = cfg.recovery_weight + cfg.relock_weight * (1.0 - _confidence(last_posterior, bpm, cfg)) ** 2
+    predicted = (1 - weight[:, None]) * predicted + weight[:, None] * prior[None, :]
     np.multiply(predicted, likelihood + cfg.likelihood_floor, out=posterior)
     posterior /= posterior.sum(axis=-1, keepdims=True)
 
@@ -256,4 +261,13 @@ def _spectral_tracking(ppg_spectrum, motion, bpm, cfg, last_posterior, last_hist
     near = np.abs(bpm[candidates] - bpm[mode_bin][:, None]) <= cfg.snap_bpm
     values = np.where(near, np.take_along_axis(ppg_spectrum, candidates, axis=-1), -1.0)
     tracked = bpm[np.take_along_axis(candidates, np.argmax(values, axis=-1)[:, None], axis=-1)[:, 0]]
-    return tracked, concentration(enhanced, bpm, tracked, cfg.quality_halfwidth_bpm)
+    return tracked, _confidence(posterior, bpm, cfg, tracked)
+
+
+def _confidence(posterior, bpm, cfg, at=None):
+    """The tracker's own belief in a value: posterior mass within ``quality_halfwidth_bpm`` of
+    ``at`` (default: each device's mode), per device."""
+    if at is None:
+        at = bpm[np.argmax(posterior, axis=-1)]
+    near = np.abs(bpm[None, :] - at[:, None]) <= cfg.quality_halfwidth_bpm
+    return (posterior * near).sum(axis=-1)

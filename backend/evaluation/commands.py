@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 # regression guards: a little below the figures measured on the full data (see the report)
-HR_MAX_MAE_BPM = 1.5
-HR_MIN_WITHIN_5 = 0.94
+HR_MAX_MAE_BPM = 2.0
+HR_MIN_REPORTED = 0.80
+HR_MAX_MAE_ALL_BPM = 2.0
 FALL_MIN_SENSITIVITY = 0.988
 FALL_MIN_SPECIFICITY = 0.995
 FALL_MAX_FALSE_PER_HOUR = 0.45
@@ -26,14 +27,15 @@ def register(subparsers) -> None:
     ev = subparsers.add_parser("eval", help="evaluate models/ on the shared datasets")
     sub = ev.add_subparsers(dest="eval_command", metavar="WHAT")
 
-    hr = sub.add_parser("hr", help="heart rate on ieee_spc2015_train vs HeartPy and NeuroKit2")
+    hr = sub.add_parser("hr", help="heart rate, nested leave-one-subject-out, vs HeartPy and NeuroKit2")
     hr.add_argument("--data", type=Path, default=None, help="folder of DATA_*.mat (default ../shared/datasets/ieee_spc2015_train)")
     hr.add_argument("--out", type=Path, default=Path("artifacts/eval"))
     hr.add_argument("--no-libraries", action="store_true", help="skip HeartPy and NeuroKit2")
     hr.add_argument("--no-plots", action="store_true")
     hr.add_argument("--check", action="store_true", help="exit 1 when a figure is below its guard")
-    hr.add_argument("--max-mae", type=float, default=HR_MAX_MAE_BPM)
-    hr.add_argument("--min-within5", type=float, default=HR_MIN_WITHIN_5)
+    hr.add_argument("--max-mae", type=float, default=HR_MAX_MAE_BPM, help="outer MAE of reported values")
+    hr.add_argument("--min-reported", type=float, default=HR_MIN_REPORTED, help="outer share of windows reported")
+    hr.add_argument("--max-mae-all", type=float, default=HR_MAX_MAE_ALL_BPM, help="outer MAE over every window")
     hr.set_defaults(func=run_hr_command)
 
     falls = sub.add_parser("falls", help="fall detection on sisfall_dev, leave-one-subject-out")
@@ -65,30 +67,54 @@ def _finish(args, failures: list[str]) -> int:
     return 0
 
 
+# Published figures hold for the data they were measured on: quoted only when the folder given
+# holds exactly the IEEE SPC 2015 training recordings.
+SPC2015_TRAINING = tuple(f"DATA_{k:02d}_TYPE0{1 if k == 1 else 2}" for k in range(1, 13))
+SPC2015_ANCHORS = ("Published on these 12 recordings (MAE, BPM): TROIKA 2.34 and JOSS 1.28 (offline), "
+                   "WFPV 1.97 online over a larger set; Vigil's figures are online at 50 Hz.")
+
+
+def describe_hr_data(folder: Path, names: list[str]) -> tuple[str, str]:
+    """(heading, published anchors) that match the recordings actually given."""
+    stems = tuple(sorted(p.stem for p in Path(folder).glob("DATA_*_TYPE0?.mat")))
+    if stems == SPC2015_TRAINING:
+        return ("Heart rate, IEEE SPC 2015 training set (12 recordings, wrist, 50 Hz, 8 s windows / 2 s hop, online)",
+                SPC2015_ANCHORS)
+    return (f"Heart rate, {Path(folder).name} ({len(names)} recordings in SPC 2015 format, 50 Hz, "
+            "8 s windows / 2 s hop, online)",
+            "No published figures are known to Vigil for exactly these recordings; compare methods on them only.")
+
+
 def hr_evaluation(data: Path | None, *, libraries: bool = True, quiet: bool = False) -> dict:
     from backend.evaluation import hr
     from backend.evaluation.datasets import console_progress, default_datasets_root, load_spc2015
 
     folder = data or default_datasets_root() / "ieee_spc2015_train"
     progress = None if quiet else console_progress
-    recs = load_spc2015(folder, progress and progress("loading SPC 2015"))
-    loro = hr.leave_one_recording_out(recs, progress and progress("Vigil tracker"))
+    recs = load_spc2015(folder, progress and progress("loading recordings"))
+    nested = hr.nested_leave_one_subject_out(recs, progress and progress("Vigil tracker"))
+    outer = hr.outer_figures(recs, nested["estimates"], nested["quality"], nested["thresholds"])
+    heading, anchors = describe_hr_data(folder, [r.name for r in recs])
     result = {
-        "dataset": str(folder), "rate_hz": 50, "window_s": 8, "hop_s": 2, "online": True,
-        "protocol": "leave-one-subject-out (each recording is one subject): tracker settings chosen on the other 11 recordings from a grid of "
-                    f"{len(hr.grid_configs(hr.HeartRateConfig()))}",
-        "vigil": {**hr.summarise(recs, loro["estimates"]), "seconds_per_window": loro["seconds_per_window"],
-                  "chosen_settings": loro["chosen"]},
-        "vigil_default_settings": hr.summarise(recs, loro["default_estimates"]),
+        "dataset": str(folder), "heading": heading, "anchors": anchors,
+        "rate_hz": 50, "window_s": 8, "hop_s": 2, "online": True,
+        "protocol": (f"nested leave-one-subject-out over {len(recs)} recordings (one subject each): for every held-out "
+                     f"recording, {len(hr.GRID)} tracker settings ({hr.grid_size_text()}) and the quality threshold "
+                     f"(highest keeping >= {hr.COVERAGE_GOAL:.0%} of windows) are chosen on the other recordings only"),
+        "inner": nested["inner"],
+        "outer": {k: v for k, v in outer.items() if k != "per_recording"},
+        "per_recording": outer["per_recording"],
+        "chosen_settings": nested["chosen"],
+        "all_data_choice": nested["all_data_choice"],
+        "seconds_per_window": nested["seconds_per_window"],
         "recordings": [r.name for r in recs],
-        "_series": {"reference": [r.reference_bpm for r in recs], "vigil": loro["estimates"],
-                    "quality": loro["quality"]},
+        # kept for the guards of earlier versions: the outer figures under their old names
+        "vigil": {"overall_mae": outer["mae"], "within_5_bpm": outer["within_5_bpm"], "windows": outer["windows"],
+                  "reported_share": outer["reported_share"], "reported_mae": outer["reported_mae"],
+                  "per_recording_mae": {k: v["mae"] for k, v in outer["per_recording"].items()}},
+        "_series": {"reference": [r.reference_bpm for r in recs], "vigil": nested["estimates"],
+                    "quality": nested["quality"]},
     }
-    q = np.concatenate(loro["quality"])
-    err = np.concatenate([np.abs(e - r.reference_bpm) for e, r in zip(loro["estimates"], recs)])
-    min_q = hr.thresholds_for("wrist").heart_rate.min_quality
-    result["vigil"]["reported_share"] = float((q >= min_q).mean())
-    result["vigil"]["reported_mae"] = float(err[q >= min_q].mean()) if (q >= min_q).any() else float("nan")
     if libraries:
         for name in ("HeartPy", "NeuroKit2"):
             est, valid, spw = hr.run_library(recs, name, progress and progress(name))
@@ -99,24 +125,33 @@ def hr_evaluation(data: Path | None, *, libraries: bool = True, quiet: bool = Fa
 
 
 def print_hr_table(result: dict) -> None:
-    methods = ["vigil"] + [m for m in ("HeartPy", "NeuroKit2") if m in result]
-    label = {"vigil": "Vigil", "HeartPy": "HeartPy", "NeuroKit2": "NeuroKit2"}
-    print("Heart rate, IEEE SPC 2015 training set (12 recordings, 50 Hz, 8 s windows / 2 s hop, online)")
+    print(result["heading"])
     print(f"Vigil: {result['protocol']}")
-    print(f"{'recording':<10}" + "".join(f"{label[m]:>12}" for m in methods))
+    inner, outer = result["inner"], result["outer"]
+    print(f"{'figure':<44}{'inner (selection)':>19}{'outer (unseen)':>16}")
+    rows = [("MAE, every window (BPM)", f"{inner['mae']:.2f}", f"{outer['mae']:.2f}"),
+            ("windows with a reported value", f"{100 * inner['reported_share']:.1f}%", f"{100 * outer['reported_share']:.1f}%"),
+            ("MAE of reported values (BPM)", f"{inner['reported_mae']:.2f}", f"{outer['reported_mae']:.2f}"),
+            ("windows within 5 BPM", f"{100 * inner['within_5_bpm']:.1f}%", f"{100 * outer['within_5_bpm']:.1f}%")]
+    for name, a, b in rows:
+        print(f"{name:<44}{a:>19}{b:>16}")
+    print(f"Gate on unseen recordings: withheld {outer['wrong_withheld']} of {outer['wrong_windows']} wrong windows "
+          f"(error > 10 BPM) and {100 * outer['right_withheld_share']:.1f}% of the others")
+    libs = [m for m in ("HeartPy", "NeuroKit2") if m in result]
+    print(f"{'recording':<10}{'MAE':>8}{'reported':>10}{'rep. MAE':>10}" + "".join(f"{m:>12}" for m in libs))
     for rec in result["recordings"]:
-        print(f"{rec:<10}" + "".join(f"{result[m]['per_recording_mae'][rec]:>12.2f}" for m in methods))
-    print(f"{'MAE all':<10}" + "".join(f"{result[m]['overall_mae']:>12.2f}" for m in methods))
-    print(f"{'within 5':<10}" + "".join(f"{100 * result[m]['within_5_bpm']:>11.1f}%" for m in methods))
-    print(f"{'ms/window':<10}" + "".join(f"{1000 * result[m]['seconds_per_window']:>12.2f}" for m in methods))
-    print(f"Vigil with default settings (development figure, same data): MAE {result['vigil_default_settings']['overall_mae']:.2f} BPM, "
-          f"within 5 BPM {100 * result['vigil_default_settings']['within_5_bpm']:.1f}%")
-    v = result["vigil"]
-    print(f"Vigil reports a value (quality >= threshold) in {100 * v['reported_share']:.1f}% of windows; MAE there {v['reported_mae']:.2f} BPM")
-    for m in ("HeartPy", "NeuroKit2"):
-        if m in result:
-            print(f"{m} answered {100 * result[m]['answered_share']:.1f}% of windows (others hold the previous value)")
-    print("Published on these recordings: TROIKA 2.34, JOSS 1.28 (offline); Vigil figures above are online at 50 Hz.")
+        p = result["per_recording"][rec]
+        print(f"{rec:<10}{p['mae']:>8.2f}{100 * p['reported_share']:>9.0f}%{p['reported_mae']:>10.2f}"
+              + "".join(f"{result[m]['per_recording_mae'][rec]:>12.2f}" for m in libs))
+    for m in libs:
+        print(f"{m}: MAE {result[m]['overall_mae']:.2f} BPM, answered {100 * result[m]['answered_share']:.1f}% of windows "
+              "(others hold the previous value)")
+    print(f"Vigil {1000 * result['seconds_per_window']:.2f} ms per device-window (batched)")
+    print("Settings chosen per held-out recording: " + "; ".join(
+        f"{rec} " + ",".join(f"{v:g}" for v in c.values()) for rec, c in zip(result["recordings"], result["chosen_settings"]))
+          + f"  ({', '.join(result['chosen_settings'][0])})")
+    print(f"Choice on all recordings (what ships): {result['all_data_choice']}")
+    print(result["anchors"])
 
 
 def run_hr_command(args) -> int:
@@ -131,8 +166,9 @@ def run_hr_command(args) -> int:
     (args.out / "hr.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out / 'hr.json'}" + ("" if args.no_plots else f" and {args.out / 'hr_*.png'}") + f" in {result['elapsed_s']:.0f} s")
     failures: list[str] = []
-    _guard(failures, "overall MAE (BPM)", result["vigil"]["overall_mae"], args.max_mae, upper=True)
-    _guard(failures, "share within 5 BPM", result["vigil"]["within_5_bpm"], args.min_within5, upper=False)
+    _guard(failures, "outer MAE of reported values (BPM)", result["outer"]["reported_mae"], args.max_mae, upper=True)
+    _guard(failures, "outer share of windows reported", result["outer"]["reported_share"], args.min_reported, upper=False)
+    _guard(failures, "outer MAE, every window (BPM)", result["outer"]["mae"], args.max_mae_all, upper=True)
     return _finish(args, failures)
 
 

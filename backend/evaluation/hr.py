@@ -12,12 +12,19 @@ from backend.evaluation.datasets import DEVICE_RATE_HZ, SPC_HOP_S, SPC_WINDOW_S,
 from models.heart_rate import HeartRateState, estimate_heart_rate
 from models.thresholds import HeartRateConfig, thresholds_for
 
-# the small grid over which leave-one-recording-out selects the tracker's settings
+# The few settings chosen by selection, each from two values; everything else in
+# HeartRateConfig is fixed (not searched). The quality threshold is chosen too (see QUALITY_GRID).
 GRID = {
-    "snap_bpm": (3.0, 5.0),
+    "motion_history_windows": (1, 3),
     "transition_sd_bpm": (5.0, 7.0),
-    "motion_mask_level": (0.3, 0.5),
+    "snap_bpm": (3.0, 5.0),
+    "relock_weight": (0.0, 0.05),
 }
+# quality thresholds considered; the chosen one is the highest whose share of reported windows
+# on the selection recordings stays >= COVERAGE_GOAL (the 80 % target plus a margin for new people)
+QUALITY_GRID = tuple(np.round(np.arange(0.0, 0.951, 0.01), 2))
+COVERAGE_GOAL = 0.85
+WRONG_BPM = 10.0   # an error above this is a "wrong" value, for the gate's report
 
 
 def windows_of(rec: SpcRecording) -> int:
@@ -49,14 +56,44 @@ def run_vigil(recordings: list[SpcRecording], config: HeartRateConfig) -> tuple[
     return est, qual, elapsed / max(count, 1)
 
 
+def grid_size_text() -> str:
+    return ", ".join(f"{k} in {{{', '.join(f'{v:g}' for v in vals)}}}" for k, vals in GRID.items())
+
+
 def grid_configs(base: HeartRateConfig) -> list[HeartRateConfig]:
     keys = list(GRID)
     return [replace(base, **dict(zip(keys, values))) for values in itertools.product(*(GRID[k] for k in keys))]
 
 
-def leave_one_recording_out(recordings, progress: Progress | None = None) -> dict:
-    """Each recording is a different subject: its estimate uses the grid point that was best on
-    the other eleven. Returns per-recording estimates and the chosen settings."""
+def _abs_errors(recordings, est: list[np.ndarray]) -> list[np.ndarray]:
+    return [np.abs(e - r.reference_bpm) for e, r in zip(est, recordings)]
+
+
+def choose(errors: list[list[np.ndarray]], quality: list[list[np.ndarray]], train: list[int]) -> tuple[int, float, dict]:
+    """Selection on the recordings ``train`` only: the grid point with the lowest MAE over their
+    windows, then the highest quality threshold that still reports >= COVERAGE_GOAL of them.
+    Nothing is fitted to a recording, so a recording's estimate does not depend on the others:
+    the inner leave-one-subject-out score of a grid point is its score on ``train``.
+    Returns (grid index, threshold, the selection's own figures)."""
+    maes = [np.concatenate([e[j] for j in train]).mean() for e in errors]
+    best = int(np.argmin(maes))
+    err = np.concatenate([errors[best][j] for j in train])
+    q = np.concatenate([quality[best][j] for j in train])
+    threshold = 0.0
+    for t in QUALITY_GRID:
+        if (q >= t).mean() >= COVERAGE_GOAL:
+            threshold = float(t)
+    kept = q >= threshold
+    return best, threshold, {"mae": float(err.mean()), "reported_share": float(kept.mean()),
+                             "reported_mae": float(err[kept].mean()) if kept.any() else float("nan"),
+                             "within_5_bpm": float((err <= 5.0).mean())}
+
+
+def nested_leave_one_subject_out(recordings, progress: Progress | None = None) -> dict:
+    """Nested leave-one-subject-out (each recording is one subject): for every held-out recording,
+    the grid point and the quality threshold are chosen by :func:`choose` on the other recordings
+    alone; the held-out recording is scored with them. Returns the outer (unseen) estimates and
+    quality, the threshold used for each, the chosen settings, and the inner (selection) figures."""
     base = thresholds_for("wrist").heart_rate
     configs = grid_configs(base)
     runs = []
@@ -64,18 +101,41 @@ def leave_one_recording_out(recordings, progress: Progress | None = None) -> dic
         runs.append(run_vigil(recordings, cfg))
         if progress:
             progress(c, len(configs), "tracker settings grid")
-    abs_err = [[np.abs(run[0][i] - r.reference_bpm) for i, r in enumerate(recordings)] for run in runs]
-    chosen, est, qual = [], [], []
-    for i in range(len(recordings)):
-        others = [np.concatenate([e[j] for j in range(len(recordings)) if j != i]).mean() for e in abs_err]
-        best = int(np.argmin(others))
-        chosen.append({k: getattr(configs[best], k) for k in GRID})
+    errors = [_abs_errors(recordings, run[0]) for run in runs]
+    quality = [run[1] for run in runs]
+    n = len(recordings)
+    chosen, est, qual, thresholds, inner = [], [], [], [], []
+    for i in range(n):
+        best, threshold, figures = choose(errors, quality, [j for j in range(n) if j != i])
+        chosen.append({**{k: getattr(configs[best], k) for k in GRID}, "min_quality": threshold})
         est.append(runs[best][0][i])
         qual.append(runs[best][1][i])
-    default = next(k for k, cfg in enumerate(configs) if all(getattr(cfg, key) == getattr(base, key) for key in GRID))
-    return {"estimates": est, "quality": qual, "chosen": chosen,
-            "default_estimates": runs[default][0], "default_quality": runs[default][1],
+        thresholds.append(threshold)
+        inner.append(figures)
+    best_all, threshold_all, _ = choose(errors, quality, list(range(n)))
+    return {"estimates": est, "quality": qual, "thresholds": thresholds, "chosen": chosen,
+            "inner": {k: float(np.mean([f[k] for f in inner])) for k in inner[0]},
+            "all_data_choice": {**{k: getattr(configs[best_all], k) for k in GRID}, "min_quality": threshold_all},
+            "grid_size": len(configs),
             "seconds_per_window": float(np.mean([run[2] for run in runs]))}
+
+
+def outer_figures(recordings, est: list[np.ndarray], qual: list[np.ndarray], thresholds: list[float]) -> dict:
+    """Figures on held-out recordings: MAE of every window's tracked value, share of windows with
+    a reported value (quality >= that fold's threshold), MAE of the reported values, and how well
+    the gate separates wrong values (error > WRONG_BPM) from right ones."""
+    err = np.concatenate(_abs_errors(recordings, est))
+    kept = np.concatenate([q >= t for q, t in zip(qual, thresholds)])
+    wrong = err > WRONG_BPM
+    per = {r.name: {"mae": float(e.mean()), "reported_share": float((q >= t).mean()),
+                    "reported_mae": float(e[q >= t].mean()) if (q >= t).any() else float("nan")}
+           for r, e, q, t in zip(recordings, _abs_errors(recordings, est), qual, thresholds)}
+    return {"mae": float(err.mean()), "reported_share": float(kept.mean()),
+            "reported_mae": float(err[kept].mean()) if kept.any() else float("nan"),
+            "within_5_bpm": float((err <= 5.0).mean()),
+            "wrong_windows": int(wrong.sum()), "wrong_withheld": int((wrong & ~kept).sum()),
+            "right_withheld_share": float((~wrong & ~kept).sum() / max((~wrong).sum(), 1)),
+            "per_recording": per, "windows": int(err.size)}
 
 
 def _hold_last(values: list[float]) -> np.ndarray:

@@ -14,9 +14,13 @@ from pathlib import Path
 import numpy as np
 
 # regression guards: a little below the figures measured on the full data (see the report)
-HR_MAX_MAE_BPM = 2.0
-HR_MIN_REPORTED = 0.80
-HR_MAX_MAE_ALL_BPM = 2.0
+# heart rate, outer folds of the nested selection (measured 0.86 BPM, 84.3 %, 1.44 BPM)
+HR_MAX_MAE_BPM = 1.0
+HR_MIN_REPORTED = 0.82
+HR_MAX_MAE_ALL_BPM = 1.6
+# the targets on unseen people, printed beside the figures
+HR_TARGET_MAE_BPM = 2.0
+HR_TARGET_REPORTED = 0.80
 FALL_MIN_SENSITIVITY = 0.988
 FALL_MIN_SPECIFICITY = 0.995
 FALL_MAX_FALSE_PER_HOUR = 0.45
@@ -135,6 +139,9 @@ def print_hr_table(result: dict) -> None:
             ("windows within 5 BPM", f"{100 * inner['within_5_bpm']:.1f}%", f"{100 * outer['within_5_bpm']:.1f}%")]
     for name, a, b in rows:
         print(f"{name:<44}{a:>19}{b:>16}")
+    met = outer["reported_mae"] <= HR_TARGET_MAE_BPM and outer["reported_share"] >= HR_TARGET_REPORTED
+    print(f"Target on unseen people: MAE <= {HR_TARGET_MAE_BPM} BPM with a value in >= {HR_TARGET_REPORTED:.0%} of windows: "
+          + ("met" if met else "NOT met"))
     print(f"Gate on unseen recordings: withheld {outer['wrong_withheld']} of {outer['wrong_windows']} wrong windows "
           f"(error > 10 BPM) and {100 * outer['right_withheld_share']:.1f}% of the others")
     libs = [m for m in ("HeartPy", "NeuroKit2") if m in result]

@@ -38,6 +38,7 @@ _HR_PERIOD_MS = const(1000)
 _WDT_TIMEOUT_MS = const(8000)
 _STALL_MS = const(5000)  # a task silent for this long means something hangs: let the WDT bite
 _MOTOR_DUTY = const(59000)  # ~3.0 V average on a 3.3 V rail: the motor's rated voltage
+_BLINK_MS = const(500)  # the status LED's half period while the device waits to be provisioned
 
 
 class UptimeClock:
@@ -47,7 +48,7 @@ class UptimeClock:
     def __init__(self, ticks_ms=None, ticks_diff=None) -> None:
         self._ticks_ms = ticks_ms or time.ticks_ms
         self._ticks_diff = ticks_diff or time.ticks_diff
-        self._last = ticks_ms()
+        self._last = self._ticks_ms()
         self._uptime = 0
 
     def now(self) -> int:
@@ -249,7 +250,22 @@ async def _run(w: Wearable, clock: UptimeClock, imu_flag, radio_flag, imu_int) -
     )
 
 
-def main() -> None:
+def _blink(led):
+    """Toggle the LED from a hardware timer: the REPL stays free for provisioning."""
+    state = [0]
+
+    def toggle(_timer) -> None:
+        state[0] ^= 1
+        led.value(state[0])
+
+    timer = machine.Timer(0)
+    timer.init(period=_BLINK_MS, mode=machine.Timer.PERIODIC, callback=toggle)
+    return timer
+
+
+def main(store=None) -> None:
+    """Boot. ``store`` is the configuration store (default: /vigil.json on the board's flash;
+    a simulator gives each device its own file)."""
     machine.freq(80000000)  # plenty for 50 Hz and BLE; ~40 % less current than 240 MHz
     led = machine.Pin(board.PIN_STATUS_LED, machine.Pin.OUT, value=0)
     if _pin_in(board.PIN_SOS_BUTTON, True).value() == 0:
@@ -258,14 +274,15 @@ def main() -> None:
         print("vigil: maintenance mode (SOS held at boot)")
         led.value(1)
         return
-    store = config.ConfigStore()
+    if store is None:
+        store = config.ConfigStore()
     try:
         store.load()
     except config.ConfigError as exc:
         # Not provisioned (or the file is damaged): stay at the REPL for `vigil firmware
         # provision` over USB, blinking so a technician sees why.
         print("vigil: not provisioned:", exc)
-        led.value(1)
+        _blink(led)
         return
     i2c = machine.I2C(board.I2C0_ID, scl=machine.Pin(board.I2C0_SCL), sda=machine.Pin(board.I2C0_SDA),
                       freq=board.I2C0_FREQ)

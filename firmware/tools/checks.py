@@ -227,6 +227,17 @@ def run_micropython(modules: list[str] | None = None, timeout: float = 120) -> t
     return ok, results, version, proc.stderr
 
 
+def run_micropython_script(script: Path, files: dict[str, Path] | None = None,
+                           timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run one script under MicroPython with the firmware at /repo/firmware (tools included)
+    and ``files`` ({path on the board: host file}) copied in. Returns the finished process."""
+    mp = ensure_micropython_wasm()
+    cmd = ["node", str(RUNNER), "--mp", str(mp), "--put", "%s:/repo/firmware" % (REPO / "firmware")]
+    for target, host in (files or {}).items():
+        cmd += ["--put", "%s:%s" % (host, target)]
+    return subprocess.run(cmd + [str(script)], capture_output=True, text=True, timeout=timeout)
+
+
 def run_all() -> CheckReport:
     setup()
     report = CheckReport()

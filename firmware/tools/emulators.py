@@ -4,10 +4,9 @@ Each emulator implements the registers the firmware touches with the chip's sema
 bits that clear themselves, FIFO pointers, overflow counters, auto-increment and the LSM6DSO
 FIFO address roll-back, big-endian 16-bit registers on the fuel gauge) and generates samples at
 its own oscillator's rate from a waveform as simulated time passes. Time is the bus's ``now``
-(seconds), set by the test or simulator: nothing sleeps.
+(seconds), set by the test or simulator: nothing sleeps. Runs under CPython and MicroPython
+(the boot test runs firmware main() over it).
 """
-from __future__ import annotations
-
 import errno
 import math
 

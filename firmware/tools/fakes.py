@@ -4,12 +4,8 @@ central) and the bits of `machine` the app touches (Pin, PWM, WDT). Sensors are 
 here: they are emulated at register level in firmware/tools/emulators.py.
 
 install() puts them into sys.modules so `import bluetooth` / `import machine` in firmware
-code resolve to them under CPython.
+code resolve to them. Runs under CPython and MicroPython (the boot test).
 """
-from __future__ import annotations
-
-import sys
-import types
 
 
 class UUID:
@@ -184,15 +180,8 @@ class FakeWDT:
 
 
 def install() -> None:
-    """Make `import bluetooth` and `import machine` resolve to these fakes (CPython only)."""
-    if "bluetooth" not in sys.modules:
-        bt = types.ModuleType("bluetooth")
-        bt.UUID = UUID  # type: ignore[attr-defined]
-        bt.BLE = FakeBLE  # type: ignore[attr-defined]
-        sys.modules["bluetooth"] = bt
-    if "machine" not in sys.modules:
-        m = types.ModuleType("machine")
-        m.Pin = FakePin  # type: ignore[attr-defined]
-        m.PWM = FakePWM  # type: ignore[attr-defined]
-        m.WDT = FakeWDT  # type: ignore[attr-defined]
-        sys.modules["machine"] = m
+    """Make `import bluetooth` and `import machine` resolve to the host board's modules
+    (firmware/tools/hostboard.py: these fakes, and emulated chips behind machine.I2C)."""
+    from firmware.tools import hostboard
+
+    hostboard.install()

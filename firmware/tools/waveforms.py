@@ -5,12 +5,36 @@ skin contact and LED current, respiration baseline wander and motion artefact. M
 activity script of named segments (walk, stand, sit, lie, fall) in g along the device axes,
 with +Y up the upper arm when standing.
 """
-from __future__ import annotations
-
 import math
-import random
 
 FULL_SCALE = (1 << 18) - 1  # MAX3010x 18-bit ADC
+
+
+class Rng:
+    """A small seeded generator (xorshift32, Box-Muller) that runs under MicroPython too, whose
+    random module has no Random class and no gauss()."""
+
+    def __init__(self, seed: int = 1) -> None:
+        self._s = ((seed * 2654435761) ^ 0x9E3779B9) & 0xFFFFFFFF or 1
+        self._spare = None
+
+    def random(self) -> float:
+        x = self._s
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        self._s = x
+        return x / 4294967296.0
+
+    def gauss(self, mu: float, sigma: float) -> float:
+        if self._spare is not None:
+            z, self._spare = self._spare, None
+            return mu + sigma * z
+        u1 = 1.0 - self.random()
+        u2 = self.random()
+        r = math.sqrt(-2.0 * math.log(u1))
+        self._spare = r * math.sin(2 * math.pi * u2)
+        return mu + sigma * r * math.cos(2 * math.pi * u2)
 
 
 class PpgWaveform:
@@ -22,7 +46,7 @@ class PpgWaveform:
         self.counts_per_ma = counts_per_ma_on_skin
         self.perfusion = perfusion
         self.ambient = ambient_counts
-        self._rng = random.Random(seed)
+        self._rng = Rng(seed)
         self.on_skin = True
         self.motion_g = 0.0  # the emulator sets this from the motion script: artefact source
         self._beat_phase = 0.0
@@ -69,7 +93,7 @@ class MotionScript:
             if kind not in self.KINDS or dur <= 0:
                 raise ValueError("segment %r: kinds %s, positive seconds" % (kind, self.KINDS))
         self.segments = segments
-        self._rng = random.Random(seed)
+        self._rng = Rng(seed)
         self.duration = sum(d for _, d in segments)
 
     def segment_at(self, t: float) -> tuple[str, float]:

@@ -31,6 +31,11 @@ class BackendSettings(BaseSettings):
     http_host: str = Field("127.0.0.1", description="address the API and dashboard listen on")
     http_port: int = Field(8000, description="port the API and dashboard listen on")
     db_retry_interval_s: float = Field(2.0, gt=0, description="how often to retry writes while the database is down")
+    journal_dir: Path = Field(Path(".vigil/journal"), description=(
+        "local directory (owner-only) of the fsynced journal: an event's alert is written here before its frame is "
+        "acknowledged, and stored from here at start-up after a crash; one file per mqtt_client_id"))
+    alert_write_wait_s: float = Field(2.0, gt=0, description=(
+        "how long a supervisor's acknowledge or resolve waits for PostgreSQL before answering (journaled either way)"))
     registry_refresh_s: float = Field(10.0, gt=0, description="how often to reload devices and assignments")
     token_ttl_s: int = Field(8 * 3600, gt=0, description="lifetime of a person's access token")
     # ingest and detection (backend/detection)
@@ -78,6 +83,8 @@ class BackendSettings(BaseSettings):
     login_window_s: float = Field(60.0, gt=0, description="the window in which failed sign-ins are counted")
     enrolment_code_ttl_s: int = Field(900, gt=0, description="how long an officer's one-time enrolment code stays valid")
     live_ticket_ttl_s: float = Field(30.0, gt=0, description="how long a live-feed ticket (POST /api/v1/live/ticket) stays valid")
+    live_heartbeat_s: float = Field(5.0, gt=0, description="how often the live feed tells a page it is alive (the page's "
+                                    "Live badge goes to 'reconnecting' after three missed)")
     # privacy (backend/privacy/service.py)
     policy_file: Path = Field(SHIPPED_POLICY, description="the policy document this deployment ships")
     raw_retention_hours: float | None = Field(None, gt=0, le=RAW_CEILING_HOURS,

@@ -216,10 +216,13 @@ async def test_the_officer_board_shows_the_incident_in_the_one_status_shape(data
     alerts, hub = _service(engine, clock)
     sub, _ = hub.subscribe(agency)
     try:
+        # drained after each step: the hub keeps one pending status per officer (the latest)
         incident = await _raise(alerts, agency, officer, 80, "fall")
-        await alerts.acknowledge(incident.id, "user:sup-1", agency)
-        await alerts.resolve(incident.id, "user:sup-1", agency, "false_alarm")
         board = [e["data"] for e in _drain(sub) if e["type"] == "officer_status"]
+        await alerts.acknowledge(incident.id, "user:sup-1", agency)
+        board += [e["data"] for e in _drain(sub) if e["type"] == "officer_status"]
+        await alerts.resolve(incident.id, "user:sup-1", agency, "false_alarm")
+        board += [e["data"] for e in _drain(sub) if e["type"] == "officer_status"]
         assert [b["incident"] and b["incident"]["state"] for b in board] == ["raised", "acknowledged", None]
         assert board[0]["incident"] == {"id": str(incident.id), "kind": "fall", "priority": 2, "state": "raised",
                                         "escalated": False}

@@ -8,6 +8,7 @@ grants ``alert_evidence`` for it (a supervisor: during the officer's open incide
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -19,9 +20,11 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, WebSocket,
 from pydantic import BaseModel, Field
 
 from backend.exceptions import NotFound
+from backend.incidents.hub import FellBehind
 from backend.incidents.rules import OUTCOMES
 from backend.api.access import API
 from backend.api.deps import CallerDep, RuntimeDep
+from backend.api.routes.health import problems
 from backend.privacy import access as gate
 from backend.privacy import audit
 from backend.privacy.engine import Facts, Incident
@@ -193,20 +196,42 @@ async def _live_evidence(runtime, caller, data: dict) -> tuple[bool, dict | None
     return decision.granted, None if decision.granted else decision.refusal()
 
 
+# The page's Live badge follows these, not the open socket: a feed that stopped sending is shown as stopped.
+HEARTBEAT = "heartbeat"
+# Close code for a subscriber the hub cut off for falling behind (RFC 6455 "try again later"):
+# the page reconnects and resumes from its last event id.
+FELL_BEHIND = 1013
+
+
+def _heartbeat(runtime, last_id: int | None) -> dict:
+    """What the page shows beside its Live badge: the server's time, the last event id sent on
+    this connection and what keeps the backend from paging reliably (health's problems)."""
+    return {"type": HEARTBEAT, "data": {"time": dt.datetime.now(dt.timezone.utc).isoformat(), "last_event_id": last_id,
+                                       "problems": problems(runtime)}}
+
+
 @router.websocket("/ws")
 async def live(websocket: WebSocket, caller: CallerDep, last_event_id: int | None = None) -> None:
     """Live alert and officer-status events of the caller's agency (?ticket=, resume with
     ?last_event_id=). An alert goes out at once without its evidence; the evidence follows as an
-    ``alert_evidence`` event once the purpose gate granted it and the grant was audited."""
+    ``alert_evidence`` event once the purpose gate granted it and the grant was audited.
+
+    The first message is ``hello`` (the heartbeat interval; whether the resume is complete, else
+    the page reloads the lists); then a ``heartbeat`` at least every ``live_heartbeat_s``, sent by
+    the loop that sends the events, so it stops when they stop. A connection that falls behind
+    is closed with code 1013 and the reason."""
     await websocket.accept()
     runtime = websocket.app.state.runtime
+    every = runtime.settings.live_heartbeat_s
     sub, backlog = runtime.hub.subscribe(caller.agency_id, last_event_id)
     to_judge: asyncio.Queue[dict] = asyncio.Queue()
     unjudged_logged = False
 
     judged: dict[str, str] = {}  # alert id -> the evidence last judged on this connection
+    sent_id = last_event_id
 
     async def send(event: dict) -> None:
+        nonlocal sent_id
         if event["type"] == "alert" and "explanation" in event["data"]:
             data = event["data"]
             await websocket.send_json({**event, "data": _withhold(data, _PENDING)})
@@ -216,13 +241,28 @@ async def live(websocket: WebSocket, caller: CallerDep, last_event_id: int | Non
                 to_judge.put_nowait(data)
         else:
             await websocket.send_json(event)
+        sent_id = event["id"]
         await deliver(runtime, event, caller.subject)
 
     async def push() -> None:
+        complete = last_event_id is None or runtime.hub.complete_since(caller.agency_id, last_event_id)
+        await websocket.send_json({"type": "hello", "data": {"heartbeat_s": every, "resumed": last_event_id is not None,
+                                                             "complete": complete}})
         for event in backlog:
             await send(event)
+        await websocket.send_json(_heartbeat(runtime, sent_id))
+        beat = asyncio.get_running_loop().time()
         while True:
-            await send(await sub.next())
+            wait = max(0.0, beat + every - asyncio.get_running_loop().time())
+            try:
+                event = await asyncio.wait_for(sub.next(), wait)
+            except asyncio.TimeoutError:
+                event = None
+            if event is not None:
+                await send(event)
+            if asyncio.get_running_loop().time() >= beat + every:
+                await websocket.send_json(_heartbeat(runtime, sent_id))
+                beat = asyncio.get_running_loop().time()
 
     async def judge_evidence() -> None:
         nonlocal unjudged_logged
@@ -255,5 +295,9 @@ async def live(websocket: WebSocket, caller: CallerDep, last_event_id: int | Non
                 raise task.exception()
     except WebSocketDisconnect:
         pass
+    except FellBehind as exc:
+        # reason: at most 123 bytes in a close frame
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await websocket.close(FELL_BEHIND, str(exc).encode()[:123].decode(errors="ignore"))
     finally:
         sub.close()

@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 from backend.api.access import API
 from backend.api.deps import CallerDep, RuntimeDep
 from backend.api.routes.alerts import deliver
+from backend.incidents.hub import FellBehind
 
 router = APIRouter(prefix=API, tags=["live"])
 
@@ -37,6 +38,9 @@ async def events(runtime: RuntimeDep, caller: CallerDep,
                 except asyncio.TimeoutError:
                     yield ": keepalive\n\n"
                     continue
+                except FellBehind as exc:  # said, then the stream ends; the client resumes with Last-Event-ID
+                    yield f"event: closed\ndata: {json.dumps({'reason': str(exc)})}\n\n"
+                    return
                 yield _frame(event)
                 await deliver(runtime, event, caller.subject)
         finally:

@@ -1,4 +1,4 @@
-"""``vigil bench models``, ``ingest``, ``pipeline``, ``gateway``, ``fuzz``, ``soak`` and ``api``."""
+"""``vigil bench models``, ``ingest``, ``pipeline``, ``gateway``, ``fuzz``, ``soak``, ``api`` and ``faults``."""
 from __future__ import annotations
 
 import argparse
@@ -69,6 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     api.add_argument("--max-examples", type=int, default=100, help="generated requests per operation and caller")
     api.add_argument("--out", type=Path, default=Path("artifacts/schemathesis"))
     api.set_defaults(func=lambda a: __import__("backend.bench.api_fuzz", fromlist=["main"]).main(a.max_examples, a.out))
+
+    from backend.bench.faults import register as register_faults
+    register_faults(sub)
 
 
 def _models(args: argparse.Namespace) -> int:

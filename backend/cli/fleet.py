@@ -34,11 +34,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     device = subparsers.add_parser("device", help="wearables of your agency (calls the API)")
     dsub = device.add_subparsers(dest="device_command", metavar="COMMAND", required=True)
-    p = dsub.add_parser("provision", help="create a device and its key (the key is printed once)")
-    p.add_argument("device_id", type=lambda s: int(s, 0), help="the id in its frames (decimal or 0x...)")
+    p = dsub.add_parser("provision", help="create a device and its key (the key is printed once); with --count, "
+                                          "a fleet of consecutive ids with their keys written to --keys-out")
+    p.add_argument("device_id", type=lambda s: int(s, 0), help="the id in its frames (decimal or 0x...); the first of --count")
     p.add_argument("--placement", default="upper_arm")
+    p.add_argument("--count", type=int, default=1, help="provision this many devices, device_id, device_id+1, ...")
+    p.add_argument("--keys-out", default=None, metavar="FILE",
+                   help='write {"<device id>": "<64 hex key>"} to FILE (created readable only by you; '
+                        "the format `vigil simulate --keys` reads) instead of printing the keys")
     api_args(p)
-    p.set_defaults(func=lambda a: _call(a, "POST", "/api/v1/devices", {"device_id": a.device_id, "placement": a.placement}))
+    p.set_defaults(func=_provision)
     p = dsub.add_parser("assign", help="assign a device to an officer for a shift")
     p.add_argument("device_id", type=lambda s: int(s, 0))
     p.add_argument("--officer", type=int, required=True, help="officer id")
@@ -101,6 +106,54 @@ def _call(args: argparse.Namespace, method: str, path: str, body: dict | None = 
         print(json.dumps(data, indent=2, default=str))
     else:
         _table(data)
+    return 0
+
+
+def _provision(args: argparse.Namespace) -> int:
+    """One device (key printed, as before), or --count devices each provisioned through the API
+    (each one audited there) with the keys written to --keys-out, mode 0600, never printed."""
+    if args.count < 1 or args.device_id + args.count - 1 > 0xFFFFFFFF:
+        print("--count must be >= 1 and the last id a 32-bit unsigned integer", file=sys.stderr)
+        return 2
+    if args.keys_out is None:
+        if args.count != 1:
+            print("--count needs --keys-out FILE: a fleet's keys go to a file, not the terminal", file=sys.stderr)
+            return 2
+        return _call(args, "POST", "/api/v1/devices", {"device_id": args.device_id, "placement": args.placement})
+    token = args.token or os.environ.get("VIGIL_TOKEN")
+    if not token:
+        print("no token: pass --token or set VIGIL_TOKEN (get one from POST /api/v1/auth/token)", file=sys.stderr)
+        return 2
+    try:  # created before anything is provisioned, owner-only from the first byte; never overwritten
+        fd = os.open(args.keys_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        print(f"cannot create {args.keys_out}: {exc.strerror}" + (" (it exists: keys are never overwritten)"
+              if isinstance(exc, FileExistsError) else ""), file=sys.stderr)
+        return 2
+    keys: dict[str, str] = {}
+    failed = None
+    with os.fdopen(fd, "w") as out, httpx.Client(base_url=args.api.rstrip("/"), timeout=30,
+                                                  headers={"Authorization": f"Bearer {token}"}) as http:
+        for device_id in range(args.device_id, args.device_id + args.count):
+            try:
+                response = http.post("/api/v1/devices", json={"device_id": device_id, "placement": args.placement})
+            except httpx.HTTPError as exc:
+                failed = f"cannot reach {args.api}: {exc}"
+                break
+            if response.status_code != 201:
+                detail = response.json().get("detail") if response.headers.get("content-type", "").startswith(
+                    "application/json") else response.text
+                failed = f"device {device_id}: {response.status_code} {detail}"
+                break
+            keys[str(device_id)] = response.json()["key_hex"]
+        out.write(json.dumps(keys, indent=1) + "\n")  # whatever was created: a key is shown only once
+    summary = {"provisioned": len(keys), "first": args.device_id, "last": args.device_id + len(keys) - 1 if keys else None,
+               "keys_out": args.keys_out}
+    print(json.dumps(summary) if args.json else
+          f"provisioned {len(keys)} device(s) {args.device_id}..{args.device_id + len(keys) - 1}; keys in {args.keys_out} (mode 0600)")
+    if failed:
+        print(f"stopped: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from backend.incidents.alerts import AlertService
 from backend.incidents.events import IncidentEvents
+from backend.incidents.journal import AlertJournal
 from backend.incidents.store import AlertStore
 from backend.identity.auth import RevokedTokens
 from backend.identity.keys import with_keys
@@ -63,7 +64,8 @@ class Runtime:
         self.status = StatusBoard(settings.device_offline_s, settings.battery_low_pct, self.engine)
         # the lifecycle tells downlink and dispatch of incidents through events, not references
         self.incident_events = IncidentEvents(self.metrics)
-        self.alert_store = AlertStore(self.engine, self.metrics)
+        self.alert_journal = AlertJournal(settings.journal_dir / f"{settings.mqtt_client_id}.alerts")
+        self.alert_store = AlertStore(self.engine, self.metrics, self.alert_journal, settings.alert_write_wait_s)
         self.alerts = AlertService(self.alert_store, self.hub, self.metrics, self.incident_events, status=self.status,
                                    escalate_after_s=settings.escalate_after_s, cancel_grace_s=settings.cancel_grace_s)
         self.downlink = DownlinkService(settings, self.engine, self.registry, self.status, self.incident_events, self.alerts.record)
@@ -73,7 +75,8 @@ class Runtime:
         self.detection = DetectionService(settings, self.engine, self.registry, self.alerts, self.hub, self.metrics,
                                           status=self.status)
         self.dead_letters = DeadLetters(self.engine, self.metrics)
-        self.ingest = IngestService(settings, self.registry, self.alerts, self.metrics, self.detection, self.dead_letters)
+        self.ingest = IngestService(settings, self.registry, self.alerts, self.metrics, self.detection, self.dead_letters,
+                                    downlink=self.downlink)
         self.storage_mode: str | None = None
         self.incidents_loaded = False
         self.privacy = PrivacyService(self.engine, settings)  # grants, policy versions, retention, audit outbox
@@ -125,6 +128,9 @@ class Runtime:
         while True:
             try:
                 if not self.incidents_loaded:  # before ingest starts: a restart continues open incidents
+                    stored = await self.alert_store.recover()  # what a crash left in the journal, first
+                    if stored:
+                        log.warning("stored %d alert change(s) kept in the journal from before the restart", stored)
                     await self.alerts.load_open()
                     self.incidents_loaded = True
                 await self.registry.refresh()
@@ -155,3 +161,4 @@ class Runtime:
     async def close(self) -> None:
         self.stop.set()
         await self.engine.dispose()
+        self.alert_journal.close()

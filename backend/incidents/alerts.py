@@ -84,7 +84,7 @@ class AlertService:
             self._remember(aid, incident)
             self._join(incident, kind, explanation, location, device_id, now)
             self._metrics.alerts_raised.labels(kind).inc()
-            await self.store.save(incident, insert_only=False)
+            await self.store.save(incident, insert_only=False, wait=False)
             return incident
         alert = Alert(
             id=aid, agency_id=agency_id, device_id=device_id, officer_id=officer_id,
@@ -101,7 +101,7 @@ class AlertService:
         self._metrics.alerts_raised.labels(kind).inc()
         log.info("alert %s raised: %s for device %d (officer %s)", aid, kind, device_id, officer_name or "unassigned")
         self._events.emit(ev.RAISED, alert)
-        await self.store.save(alert, insert_only=True)
+        await self.store.save(alert, insert_only=True, wait=False)
         return alert
 
     def _join(self, incident: Alert, kind: str, explanation: dict, location: dict | None,
@@ -131,7 +131,7 @@ class AlertService:
         incident.state = "delivered"
         self._transition(incident, "delivered", actor, "", self._now())
         self._publish(incident, "delivered")
-        await self.store.save(incident, insert_only=False)
+        await self.store.save(incident, insert_only=False, wait=False)
 
     async def acknowledge(self, alert: uuid.UUID, actor: str, agency_id: str, note: str = "") -> Alert:
         incident = self._open_for(alert, agency_id)
@@ -193,7 +193,7 @@ class AlertService:
             self._publish(incident, EVENT_TRANSITIONS[code])
         else:
             return None
-        await self.store.save(incident, insert_only=False)
+        await self.store.save(incident, insert_only=False, wait=False)
         return incident
 
     async def escalate_due(self) -> list[Alert]:
@@ -210,7 +210,7 @@ class AlertService:
             self._publish(incident, "escalated")
             log.warning("incident %s unacknowledged after %.0f s: escalated", incident.id, self.escalate_after_s)
             self._events.emit(ev.ESCALATED, incident)
-            await self.store.save(incident, insert_only=False)
+            await self.store.save(incident, insert_only=False, wait=False)
         return due
 
     async def record(self, alert: uuid.UUID, state: str, actor: str, note: str) -> None:
@@ -220,7 +220,7 @@ class AlertService:
             return
         self._transition(incident, state, actor, note, self._now())
         self._publish(incident, state)
-        await self.store.save(incident, insert_only=False)
+        await self.store.save(incident, insert_only=False, wait=False)
 
     async def run_escalation(self, stop: asyncio.Event, interval_s: float = 1.0) -> None:
         while not stop.is_set():

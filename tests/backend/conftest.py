@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import tempfile
 import uuid
+from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
@@ -23,7 +25,8 @@ def backend_settings(database_url: str, mqtt_host: str, mqtt_port: int, agency: 
     return BackendSettings(
         database_url=database_url, mqtt_url=f"mqtt://{mqtt_host}:{mqtt_port}",
         mqtt_client_id="vigil-backend-" + uuid.uuid4().hex[:8], agencies=[agency],
-        http_port=infra.free_port(), db_retry_interval_s=0.2, registry_refresh_s=0.5, **overrides,
+        http_port=infra.free_port(), db_retry_interval_s=0.2, registry_refresh_s=0.5,
+        journal_dir=Path(tempfile.gettempdir()) / "vigil-test-journals", **overrides,
     )
 
 

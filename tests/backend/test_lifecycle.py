@@ -52,11 +52,27 @@ async def _engine(database_url, agency):
     return engine, officer
 
 
-def _service(engine, clock, events=None, **kw):
+_WRITERS: list[asyncio.Task] = []
+
+
+def _service(engine, clock, events=None, journal=None, **kw):
+    """An alert service with its store's writer running, as the runtime runs it."""
     hub = LiveHub()
     status = StatusBoard(offline_s=30, battery_low_pct=15, engine=engine)
     metrics = BackendMetrics()
-    return AlertService(AlertStore(engine, metrics), hub, metrics, events or IncidentEvents(), clock, status=status, **kw), hub
+    store = AlertStore(engine, metrics, journal)
+    _WRITERS.append(asyncio.get_running_loop().create_task(store.run_retry(asyncio.Event(), 0.1)))
+    return AlertService(store, hub, metrics, events or IncidentEvents(), clock, status=status, **kw), hub
+
+
+@pytest.fixture(autouse=True)
+async def _stop_writers():
+    yield
+    while _WRITERS:
+        task = _WRITERS.pop()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _raise(alerts, agency, officer, seq, kind):
@@ -64,7 +80,9 @@ async def _raise(alerts, agency, officer, seq, kind):
                                     officer_name="Officer Nguyen", explanation={"detector": "device", "seq": seq})
 
 
-async def _stored(engine, alert_id):
+async def _stored(engine, alert_id, alerts=None):
+    if alerts is not None:
+        assert await alerts.store.flush(10)
     async with engine.connect() as conn:
         row = (await conn.execute(sa.select(t.alerts).where(t.alerts.c.id == alert_id))).mappings().one()
         steps = (await conn.execute(sa.select(t.alert_transitions.c.state, t.alert_transitions.c.actor)
@@ -93,7 +111,7 @@ async def test_fall_then_man_down_is_one_incident_that_escalates(database_url, a
             if e["type"] == "alert":
                 changes.append(e["data"]["change"])
         assert changes == ["raised", "upgraded", "acknowledged", "resolved"]
-        row, steps = await _stored(engine, fall.id)
+        row, steps = await _stored(engine, fall.id, alerts)
         assert (row["kind"], row["priority"], row["state"], row["outcome"]) == ("device_alarm", 1, "resolved", "real_emergency")
         assert steps == [("raised", f"device:{DEVICE}"), ("upgraded", f"device:{DEVICE}"),
                          ("acknowledged", "user:sup-1"), ("resolved", "user:sup-1")]
@@ -114,7 +132,7 @@ async def test_officer_cancel_ends_a_fall_but_not_an_alarm(database_url, agency)
         clock.advance(12)
         await alerts.device_event(device_id=DEVICE, officer_id=officer, seq=21, code=F.EVENT_PREALERT_CANCELLED)
         assert (fall.state, fall.outcome) == ("resolved", "cancelled_by_officer")
-        row, steps = await _stored(engine, fall.id)
+        row, steps = await _stored(engine, fall.id, alerts)
         assert row["outcome"] == "cancelled_by_officer" and steps[-1] == ("resolved", f"device:{DEVICE}")
 
         alarm = await _raise(alerts, agency, officer, 30, "device_alarm")
@@ -173,7 +191,7 @@ async def test_unacknowledged_incident_is_escalated_and_sent_to_dispatch(databas
         assert (cad.bodies[0]["alert_id"], cad.bodies[0]["kind"], cad.bodies[0]["officer_name"]) == (str(incident.id), "sos", "Officer Nguyen")
         assert "explanation" not in cad.bodies[0]  # dispatch gets who/where/what, no physiology
         async with asyncio.timeout(10):  # the transition is pushed first and stored after
-            while len((steps := (await _stored(engine, incident.id))[1])) < 3:
+            while len((steps := (await _stored(engine, incident.id, alerts))[1])) < 3:
                 await asyncio.sleep(0.02)
         assert [s for s, _ in steps] == ["raised", "escalated", "dispatch_notified"]
         # an acknowledged incident is never escalated
@@ -196,6 +214,7 @@ async def test_open_incident_survives_a_restart(database_url, agency):
         first, _ = _service(engine, clock)
         incident = await _raise(first, agency, officer, 60, "fall")
         await first.mark_delivered(incident.id, "user:sup-1")
+        assert await first.store.flush(10)
 
         restarted, _ = _service(engine, clock)
         assert await restarted.load_open() == 1
@@ -203,7 +222,7 @@ async def test_open_incident_survives_a_restart(database_url, agency):
         again = await _raise(restarted, agency, officer, 61, "man_down")
         assert again.id == incident.id and again.kind == "man_down" and again.state == "delivered"
         await restarted.acknowledge(incident.id, "user:sup-2", agency)
-        row, steps = await _stored(engine, incident.id)
+        row, steps = await _stored(engine, incident.id, restarted)
         assert row["state"] == "acknowledged"
         assert [s for s, _ in steps] == ["raised", "delivered", "upgraded", "acknowledged"]
     finally:
@@ -230,6 +249,7 @@ async def test_the_officer_board_shows_the_incident_in_the_one_status_shape(data
         assert {"state", "device", "battery_pct", "last_seen", "unit", "gateway"} <= set(board[0])
 
         reopened = await _raise(alerts, agency, officer, 81, "sos")
+        assert await alerts.store.flush(10)
         restarted, _ = _service(engine, clock)  # a restart: the board learns the open incident from storage
         await restarted.load_open()
         assert restarted._status.incidents[officer].id == str(reopened.id)
@@ -258,11 +278,9 @@ async def test_database_stopped_mid_incident(private_postgres, agency):
     clock = Clock()
     alerts, hub = _service(engine, clock)
     sub, _ = hub.subscribe(agency)
-    stop = asyncio.Event()
-    retry = asyncio.create_task(alerts.store.run_retry(stop, 0.1))
     try:
         incident = await _raise(alerts, agency, officer, 70, "fall")
-        assert alerts.pending == 0
+        assert await alerts.store.flush(10) and alerts.pending == 0
         private_postgres.stop("immediate")
         clock.advance(20)
         await _raise(alerts, agency, officer, 71, "device_alarm")
@@ -286,9 +304,6 @@ async def test_database_stopped_mid_incident(private_postgres, agency):
         row2, steps2 = await _stored(engine, second_officer_alert.id)
         assert (row2["kind"], row2["state"], [s for s, _ in steps2]) == ("sos", "raised", ["raised"])
     finally:
-        stop.set()
-        with contextlib.suppress(Exception):
-            await retry
         await engine.dispose()
 
 

@@ -114,3 +114,40 @@ async def _stored_steps(database_url: str, incident_id: str) -> list[str] | None
     finally:
         await engine.dispose()
     return list(steps) if state == "acknowledged" and "acknowledged" in steps else None
+
+
+async def test_backend_sigkill_during_a_database_outage_keeps_the_sos(private_postgres, mqtt_broker, agency, tmp_path):
+    """Issue 15, item 3: PostgreSQL stopped, an SOS pressed (pushed live), the backend SIGKILLed,
+    then the database and the backend started again: the alert is stored. Its frame was
+    acknowledged to the broker once the alert was in the fsynced journal, so the restarted
+    backend stores it from there (before: held only in memory, acknowledged, gone)."""
+    import asyncio
+
+    url = private_postgres.url.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + "/vigil"
+    settings = BackendSettings(database_url=url, secret_key=SECRET, token_key=TOKEN_KEY)
+    key, _ = await seed(settings, agency, DEVICE)
+    env = backend_env(database_url=url, mqtt_url=f"mqtt://{mqtt_broker[0]}:{mqtt_broker[1]}", agencies=[agency],
+                      http_port=infra.free_port(), client_id="vigil-backend-" + agency, secret_key=SECRET,
+                      token_key=TOKEN_KEY, db_retry_interval_s=0.2, registry_refresh_s=0.5,
+                      journal_dir=str(tmp_path / "journal"))
+    backend = BackendProcess(env, tmp_path / "backend.log")
+    token = supervisor_token(settings, agency)
+    device = SealingDevice(DEVICE, key)
+    try:
+        await _start(backend)
+        async with LiveFeed(backend.url, token) as feed:
+            await asyncio.to_thread(private_postgres.stop, "immediate")
+            await publish(mqtt_broker, agency, [(DEVICE, "event", device.event(F.EVENT_SOS))])
+            await wait_for(lambda: feed.raised(), 15, "the SOS paged with the database down")
+            sos_id = feed.raised()[0]
+            await wait_for(lambda: backend.metrics().get("vigil_alerts_pending_storage", 0) >= 1, 10,
+                           "the SOS kept for its write")
+        backend.kill()  # SIGKILL while the SOS is written nowhere but the journal
+        await asyncio.to_thread(private_postgres.start)
+        await _start(backend)
+        state = await wait_for(lambda: _stored_state(url, sos_id), 30, "the SOS stored after the restart")
+        assert state in ("raised", "delivered")
+    finally:
+        backend.stop()
+    record_fault("backend SIGKILL during a database outage", "0 (SOS journaled, stored after the restart)",
+                 "0", "1 of 1 stored", "-")

@@ -1,4 +1,7 @@
-"""Commands to a wearable: "help is coming" when a supervisor acknowledges its incident.
+"""Commands to a wearable: "help is coming" when a supervisor acknowledges its incident,
+EVENT_ACK once an event's alert is stored (the device stops resending it), TIME_SYNC when a
+device's clock is unsynced or off by more than a second (at most once per device per
+TIME_SYNC_INTERVAL_S).
 
 The command frame is sealed with the device's own keys (the gateway cannot forge one) and a
 per-device sequence number that only grows, across restarts: numbers are reserved from the
@@ -38,11 +41,18 @@ SEQ_BLOCK = 64
 _STORAGE_ERRORS = (sa.exc.SQLAlchemyError, OSError, asyncio.TimeoutError)
 # Haptic pattern number carried in the command's argument byte.
 HELP_PATTERN = 1
+# A device clock further than this from the backend's (status frames, live telemetry) is resynced.
+CLOCK_DRIFT_MS = 1000
+# At most one time sync per device this often: a link that delays frames cannot cause a storm.
+TIME_SYNC_INTERVAL_S = 30.0
+# An EVENT_ACK the gateway could not write (link down) is sent again, this many times at most;
+# the device resends the event meanwhile, and the backend refuses those copies as replays.
+ACK_ATTEMPTS = 20
 
 
 @dataclass(slots=True)
 class Command:
-    alert_id: uuid.UUID
+    alert_id: uuid.UUID | None  # the incident a help command belongs to; None for acks and syncs
     agency_id: str
     device_id: int
     gateway: str | None
@@ -50,12 +60,18 @@ class Command:
     seq: int | None = None
     payload: bytes | None = None
     sent_at: dt.datetime | None = None
+    arg: int = 0
+    word: int = 0
+    attempts: int = 0
 
 
 class DownlinkService:
     def __init__(self, settings: BackendSettings, engine: AsyncEngine, registry: DeviceRegistry, status: StatusBoard,
-                 events: ev.IncidentEvents, record: ev.RecordStep):
+                 events: ev.IncidentEvents, record: ev.RecordStep, *, wall_clock=time.time, monotonic=time.monotonic):
         self._settings = settings
+        self._wall_clock = wall_clock
+        self._monotonic = monotonic
+        self._last_sync: dict[int, float] = {}  # device -> monotonic time of its last time sync
         self._engine = engine
         self._registry = registry
         self._record = record  # a step of the incident: help sent, its result
@@ -90,6 +106,37 @@ class DownlinkService:
         gateway = self._status.last_gateway(incident.device_id) or incident.explanation.get("gateway")
         self._queue.append(Command(incident.id, incident.agency_id, incident.device_id, gateway, F.COMMAND_HELP_COMING))
         self._wake.set()
+
+    def ack_event(self, agency_id: str, device_id: int, seq: int, gateway: str | None = None) -> None:
+        """The event frame ``seq`` of a device is handled and its alert stored: tell the device,
+        which keeps resending an event until it hears this (COMMAND_EVENT_ACK, low 16 bits)."""
+        gateway = gateway or self._status.last_gateway(device_id)
+        self._queue.append(Command(None, agency_id, device_id, gateway, F.COMMAND_EVENT_ACK, word=seq & 0xFFFF))
+        self._wake.set()
+
+    def observe_clock(self, agency_id: str, device_id: int, gateway: str, header: F.Header) -> bool:
+        """Called for every verified frame: queue a TIME_SYNC when the device says its clock is
+        unsynced, or when a frame sealed just before sending (status, live telemetry) carries
+        a time more than CLOCK_DRIFT_MS from now, at most once per TIME_SYNC_INTERVAL_S per
+        device. Returns True when a sync was queued."""
+        if header.flags & F.FLAG_CLOCK_UNSYNCED:
+            pass
+        elif header.frame_type == F.TYPE_EVENT or header.flags & F.FLAG_BACKFILL:
+            return False  # sealed when it happened, not when sent: its age says nothing of the clock
+        else:
+            drift = header.time_ms - self._wall_clock() * 1000
+            # a telemetry block is stamped with its first sample, up to a block (0.4 s) older
+            slack = 0 if header.frame_type == F.TYPE_STATUS else 500
+            if -CLOCK_DRIFT_MS - slack <= drift <= CLOCK_DRIFT_MS:
+                return False
+        now = self._monotonic()
+        last = self._last_sync.get(device_id)
+        if last is not None and now - last < TIME_SYNC_INTERVAL_S:
+            return False
+        self._last_sync[device_id] = now
+        self._queue.append(Command(None, agency_id, device_id, gateway, F.COMMAND_TIME_SYNC))
+        self._wake.set()
+        return True
 
     @property
     def pending(self) -> int:
@@ -127,18 +174,26 @@ class DownlinkService:
         """Fill in seq and frame; False when it cannot be sent (recorded on the incident)."""
         device = self._registry.get(cmd.device_id)
         if device is None:
-            await self._record(cmd.alert_id, "help_result", "system", "device unknown: no key to seal the command")
+            await self._note(cmd, "device unknown: no key to seal the command")
             return False
         if cmd.gateway is None:
             cmd.gateway = await self._status.gateway_for(cmd.device_id)
             if cmd.gateway is None:
-                await self._record(cmd.alert_id, "help_result", "system", "no gateway has forwarded this device")
+                await self._note(cmd, "no gateway has forwarded this device")
                 return False
         if cmd.seq is None:
             cmd.seq = await self.next_seq(cmd.device_id)
-            body = F.encode_command(cmd.code, HELP_PATTERN if cmd.code == F.COMMAND_HELP_COMING else 0)
-            cmd.payload = F.seal(device.keys, F.TYPE_COMMAND, cmd.device_id, cmd.seq, int(time.time() * 1000), body)
+            arg = HELP_PATTERN if cmd.code == F.COMMAND_HELP_COMING else cmd.arg
+            body = F.encode_command(cmd.code, arg, cmd.word)
+            # sealed now, just before it goes out: a time sync's time is this moment
+            cmd.payload = F.seal(device.keys, F.TYPE_COMMAND, cmd.device_id, cmd.seq, int(self._wall_clock() * 1000), body)
         return True
+
+    async def _note(self, cmd: Command, why: str) -> None:
+        if cmd.alert_id is not None:
+            await self._record(cmd.alert_id, "help_result", "system", why)
+        else:
+            log.warning("%s for device %d not sent: %s", F.COMMAND_NAMES[cmd.code], cmd.device_id, why)
 
     async def _publish_queued(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -158,10 +213,12 @@ class DownlinkService:
                 await client.publish(topic, cmd.payload, qos=1)
                 cmd.sent_at = dt.datetime.now(dt.timezone.utc)
                 self._sent[(cmd.device_id, cmd.seq)] = cmd
-                log.info("help is coming: command %d to device %d via gateway %s", cmd.seq, cmd.device_id, cmd.gateway)
+                log.info("%s: command %d to device %d via gateway %s", F.COMMAND_NAMES[cmd.code], cmd.seq, cmd.device_id,
+                         cmd.gateway)
                 self._records.append(("sent", dict(device_id=cmd.device_id, seq=cmd.seq, command=F.COMMAND_NAMES[cmd.code],
                                                    alert_id=cmd.alert_id, gateway_id=cmd.gateway, sent_at=cmd.sent_at)))
-                await self._record(cmd.alert_id, "help_sent", "system", f"gateway {cmd.gateway}, command seq {cmd.seq}")
+                if cmd.alert_id is not None:
+                    await self._record(cmd.alert_id, "help_sent", "system", f"gateway {cmd.gateway}, command seq {cmd.seq}")
             self._queue.popleft()
             await self._flush_records()
 
@@ -183,7 +240,16 @@ class DownlinkService:
             note = "written to the device" if result.get("ok") else f"not delivered: {result.get('error')}"
             self._records.append(("result", dict(device_id=key[0], seq=key[1], result_ok=bool(result.get("ok")),
                                                  result_error=result.get("error"), result_at=dt.datetime.now(dt.timezone.utc))))
-            await self._record(cmd.alert_id, "help_result", f"gateway:{where.gateway}", note)
+            if cmd.alert_id is not None:
+                await self._record(cmd.alert_id, "help_result", f"gateway:{where.gateway}", note)
+            elif (cmd.code == F.COMMAND_EVENT_ACK and not result.get("ok") and result.get("error") != "not_provisioned"
+                  and cmd.attempts + 1 < ACK_ATTEMPTS):
+                # not written (link down): the device still holds the event; ack again, freshly sealed
+                self._queue.append(Command(None, cmd.agency_id, cmd.device_id, None, cmd.code, word=cmd.word,
+                                           attempts=cmd.attempts + 1))
+                self._wake.set()
+            elif cmd.code == F.COMMAND_TIME_SYNC and not result.get("ok"):
+                self._last_sync.pop(cmd.device_id, None)  # the next frame may ask again
             await self._flush_records()
 
     async def _flush_records(self) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from backend.incidents.rules import EVENT_ALERTS
 from backend.incidents.alerts import AlertService
+from backend.incidents.downlink import DownlinkService
 from backend.app.config import BackendSettings
 from backend.detection.service import DetectionService
 from backend.exceptions import FrameRejected
@@ -212,8 +213,10 @@ def _location(props: dict[str, str] | None) -> dict | None:
 
 class IngestService:
     def __init__(self, settings: BackendSettings, registry: DeviceRegistry, alerts: AlertService, metrics: BackendMetrics,
-                 detection: DetectionService | None = None, dead_letters: DeadLetters | None = None):
+                 detection: DetectionService | None = None, dead_letters: DeadLetters | None = None,
+                 downlink: DownlinkService | None = None):
         self._settings = settings
+        self._downlink = downlink  # EVENT_ACK once an event's alert is stored; TIME_SYNC for unsynced clocks
         self._dead_letters = dead_letters  # messages whose handling raised
         self._verifier = FrameVerifier(registry)
         self._alerts = alerts
@@ -255,6 +258,8 @@ class IngestService:
             if frame is None:
                 continue
             try:
+                if self._downlink is not None:
+                    self._downlink.observe_clock(frame.device.agency_id, frame.device.device_id, frame.gateway, frame.header)
                 if frame.header.frame_type == F.TYPE_EVENT:
                     await self._on_event(frame, received)
                 if self.detection is not None:  # bookkeeping only; the models run in their own loop
@@ -282,6 +287,7 @@ class IngestService:
         kind = EVENT_ALERTS.get(code)
         if kind is None:  # cancel, pre-alert, help confirmed: they act on the open incident
             await self._alerts.device_event(device_id=d.device_id, officer_id=d.officer_id, seq=frame.header.seq, code=code)
+            self._ack(frame)
             return
         await self._alerts.raise_alert(
             agency_id=d.agency_id, device_id=d.device_id, seq=frame.header.seq, kind=kind,
@@ -291,6 +297,12 @@ class IngestService:
             device_time=device_time(frame.header), location=frame.location,
             received_monotonic=received,
         )
+        self._ack(frame)
+
+    def _ack(self, frame: VerifiedFrame) -> None:
+        """The event is handled and stored: the device may stop resending it (EVENT_ACK)."""
+        if self._downlink is not None:
+            self._downlink.ack_event(frame.device.agency_id, frame.device.device_id, frame.header.seq, frame.gateway)
 
     async def run(self) -> None:
         """Consume uplink frames forever on two connections, reconnecting each with jittered

@@ -78,5 +78,7 @@ async def test_man_down_incident_acknowledged_help_reaches_device(database_url, 
         assert [x["id"] for x in (await http.get("/api/v1/alerts", headers=sup)).json()] == [incident_id]
         async with rt.engine.connect() as conn:
             sent = (await conn.execute(sa.select(t.downlink_commands))).mappings().all()
+        sent = [c for c in sent if c["command"] == "help_coming"]  # event acks and time syncs go too
         assert len(sent) == 1 and sent[0]["result_ok"] is True and sent[0]["gateway_id"] == a.gateway.gateway_id
-        assert wearable.commands[0][0] == sent[0]["seq"] and wearable.rejected_commands == 0
+        help_commands = [c for c in wearable.commands if c[1] == 2]  # firmware.frame.COMMAND_HELP_COMING
+        assert help_commands[0][0] == sent[0]["seq"] and wearable.rejected_commands == 0

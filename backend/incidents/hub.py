@@ -120,6 +120,7 @@ class LiveHub:
         self._subs: dict[str, set[Subscription]] = collections.defaultdict(set)
         self._recent: dict[str, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=replay_buffer))
         self._latest: dict[str, dict[tuple, dict]] = collections.defaultdict(dict)  # coalesced: the latest per subject
+        self._last: dict[str, int] = {}
         self._forgotten: dict[str, int] = {}  # the id of the newest event pushed out of the replay buffer
         self.dropped = 0  # subscribers closed for falling behind (counted for /metrics and tests)
 
@@ -133,6 +134,11 @@ class LiveHub:
         backlog += [e for e in self._latest[agency].values() if e["id"] > after_id]
         return sub, sorted(backlog, key=lambda e: e["id"])
 
+    def last_id(self, agency: str) -> int:
+        """The id of the agency's newest event (before any: just below this process's first id), so a
+        client that saw nothing yet still resumes from where it subscribed."""
+        return self._last.get(agency, self._first_id - 1)
+
     def complete_since(self, agency: str, after_id: int) -> bool:
         """Whether the backlog after ``after_id`` is whole: nothing newer has left the replay
         buffer, and the id is from this process's time or later (else the page reloads)."""
@@ -140,6 +146,7 @@ class LiveHub:
 
     def publish(self, agency: str, event_type: str, data: dict) -> dict:
         event = {"id": next(self._ids), "type": event_type, "agency": agency, "data": data}
+        self._last[agency] = event["id"]
         key = _key(event)
         if key is None:
             recent = self._recent[agency]

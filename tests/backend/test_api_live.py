@@ -77,10 +77,11 @@ async def test_a_connection_that_falls_behind_is_closed_with_a_reason_and_resume
 
 
 async def test_the_feed_says_it_is_alive(backend):
-    running, token, _ = backend
+    running, token, agency = backend
     async with websockets.connect(await live_url(running.url, token)) as ws:
         hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
-        assert hello == {"type": "hello", "data": {"heartbeat_s": 0.3, "resumed": False, "complete": True}}
+        assert hello == {"type": "hello", "data": {"heartbeat_s": 0.3, "resumed": False, "complete": True,
+                                                   "last_event_id": running.runtime.hub.last_id(agency)}}
         beats = [m for m in await _until(ws, lambda m: m["type"] == "heartbeat") if m["type"] == "heartbeat"]
         for _ in range(3):
             beats += [m for m in await _until(ws, lambda m: m["type"] == "heartbeat") if m["type"] == "heartbeat"]

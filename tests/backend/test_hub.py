@@ -92,3 +92,13 @@ class TestFallingBehind:
         assert not hub.complete_since("a", first)
         assert hub.complete_since("a", first + 5)
         assert not LiveHub(now=lambda: 2000.0).complete_since("a", first)  # an id from before a restart
+
+
+def test_a_client_that_saw_nothing_resumes_from_where_it_subscribed():
+    hub = LiveHub(now=lambda: 1000.0)
+    start = hub.last_id("a")
+    assert hub.complete_since("a", start)
+    hub.publish("a", "alert", {"n": 1})
+    _, backlog = hub.subscribe("a", start)
+    assert [e["data"]["n"] for e in backlog] == [1]
+    assert hub.last_id("a") == backlog[-1]["id"]

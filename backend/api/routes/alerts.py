@@ -217,18 +217,19 @@ async def live(websocket: WebSocket, caller: CallerDep, last_event_id: int | Non
     ``alert_evidence`` event once the purpose gate granted it and the grant was audited.
 
     The first message is ``hello`` (the heartbeat interval; whether the resume is complete, else
-    the page reloads the lists); then a ``heartbeat`` at least every ``live_heartbeat_s``, sent by
+    the page reloads the lists; the id the feed starts after, to resume from if nothing follows); then a ``heartbeat`` at least every ``live_heartbeat_s``, sent by
     the loop that sends the events, so it stops when they stop. A connection that falls behind
     is closed with code 1013 and the reason."""
     await websocket.accept()
     runtime = websocket.app.state.runtime
     every = runtime.settings.live_heartbeat_s
     sub, backlog = runtime.hub.subscribe(caller.agency_id, last_event_id)
+    start_id = runtime.hub.last_id(caller.agency_id) if last_event_id is None else last_event_id
     to_judge: asyncio.Queue[dict] = asyncio.Queue()
     unjudged_logged = False
 
     judged: dict[str, str] = {}  # alert id -> the evidence last judged on this connection
-    sent_id = last_event_id
+    sent_id = start_id
 
     async def send(event: dict) -> None:
         nonlocal sent_id
@@ -247,7 +248,7 @@ async def live(websocket: WebSocket, caller: CallerDep, last_event_id: int | Non
     async def push() -> None:
         complete = last_event_id is None or runtime.hub.complete_since(caller.agency_id, last_event_id)
         await websocket.send_json({"type": "hello", "data": {"heartbeat_s": every, "resumed": last_event_id is not None,
-                                                             "complete": complete}})
+                                                             "complete": complete, "last_event_id": start_id}})
         for event in backlog:
             await send(event)
         await websocket.send_json(_heartbeat(runtime, sent_id))

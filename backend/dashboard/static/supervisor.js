@@ -14,6 +14,8 @@ const VITALS_REFRESH_MS = 3000;
 // do not all return in the same instant after an outage.
 const RECONNECT_BASE_MS = 500;
 const RECONNECT_CAP_MS = 15000;
+// The server closes a connection that fell behind with this code and the reason (RFC 6455 "try again later").
+const FELL_BEHIND = 1013;
 
 const alerts = new Map();      // alert id -> the alert as the backend last described it
 const officers = new Map();    // officer id -> their status as the backend last described it
@@ -323,10 +325,11 @@ function closeVitals(message) {
 
 // ---- live feed ----------------------------------------------------------------------------
 
-function setConn(state, text) {
+function setConn(state, text, title) {
   const badge = $("feed-state");
   badge.className = `conn ${state}`;
   badge.textContent = text;
+  if (title) badge.title = title; else badge.removeAttribute("title");
 }
 
 async function loadAlerts() {
@@ -337,11 +340,47 @@ async function loadAlerts() {
   }
 }
 
-function reconnectLater() {
+function reconnectLater(why) {
   const delay = Math.random() * Math.min(RECONNECT_CAP_MS, RECONNECT_BASE_MS * 2 ** attempt);
   attempt += 1;
-  setConn("down", `✕ Disconnected — reconnecting (attempt ${attempt})`);
+  setConn("down", `✕ ${why || "Disconnected"} — reconnecting (attempt ${attempt})`);
   setTimeout(connect, delay);
+}
+
+// The Live badge follows the server's heartbeat, not the open socket: a feed that stopped
+// sending (a stuck connection, a proxy holding it open) is shown as stopped within a few
+// heartbeats and reconnected, resuming from the last event id.
+const MISSED_BEATS = 3;
+const HELLO_WAIT_S = 5;  // until the hello says the server's interval
+let heartbeatS = null;   // from the server's hello
+let lastHeard = 0;       // Date.now() of the last message on the current socket
+
+function heard(ws, event) {
+  lastHeard = Date.now();
+  if (event.type === "hello") {
+    heartbeatS = event.data.heartbeat_s;
+    if (lastEventId == null) lastEventId = event.data.last_event_id;  // nothing seen yet: resume from here
+    // After a blip: the backlog after last_event_id follows on the socket; the REST list and the
+    // board reconcile what is older than the hub's replay buffer (the hello says if it is whole).
+    if (event.data.resumed || !event.data.complete) { loadAlerts(); loadBoard(); }
+  }
+  if (event.type === "hello" || event.type === "heartbeat") {
+    attempt = 0;
+    const problems = (event.data && event.data.problems) || [];
+    if (problems.length) setConn("degraded", `● Live — backend degraded: ${problems[0]}`, problems.join("\n"));
+    else setConn("live", "● Live", event.data && event.data.time ? `server heartbeat at ${when(event.data.time)}` : null);
+  }
+}
+
+function watchHeartbeat() {
+  const ws = socket;
+  if (!ws || ws.readyState !== WebSocket.OPEN) return;
+  const silent = (Date.now() - lastHeard) / 1000;
+  if (silent > MISSED_BEATS * (heartbeatS ?? HELLO_WAIT_S)) {
+    socket = null;  // this socket's close is not another reconnect
+    try { ws.close(4000, "no heartbeat"); } catch { /* already closing */ }
+    reconnectLater(`No heartbeat from the server for ${Math.round(silent)} s`);
+  }
 }
 
 // The socket opens with a one-time ticket fetched with the signed-in token: the token itself
@@ -357,7 +396,7 @@ async function connect() {
       notify(explain(err, "The live feed"));
       return;
     }
-    reconnectLater();
+    reconnectLater("The backend cannot be reached");
     return;
   }
   const proto = location.protocol === "https:" ? "wss" : "ws";
@@ -365,28 +404,33 @@ async function connect() {
   if (lastEventId != null) params.set("last_event_id", String(lastEventId));
   const ws = new WebSocket(`${proto}://${location.host}${API}/ws?${params}`);
   socket = ws;
-  ws.onopen = () => {
-    attempt = 0;
-    setConn("live", "● Live");
-    // After a blip: the backlog after last_event_id arrives on the socket; the REST list and the
-    // board reconcile anything older than the hub's replay buffer.
-    if (lastEventId != null) { loadAlerts(); loadBoard(); }
-  };
+  heartbeatS = null;
+  // open is not "live": the badge waits for the server's hello
+  ws.onopen = () => { lastHeard = Date.now(); };
   ws.onmessage = (msg) => {
+    if (socket !== ws) return;
     const event = JSON.parse(msg.data);
-    if (typeof event.id === "number") lastEventId = event.id;
+    if (typeof event.id === "number") lastEventId = lastEventId == null ? event.id : Math.max(lastEventId, event.id);
+    heard(ws, event);
     if (event.type === "alert") upsert(event.data, true);
     else if (event.type === "alert_evidence") evidence(event.data);
     else if (event.type === "officer_status") officerStatus(event.data);
   };
   ws.onclose = (ev) => {
     if (socket !== ws) return;
+    socket = null;
     if (ev.code === 4403) {
       setConn("down", "✕ Live feed refused");
       notify(`The live feed was refused: ${ev.reason || "not allowed"}`);
       return;
     }
-    reconnectLater();  // 4401 too: a ticket that expired on the way; the next fetch tells a signed-out page
+    if (ev.code === FELL_BEHIND) {
+      attempt = 0;  // the server asked for it: back at once, resuming where the page left off
+      reconnectLater(`The feed closed: ${ev.reason || "this page fell behind"}`);
+      return;
+    }
+    // 4401 too: a ticket that expired on the way; the next fetch tells a signed-out page
+    reconnectLater(ev.reason ? `Disconnected: ${ev.reason}` : "Disconnected");
   };
 }
 
@@ -402,6 +446,7 @@ async function main() {
   await loadAlerts();
   setInterval(() => {
     for (const t of document.querySelectorAll("time.ago")) t.textContent = ago(t.getAttribute("datetime"));
+    watchHeartbeat();
   }, 1000);
   setInterval(renderBoard, 15000);  // "seen … ago" and offline after silence
   setInterval(loadBoard, 60000);    // officers coming on and off shift

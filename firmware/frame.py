@@ -414,3 +414,12 @@ class ReplayGuard:
             self.highest = seq
         else:
             self._seen |= 1 << (self.highest - seq)
+
+    def state(self):
+        """(highest, bitmap) to save: bit i set means highest - i was accepted."""
+        return self.highest, self._seen
+
+    def restore(self, highest, seen):
+        """Continue from a saved state (the backend's windows across a restart)."""
+        self.highest = highest
+        self._seen = seen & ((1 << self.window) - 1)

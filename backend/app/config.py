@@ -34,6 +34,9 @@ class BackendSettings(BaseSettings):
     journal_dir: Path = Field(Path(".vigil/journal"), description=(
         "local directory (owner-only) of the fsynced journal: an event's alert is written here before its frame is "
         "acknowledged, and stored from here at start-up after a crash; one file per mqtt_client_id"))
+    replay_save_interval_s: float = Field(2.0, gt=0, description=(
+        "how often each device's replay window (of frames acknowledged to the broker) is saved, so a restart "
+        "refuses old frames; a crash forgets at most this much"))
     alert_write_wait_s: float = Field(2.0, gt=0, description=(
         "how long a supervisor's acknowledge or resolve waits for PostgreSQL before answering (journaled either way)"))
     registry_refresh_s: float = Field(10.0, gt=0, description="how often to reload devices and assignments")

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from backend.incidents.alerts import AlertService
 from backend.incidents.events import IncidentEvents
 from backend.incidents.journal import AlertJournal
+from backend.ingest.replay_state import ReplayStateWriter
 from backend.incidents.store import AlertStore
 from backend.identity.auth import RevokedTokens
 from backend.identity.keys import with_keys
@@ -75,6 +76,7 @@ class Runtime:
         self.detection = DetectionService(settings, self.engine, self.registry, self.alerts, self.hub, self.metrics,
                                           status=self.status)
         self.dead_letters = DeadLetters(self.engine, self.metrics)
+        self.replay_state = ReplayStateWriter(self.engine, self.registry)
         self.ingest = IngestService(settings, self.registry, self.alerts, self.metrics, self.detection, self.dead_letters,
                                     downlink=self.downlink)
         self.storage_mode: str | None = None
@@ -95,6 +97,8 @@ class Runtime:
             tg.create_task(keep("alert-storage", lambda: self.alert_store.run_retry(self.stop, self.settings.db_retry_interval_s)),
                            name="alert-storage")
             tg.create_task(keep("partitions", self._maintenance_loop), name="partitions")
+            tg.create_task(keep("replay-state", lambda: self.replay_state.run(self.stop, self.settings.replay_save_interval_s)),
+                           name="replay-state")
             tg.create_task(keep("dead-letters", lambda: self.dead_letters.run(self.stop, self.settings.db_retry_interval_s)),
                            name="dead-letters")
             tg.create_task(keep("detection", lambda: self.detection.run(self.stop)), name="detection")
@@ -160,5 +164,10 @@ class Runtime:
 
     async def close(self) -> None:
         self.stop.set()
+        try:  # a clean stop leaves nothing acknowledged unsaved
+            await self.replay_state.save()
+        except (sa.exc.SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
+            log.error("replay windows not saved at stop (%s): frames of the last %.0f s could be replayed once",
+                      exc.__class__.__name__, self.settings.replay_save_interval_s)
         await self.engine.dispose()
         self.alert_journal.close()

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.db import schema as t
 from backend.identity.security import unwrap_device_key
+from backend.ingest import replay_state
 from firmware import frame as F
 
 log = logging.getLogger("vigil.registry")
@@ -29,9 +30,19 @@ class DeviceRecord:
     officer_name: str | None
     officer_unit: str | None
     replay: F.ReplayGuard = field(default_factory=F.ReplayGuard)
+    # the frames acknowledged to the broker: saved, and what a restart refuses (ingest/replay_state.py)
+    acked: F.ReplayGuard = field(default_factory=F.ReplayGuard)
     # Registered gateways that serve this device; empty: none registered (the broker's ACL alone
     # decides who may publish for it).
     gateways: frozenset[str] = frozenset()
+
+
+def _seeded(saved: F.ReplayGuard | None) -> F.ReplayGuard:
+    """A fresh window, or a copy of the saved one."""
+    guard = F.ReplayGuard()
+    if saved is not None:
+        guard.restore(*saved.state())
+    return guard
 
 
 class DeviceRegistry:
@@ -41,6 +52,26 @@ class DeviceRegistry:
         self.devices: dict[int, DeviceRecord] = {}
         self.unreadable: set[int] = set()  # devices whose wrapped key does not open (logged once each)
         self.loaded = False
+        self._acked_changed: set[int] = set()
+
+    def acknowledged(self, frames) -> None:
+        """These verified frames were acknowledged to the broker: it will never hand them back."""
+        for frame in frames:
+            if frame is None:
+                continue
+            record = frame.device
+            try:
+                record.acked.accept(frame.header.seq)
+            except F.FrameError:  # older than the saved window: nothing to add
+                continue
+            self._acked_changed.add(record.device_id)
+
+    def take_acked_changes(self) -> set[int]:
+        changed, self._acked_changed = self._acked_changed, set()
+        return changed
+
+    def mark_acked_changed(self, device_ids) -> None:
+        self._acked_changed.update(device_ids)
 
     def get(self, device_id: int) -> DeviceRecord | None:
         return self.devices.get(device_id)
@@ -66,6 +97,9 @@ class DeviceRegistry:
             gateways: dict[int, set[str]] = {}
             for device_id, gateway_id in (await conn.execute(served)).all():
                 gateways.setdefault(device_id, set()).add(gateway_id)
+            new_ids = [row.id for row in rows if row.id not in self.devices]
+            # a device first seen by this process continues the window saved before a restart
+            saved = await replay_state.load(conn, new_ids) if new_ids else {}
         fresh: dict[int, DeviceRecord] = {}
         for row in rows:
             old = self.devices.get(row.id)
@@ -85,7 +119,8 @@ class DeviceRegistry:
             fresh[row.id] = DeviceRecord(
                 device_id=row.id, agency_id=row.agency_id, keys=keys, status=row.status,
                 placement=row.placement, officer_id=row.officer_id, officer_name=row.name,
-                officer_unit=row.unit, replay=old.replay if old else F.ReplayGuard(),
+                officer_unit=row.unit, replay=old.replay if old else _seeded(saved.get(row.id)),
+                acked=old.acked if old else _seeded(saved.get(row.id)),
                 gateways=frozenset(gateways.get(row.id, ())),
             )
         self.devices = fresh

@@ -101,6 +101,9 @@ class FrameVerifier:
                     results[i] = VerifiedFrame(device, gateway, header, decoded, None)
         return results
 
+    def acknowledged(self, frames: list) -> None:
+        self._registry.acknowledged(frames)
+
     def _open(self, topic: str, payload: bytes) -> tuple[DeviceRecord, str, F.Header, bytes]:
         """Raise FrameRejected, or return the frame's device, gateway, header and decrypted
         payload (its seq now consumed)."""
@@ -339,8 +342,9 @@ class IngestService:
                         self.connected.set()
                         self.disconnected_since = None
                     async for batch in uplink.batches():
-                        await self.handle_batch(batch)
+                        frames = await self.handle_batch(batch)
                         uplink.ack(batch)  # QoS 1: acknowledged once handled
+                        self._verifier.acknowledged(frames)  # never handed back: refused after a restart
                         await asyncio.sleep(0)  # a full socket buffer must not starve the other tasks
             except aiomqtt.MqttError as exc:
                 connected.clear()

@@ -298,10 +298,10 @@ class Rig:
         self.t0 = time.monotonic()
         self.pg = infra.PrivatePostgres(workdir=self.workdir / "postgres")
         await asyncio.to_thread(self.pg.start)
-        self.stack.callback(self._stop_quietly, self.pg.stop, "immediate")
+        self.stack.push_async_callback(self._stopping, "PostgreSQL", self.pg.stop, "immediate")
         self.broker = infra.PrivateMosquitto(workdir=self.workdir / "mosquitto")
         await asyncio.to_thread(self.broker.start)
-        self.stack.callback(self.broker.stop)
+        self.stack.push_async_callback(self._stopping, "Mosquitto", self.broker.stop)
         self.db_url = self.pg.url.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + "/vigil_faults"
         settings = BackendSettings(database_url=self.db_url, secret_key=self.secret, token_key=self.token_key)
         await asyncio.to_thread(db.upgrade, settings)
@@ -314,7 +314,7 @@ class Rig:
                           escalate_after_s=3600)
         self.backend = BackendProcess(env, self.workdir / "backend.log")
         await asyncio.to_thread(self.backend.start)
-        self.stack.callback(self.backend.stop)
+        self.stack.push_async_callback(self._stopping, "backend", self.backend.stop)
         self.token = await bench_supervisor(self.db_url, self.backend.url, AGENCY)
         self.say(f"backend up at {self.backend.url} (pid {self.backend.pid})")
 
@@ -327,7 +327,7 @@ class Rig:
             "VIGIL_GATEWAY_QUEUE_PATH": str(self.workdir / "gateway-queue.sqlite3"),
             "VIGIL_GATEWAY_METRICS_PORT": str(infra.free_port())}, self.workdir / "gateway.log")
         self.gateway.start()
-        self.stack.callback(self.gateway.stop)
+        self.stack.push_async_callback(self._stopping, "gateway", self.gateway.stop)
         from firmware import profile
         linked = await _until(lambda: all(r.is_notifying(profile.TELEMETRY_CHAR_UUID) for r in self.fleet.radios.values()), 90)
         if not linked:
@@ -339,10 +339,16 @@ class Rig:
         self.stack.push_async_callback(self.engine.dispose)
         self.say(f"gateway linked to {len(self.device_ids)} wearables; supervisor on the live feed")
 
-    @staticmethod
-    def _stop_quietly(stop, *args) -> None:
-        with contextlib.suppress(Exception):
-            stop(*args)
+    async def _stopping(self, what: str, stop, *args) -> None:
+        """Stop one part at the end, in a thread: the virtual BlueZ in this event loop must keep
+        answering the gateway while it disconnects. Says so when it is slow or fails."""
+        began = time.monotonic()
+        try:
+            await asyncio.to_thread(stop, *args)
+        except Exception as exc:  # a part that was already down at the end
+            self.say(f"stopping {what}: {type(exc).__name__}: {exc}")
+        if time.monotonic() - began > 2.0:
+            self.say(f"stopping {what} took {time.monotonic() - began:.1f} s")
 
     async def _provision(self, settings) -> None:
         from backend.db import engine as db
@@ -405,6 +411,13 @@ def coverage(rows) -> tuple[int, int]:
 
 
 # ---- the faults -----------------------------------------------------------------------------------
+
+def _after_ready(p: Press) -> float:
+    """Seconds from when the SOS could be served (the later of the press and the broken part's
+    return) to the screen; 0 when the page beat our notice of the return (/health is polled
+    every 0.1 s)."""
+    return max(0.0, p.on_screen - max(p.pressed, p.ready or p.pressed))
+
 
 class FaultRunner:
     def __init__(self, rig: Rig):
@@ -478,10 +491,10 @@ class FaultRunner:
         row.pushed = sum(1 for p in presses if p.on_screen is not None)
         row.duplicate_alerts = sum(max(0, p.stored - 1) for p in presses)
         row.duplicate_pages = sum(max(0, p.pages - 1) for p in presses)
-        times = [p.on_screen - max(p.pressed, p.ready or p.pressed) for p in presses if p.on_screen is not None]
+        times = [_after_ready(p) for p in presses if p.on_screen is not None]
         row.recovery_s = round(max(times), 3) if times else None
         row.presses = [{"device": f"{p.device_id:#010x}", "seq": p.seq, "phase": p.phase,
-                        "on_screen_after_s": None if p.on_screen is None else round(p.on_screen - max(p.pressed, p.ready or p.pressed), 3),
+                        "on_screen_after_s": None if p.on_screen is None else round(_after_ready(p), 3),
                         "press_to_screen_s": None if p.on_screen is None else round(p.on_screen - p.pressed, 3),
                         "alert_rows": p.stored, "pages": p.pages} for p in presses]
 
@@ -663,9 +676,10 @@ class FaultRunner:
         await _until(lambda: all(rig.feed.sos_pages(p.device_id) for p in presses), self.config.settle_s)
         async with httpx.AsyncClient(base_url=rig.backend.url, timeout=5) as http:
             health = await http.get("/api/v1/health")
-        poison_pages = sum(1 for _, d in rig.feed.changes if d.get("device_id") == POISON_DEVICE_ID)
+        poison_pages = sorted({d.get("kind") for _, d in rig.feed.changes if d.get("device_id") == POISON_DEVICE_ID
+                               and d.get("change") == "raised"})
         row.notes.append(f"{len(messages)} poison messages; health {health.status_code} afterwards; "
-                         f"{poison_pages} page(s) of the poisoned device; dead letters {await self._dead_letters()}")
+                         f"poisoned device paged for {poison_pages or 'nothing'}; dead letters {await self._dead_letters()}")
         return presses
 
     async def _dead_letters(self) -> int | str:

@@ -251,8 +251,9 @@ def find_impact(accel: np.ndarray, sampling_rate: float, *, new_samples: int | N
     return np.where(found, best + lo, -1).astype(np.intp)
 
 
-def fall_probability(features: np.ndarray, model: FallModel) -> np.ndarray:
-    """Probability of a fall for feature rows (n, len(FEATURE_NAMES)) under ``model``.
+def fall_probability(features: np.ndarray, model: FallModel, *, trees: int | None = None) -> np.ndarray:
+    """Probability of a fall for feature rows (n, len(FEATURE_NAMES)) under ``model``;
+    ``trees`` uses only the first that many boosting rounds (a smaller model of the same fit).
 
     Examples
     --------
@@ -265,7 +266,8 @@ def fall_probability(features: np.ndarray, model: FallModel) -> np.ndarray:
         raise InvalidSignalError(f"features must be (n, {len(model.feature_names)}), got {x.shape}")
     if x.shape[0] == 0:
         return np.zeros(0)
-    trees = np.arange(model.leaves.shape[0])[None, :]
+    used = model.leaves.shape[0] if trees is None else int(np.clip(trees, 1, model.leaves.shape[0]))
+    trees = np.arange(used)[None, :]
     depth = int(np.log2(model.leaves.shape[1]))
     leaf = np.zeros((x.shape[0], trees.size), dtype=np.intp)   # position within the level
     for level in range(depth):
@@ -414,28 +416,30 @@ def fit_fall_classifier(
     thresholds = np.full((n_trees, inner), BoostedTrees.NO_SPLIT)
     leaves = np.zeros((n_trees, 2 ** depth))
     rows = np.arange(n)
+    feature_offset = np.arange(nf)[None, :]
+    no_edge = ~np.isfinite(edges)[:, None, :]   # (features, 1, bins - 1)
     for t in range(n_trees):
         p = 1.0 / (1.0 + np.exp(-pred))
         g, h = p - y, p * (1 - p)
         node = np.zeros(n, dtype=np.intp)   # position within the level
         for level in range(depth):
             nodes = 2 ** level
-            best_gain = np.zeros(nodes)
-            best_f = np.zeros(nodes, dtype=np.intp)
-            best_b = np.full(nodes, -1)
-            for f in range(nf):
-                key = node * n_bins + xb[:, f]
-                gs = np.bincount(key, g, nodes * n_bins).reshape(nodes, n_bins)
-                hs = np.bincount(key, h, nodes * n_bins).reshape(nodes, n_bins)
-                gl, hl = np.cumsum(gs, axis=1)[:, :-1], np.cumsum(hs, axis=1)[:, :-1]
-                gt, ht = gs.sum(axis=1, keepdims=True), hs.sum(axis=1, keepdims=True)
-                gain = gl ** 2 / (hl + l2) + (gt - gl) ** 2 / (ht - hl + l2) - gt ** 2 / (ht + l2)
-                gain[:, ~np.isfinite(edges[f])] = -np.inf
-                gain[(hl < min_hessian) | (ht - hl < min_hessian)] = -np.inf
-                b = np.argmax(gain, axis=1)
-                gb = gain[np.arange(nodes), b]
-                better = gb > best_gain
-                best_gain[better], best_f[better], best_b[better] = gb[better], f, b[better]
+            # gradient and hessian histograms of every (feature, node, bin) in one pass each
+            key = ((feature_offset * nodes + node[:, None]) * n_bins + xb).ravel()
+            size = nf * nodes * n_bins
+            gs = np.bincount(key, np.repeat(g, nf), size).reshape(nf, nodes, n_bins)
+            hs = np.bincount(key, np.repeat(h, nf), size).reshape(nf, nodes, n_bins)
+            gl, hl = np.cumsum(gs, axis=2)[..., :-1], np.cumsum(hs, axis=2)[..., :-1]
+            gt, ht = gs.sum(axis=2, keepdims=True), hs.sum(axis=2, keepdims=True)
+            gain = gl ** 2 / (hl + l2) + (gt - gl) ** 2 / (ht - hl + l2) - gt ** 2 / (ht + l2)
+            gain[np.broadcast_to(no_edge, gain.shape)] = -np.inf
+            gain[(hl < min_hessian) | (ht - hl < min_hessian)] = -np.inf
+            bin_of = np.argmax(gain, axis=2)                       # (features, nodes)
+            gain_of = np.take_along_axis(gain, bin_of[..., None], axis=2)[..., 0]
+            best_f = np.argmax(gain_of, axis=0)                    # first feature on ties
+            best_gain = gain_of[best_f, np.arange(nodes)]
+            best_b = np.where(best_gain > 0, bin_of[best_f, np.arange(nodes)], -1)
+            best_f = np.where(best_gain > 0, best_f, 0)
             first = nodes - 1
             split = best_b >= 0
             feats[t, first:first + nodes] = best_f

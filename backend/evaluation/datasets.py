@@ -87,20 +87,47 @@ class SisfallRecording:
 _SISFALL_NAME = re.compile(r"([DF]\d\d)_(S[AE]\d\d)_(R\d\d)\.txt$")
 
 
-def load_sisfall(archive: Path, progress: Progress | None = None) -> list[SisfallRecording]:
-    """SisFall read straight from its .tar.xz: ADXL345 raw -> g (32/8192), 200 Hz -> 50 Hz."""
+def _sisfall_rows(raw: bytes) -> np.ndarray:
+    """One SisFall file's text -> (samples, 9) integers (every value in the files is an integer)."""
+    text = raw.decode("ascii").replace(";", " ").replace(",", " ")
+    flat = np.array(text.split(), dtype=np.int64)
+    return flat[: flat.size // 9 * 9].reshape(-1, 9)
+
+
+def load_sisfall(source: Path, progress: Progress | None = None) -> list[SisfallRecording]:
+    """SisFall files from a folder (searched recursively) or straight from the .tar.xz archive:
+    ADXL345 raw -> g (32/8192), 200 Hz -> 50 Hz.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``source`` does not exist, or holds no ``<CODE>_<SUBJECT>_<TRIAL>.txt`` files.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"SisFall data not found: {source} (a folder of SisFall .txt files or the .tar.xz)")
     out = []
-    with tarfile.open(archive) as tar:
-        members = [m for m in tar.getmembers() if m.isfile() and _SISFALL_NAME.search(m.name)]
-        for i, member in enumerate(members, 1):
-            code, subject, trial = _SISFALL_NAME.search(member.name).groups()
-            text = tar.extractfile(member).read().decode("ascii")
-            flat = np.array(text.replace(";", " ").replace(",", " ").split(), dtype=float)
-            rows = flat[: flat.size // 9 * 9].reshape(-1, 9)
-            accel_g = rows[:, 0:3] * 32.0 / 8192.0
-            accel_50 = resample_poly(accel_g, 1, SISFALL_RATE_HZ // int(DEVICE_RATE_HZ), axis=0).T
-            out.append(SisfallRecording(code, subject, trial, np.ascontiguousarray(accel_50)))
-            if progress and (i % 50 == 0 or i == len(members)):
-                progress(i, len(members), member.name)
+
+    def add(name: str, raw: bytes) -> None:
+        code, subject, trial = _SISFALL_NAME.search(name).groups()
+        accel_g = _sisfall_rows(raw)[:, 0:3] * 32.0 / 8192.0
+        accel_50 = resample_poly(accel_g, 1, SISFALL_RATE_HZ // int(DEVICE_RATE_HZ), axis=0).T
+        out.append(SisfallRecording(code, subject, trial, np.ascontiguousarray(accel_50)))
+
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*.txt") if _SISFALL_NAME.search(p.name))
+        for i, path in enumerate(files, 1):
+            add(path.name, path.read_bytes())
+            if progress and (i % 50 == 0 or i == len(files)):
+                progress(i, len(files), path.name)
+    else:
+        with tarfile.open(source) as tar:
+            members = [m for m in tar.getmembers() if m.isfile() and _SISFALL_NAME.search(m.name)]
+            for i, member in enumerate(members, 1):
+                add(member.name, tar.extractfile(member).read())
+                if progress and (i % 50 == 0 or i == len(members)):
+                    progress(i, len(members), member.name)
+    if not out:
+        raise FileNotFoundError(f"no SisFall files (<CODE>_<SUBJECT>_<TRIAL>.txt) in {source}")
     out.sort(key=lambda r: (r.subject, r.code, r.trial))
     return out

@@ -104,29 +104,32 @@ def training_labels(recordings, cands: Candidates, ref: np.ndarray) -> tuple[np.
 
 
 def leave_one_subject_out(recordings, cands: Candidates, label, usable, *, n_trees: int, depth: int,
-                          progress: Progress | None = None) -> np.ndarray:
-    """Probability of every candidate from a classifier that never saw its subject."""
+                          learning_rate: float = 0.05, progress: Progress | None = None) -> np.ndarray:
+    """Probability of every candidate from a classifier that never saw its subject, with the
+    settings given (no selection: see :func:`nested_leave_one_subject_out` for that)."""
     subjects = np.array([recordings[i].subject for i in cands.recording])
     prob = np.zeros(len(label))
     names = sorted(set(subjects))
     for k, subject in enumerate(names, 1):
         train = usable & (subjects != subject)
         test = subjects == subject
-        model = fit_fall_classifier(cands.features[train], label[train], n_trees=n_trees, depth=depth)
+        model = fit_fall_classifier(cands.features[train], label[train], n_trees=n_trees, depth=depth,
+                                    learning_rate=learning_rate)
         prob[test] = fall_probability(cands.features[test], model)
         if progress:
             progress(k, len(names), f"held out {subject}")
     return prob
 
 
-def fit_all(cands: Candidates, label, usable, *, n_trees: int, depth: int) -> FallModel:
-    return fit_fall_classifier(cands.features[usable], label[usable], n_trees=n_trees, depth=depth)
+def fit_all(cands: Candidates, label, usable, *, n_trees: int, depth: int, learning_rate: float = 0.05) -> FallModel:
+    return fit_fall_classifier(cands.features[usable], label[usable], n_trees=n_trees, depth=depth,
+                               learning_rate=learning_rate)
 
 
 def score(recordings, cands: Candidates, ref: np.ndarray, prob: np.ndarray, threshold: float) -> dict:
     """Per-recording figures: sensitivity, specificity, false events per hour, latency, breakdowns."""
     rate = DEVICE_RATE_HZ
-    fired = prob >= threshold
+    fired = prob >= threshold   # threshold: one value, or one per candidate (nested selection)
     n = len(recordings)
     is_fall = np.array([r.is_fall for r in recordings], bool)
     near = np.abs(cands.impact_s - ref[cands.recording]) <= MATCH_S
@@ -156,7 +159,7 @@ def score(recordings, cands: Candidates, ref: np.ndarray, prob: np.ndarray, thre
         by_group[r.group + " ADL"][2] += 1
     lat = latency[is_fall & detected]
     return {
-        "threshold": threshold,
+        "threshold": float(np.median(threshold)) if np.ndim(threshold) else float(threshold),
         "fall_recordings": int(is_fall.sum()),
         "adl_recordings": int((~is_fall).sum()),
         "adl_hours": adl_hours,
@@ -192,3 +195,160 @@ def rule_probability(cands: Candidates) -> np.ndarray:
         col = cands.features[:, FEATURE_NAMES.index(name)]
         ok &= col >= value if side == ">=" else col <= value
     return ok.astype(float)
+
+
+# ---- nested leave-one-subject-out selection -------------------------------------------------
+
+# What selection searches: tree depth and number of boosting rounds (prefixes of one fit, so
+# free), at a fixed learning rate; the probability threshold is chosen for each grid point.
+# Ordered simplest first: on a tie the simpler model wins.
+DEPTHS = (2, 3)
+TREE_COUNTS = (50, 100, 150, 200, 300)
+LEARNING_RATE = 0.1
+THRESHOLD_GRID = tuple(np.round(np.arange(0.05, 0.991, 0.01), 2))
+# the targets, as error budgets: a missed fall costs 1/1 %, a flagged daily activity 1/0.5 %
+MISS_BUDGET, FLAG_BUDGET = 0.01, 0.005
+
+
+@dataclass(frozen=True)
+class RecordingScores:
+    """Per recording, what a threshold acts on: the highest probability of a candidate at the
+    fall's impact (fall recordings) or of any candidate (daily activities)."""
+
+    is_fall: np.ndarray   # (recordings,) bool
+    best: np.ndarray      # (recordings,) highest relevant probability, -1 when none
+
+
+def recording_scores(recordings, cands: Candidates, ref: np.ndarray, prob: np.ndarray, keep: np.ndarray) -> RecordingScores:
+    """:class:`RecordingScores` of the recordings where ``keep`` is true (others get -1)."""
+    is_fall = np.array([r.is_fall for r in recordings], bool)
+    near = np.abs(cands.impact_s - ref[cands.recording]) <= MATCH_S
+    relevant = np.where(is_fall[cands.recording], near, True) & keep[cands.recording]
+    best = np.full(len(recordings), -1.0)
+    np.maximum.at(best, cands.recording[relevant], prob[relevant])
+    return RecordingScores(is_fall, best)
+
+
+def choose_threshold(scores: RecordingScores, keep: np.ndarray) -> tuple[float, float, dict]:
+    """The threshold with the lowest cost miss_rate/MISS_BUDGET + flag_rate/FLAG_BUDGET on the
+    recordings ``keep``; among equal costs the middle one. Returns (threshold, cost, figures)."""
+    falls, adl = keep & scores.is_fall, keep & ~scores.is_fall
+    t = np.asarray(THRESHOLD_GRID)[:, None]
+    miss = (scores.best[falls][None, :] < t).mean(axis=1) if falls.any() else np.zeros(len(t))
+    flag = (scores.best[adl][None, :] >= t).mean(axis=1) if adl.any() else np.zeros(len(t))
+    cost = miss / MISS_BUDGET + flag / FLAG_BUDGET
+    ties = np.flatnonzero(cost <= cost.min() + 1e-12)
+    k = int(ties[len(ties) // 2])
+    return float(THRESHOLD_GRID[k]), float(cost[k]), {"sensitivity": float(1 - miss[k]), "specificity": float(1 - flag[k])}
+
+
+def nested_leave_one_subject_out(recordings, cands: Candidates, label, usable, ref: np.ndarray,
+                                 progress: Progress | None = None) -> dict:
+    """Nested leave-one-subject-out: for each held-out (outer) subject, depth, rounds and the
+    probability threshold are chosen from inner leave-one-subject-out probabilities of the
+    other subjects only (each from trees fitted without that inner subject and without the
+    outer one); the outer subject is then scored by trees fitted on all the others with the
+    choice. A model fitted without subjects {a, b} serves as inner model both for outer a
+    (scoring b) and for outer b (scoring a), so each pair is fitted once per depth.
+
+    Returns the outer probability of every candidate, the threshold applied to each candidate,
+    the choice per outer subject with its inner figures, and the choice on all subjects."""
+    subj_of_rec = np.array([r.subject for r in recordings])
+    subjects = sorted(set(subj_of_rec))
+    cand_subj = subj_of_rec[cands.recording]
+    grid = [(d, n) for d in DEPTHS for n in TREE_COUNTS]
+    pairs = [(a, b) for i, a in enumerate(subjects) for b in subjects[i + 1:]]
+    total = len(DEPTHS) * (len(pairs) + len(subjects))
+    done = 0
+    # inner[(depth, trees)][subject a][subject b]: probabilities of b's candidates, fitted without a and b
+    inner = {g: {s: {} for s in subjects} for g in grid}
+    outer_prob = {g: np.zeros(len(label)) for g in grid}
+
+    def fit(exclude: set[str], depth: int):
+        rows = usable & ~np.isin(cand_subj, list(exclude))
+        return fit_fall_classifier(cands.features[rows], label[rows], n_trees=max(TREE_COUNTS), depth=depth,
+                                   learning_rate=LEARNING_RATE)
+
+    for depth in DEPTHS:
+        for a, b in pairs:
+            model = fit({a, b}, depth)
+            for n in TREE_COUNTS:
+                inner[(depth, n)][a][b] = fall_probability(cands.features[cand_subj == b], model, trees=n)
+                inner[(depth, n)][b][a] = fall_probability(cands.features[cand_subj == a], model, trees=n)
+            done += 1
+            if progress:
+                progress(done, total, f"depth {depth}, without {a} and {b}")
+        for a in subjects:
+            model = fit({a}, depth)
+            for n in TREE_COUNTS:
+                outer_prob[(depth, n)][cand_subj == a] = fall_probability(cands.features[cand_subj == a], model, trees=n)
+            done += 1
+            if progress:
+                progress(done, total, f"depth {depth}, without {a}")
+    all_prob = outer_prob   # leave-one-subject-out over all subjects: the selection for the shipped model
+
+    def select(train: list[str], prob_of) -> tuple[tuple[int, int], float, dict]:
+        keep = np.isin(subj_of_rec, train)
+        best = None
+        for g in grid:
+            scores = recording_scores(recordings, cands, ref, prob_of(g), keep)
+            t, cost, figures = choose_threshold(scores, keep)
+            if best is None or cost < best[2] - 1e-12:
+                best = (g, t, cost, figures)
+        g, t, cost, figures = best
+        return g, t, {**figures, "cost": cost}
+
+    threshold_per_cand = np.zeros(len(label))
+    prob = np.zeros(len(label))
+    choices = []
+    for a in subjects:
+        train = [s for s in subjects if s != a]
+
+        def prob_of(g, a=a, train=train):
+            p = np.zeros(len(label))
+            for b in train:
+                p[cand_subj == b] = inner[g][a][b]
+            return p
+        g, t, figures = select(train, prob_of)
+        here = cand_subj == a
+        prob[here] = outer_prob[g][here]
+        threshold_per_cand[here] = t
+        choices.append({"subject": a, "depth": g[0], "trees": g[1], "threshold": t, "inner": figures})
+    g_all, t_all, figures_all = select(subjects, lambda g: all_prob[g])
+    inner_mean = {k: float(np.mean([c["inner"][k] for c in choices])) for k in ("sensitivity", "specificity")}
+    return {"probability": prob, "threshold": threshold_per_cand, "choices": choices, "inner": inner_mean,
+            "all_data_choice": {"depth": g_all[0], "trees": g_all[1], "threshold": t_all,
+                                "learning_rate": LEARNING_RATE, "loso": figures_all},
+            "grid": {"depth": list(DEPTHS), "trees": list(TREE_COUNTS), "learning_rate": LEARNING_RATE,
+                     "thresholds": f"{THRESHOLD_GRID[0]}..{THRESHOLD_GRID[-1]} step 0.01"}}
+
+
+def man_down_cover(recordings, indices, ref: np.ndarray, *, placement: str = "waist", window_s: float = 2.0,
+                   hop_s: float = 0.5) -> list[dict]:
+    """For the fall recordings ``indices`` (the missed ones): whether the wearer is still and
+    lying when the file ends, since when (s after the impact), and so when man-down would
+    pre-alert and alarm (``pre_alert_s``/``alarm_s`` of stillness) *if the wearer stayed so*:
+    SisFall files end a few seconds after the fall, so the timers themselves cannot be observed."""
+    from models.activity import classify_activity
+
+    rate = DEVICE_RATE_HZ
+    cfg = thresholds_for(placement).man_down
+    win, hop = int(window_s * rate), int(hop_s * rate)
+    out = []
+    for i in indices:
+        r = recordings[i]
+        ends = np.arange(win, r.accel.shape[1] + 1, hop)
+        windows = np.stack([r.accel[:, e - win:e] for e in ends])
+        act = classify_activity(windows, rate, placement=placement)
+        ok = (act.activity == "still") & (act.posture == "lying")
+        since = np.nan
+        if ok[-1]:
+            k = len(ok) - 1
+            while k > 0 and ok[k - 1]:
+                k -= 1
+            since = (ends[k] - win) / rate - ref[i]
+        out.append({"recording": f"{r.code}_{r.subject}_{r.trial}", "still_and_lying_at_end": bool(ok[-1]),
+                    "still_from_s_after_impact": None if np.isnan(since) else round(float(since), 1),
+                    "pre_alert_s_after_impact": None if np.isnan(since) else round(float(since + cfg.pre_alert_s), 1),
+                    "alarm_s_after_impact": None if np.isnan(since) else round(float(since + cfg.alarm_s), 1)})
+    return out

@@ -355,3 +355,12 @@ device_replay = sa.Table(
     sa.Column("seen", sa.LargeBinary, nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# Per device, the window of telemetry sequence numbers whose samples are in raw_windows,
+# written with them (migration 0010); the journal's replay skips these frames.
+raw_stored = sa.Table(
+    "raw_stored", metadata,
+    sa.Column("device_id", sa.BigInteger, sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("highest", sa.BigInteger, nullable=False),
+    sa.Column("seen", sa.LargeBinary, nullable=False),
+)

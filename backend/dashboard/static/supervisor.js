@@ -2,6 +2,7 @@
 // resolve from the feed, the officer board (no heart rate), and an officer's vitals only for an
 // open incident with the purpose declared.
 import { PRIORITY_ICON, fill, API, ago, api, deviceHex, el, explain, labels, notify, startPage, svg, when } from "./common.js";
+import { alertMap } from "./map.js";
 
 const DEVICE_EVENTS = {
   sos: "SOS button pressed on the wearable",
@@ -44,6 +45,26 @@ export function explanationText(x) {
     .join("; ");
 }
 
+/** Why the alert stands as it is now: an incident upgraded by a later alert (a fall, then the
+ * device's man-down alarm) reads as the later one, with what came before listed as earlier. */
+export function reasonsOf(a) {
+  const x = a.explanation;
+  if (!x || typeof x !== "object") return { main: explanationText(x), earlier: [] };
+  const related = x.related || [];
+  let upgrade = -1;
+  for (let i = related.length - 1; i >= 0; i--) if (related[i].kind === a.kind) { upgrade = i; break; }
+  const first = explanationText(x);
+  if (upgrade < 0) return { main: first, earlier: [], also: related.map((r) => `${r.kind.replaceAll("_", " ")} — ${explanationText(r.explanation)}`) };
+  return {
+    main: explanationText(related[upgrade].explanation),
+    earlier: [first, ...related.filter((_, i) => i !== upgrade).map((r) => `${r.kind.replaceAll("_", " ")} — ${explanationText(r.explanation)}`)],
+    also: [],
+  };
+}
+
+// Escalation stands out until someone acknowledges: then dispatch has an owner for it.
+const escalatedNow = (a) => a.escalated && a.state !== "acknowledged" && a.state !== "resolved";
+
 function locationText(loc) {
   if (!loc || loc.lat == null || loc.lon == null) return null;
   return `${Number(loc.lat).toFixed(5)}, ${Number(loc.lon).toFixed(5)}${loc.source ? ` (${loc.source})` : ""}`;
@@ -71,7 +92,7 @@ async function loadUnits() {
 }
 
 function sortKey(a) {
-  return [a.state === "resolved" ? 1 : 0, a.escalated ? 0 : 1, a.priority, -Date.parse(a.raised_at)];
+  return [a.state === "resolved" ? 1 : 0, escalatedNow(a) ? 0 : 1, a.priority, -Date.parse(a.raised_at)];
 }
 
 function compare(a, b) {
@@ -84,23 +105,25 @@ function alertCard(a) {
   const open = a.state !== "resolved";
   const unit = unitOf(a.officer_id);
   const where = locationText(a.location);
-  const related = (a.explanation && a.explanation.related) || [];
+  const why = reasonsOf(a);
   const card = el("li", {
-    class: `alert p${a.priority}${a.escalated && open ? " escalated" : ""}${open ? "" : " resolved"}`,
+    class: `alert p${a.priority}${escalatedNow(a) ? " escalated" : ""}${open ? "" : " resolved"}`,
     dataset: { alertId: a.id, state: a.state, kind: a.kind },
     "aria-label": `${priorityText(a.priority)}: ${a.title || a.kind}, ${a.officer_name || "unassigned device"}`,
   },
   el("header", {},
     priorityBadge(a.priority),
     el("span", { class: "title" }, a.title || a.kind),
-    a.escalated && open ? el("span", { class: "tag escalated" }, "⚠ ESCALATED — not acknowledged in time; dispatch flagged") : null,
+    escalatedNow(a) ? el("span", { class: "tag escalated" }, "⚠ ESCALATED — not acknowledged in time; dispatch flagged") : null,
+    a.escalated && open && !escalatedNow(a) ? el("span", { class: "tag escalated-earlier" }, "escalated earlier, since acknowledged") : null,
     el("span", { class: "state" }, words.states[a.state] || a.state)),
   el("div", { class: "who-line" },
     a.officer_name || `Device ${deviceHex(a.device_id)} (no officer assigned)`,
     unit ? ` · ${unit}` : "",
     a.officer_id != null ? el("span", { class: "muted" }, ` · officer #${a.officer_id}`) : ""),
-  el("p", { class: "expl" }, explanationText(a.explanation)),
-  related.length ? el("ul", { class: "small" }, related.map((r) => el("li", {}, `also: ${r.kind} — ${explanationText(r.explanation)}`))) : null,
+  el("p", { class: "expl" }, why.main),
+  why.earlier.length ? el("ul", { class: "small earlier" }, why.earlier.map((t) => el("li", {}, `earlier: ${t}`))) : null,
+  why.also && why.also.length ? el("ul", { class: "small" }, why.also.map((t) => el("li", {}, `also: ${t}`))) : null,
   el("div", { class: "meta" },
     el("span", {}, "Raised ", el("time", { datetime: a.raised_at, class: "ago", title: when(a.raised_at) }, ago(a.raised_at))),
     el("span", {}, "Device ", deviceHex(a.device_id)),
@@ -147,6 +170,7 @@ function renderFeed() {
   const focusId = active && active.closest && active.closest("[data-alert-id]")?.dataset.alertId;
   const focusClass = active && active.className;
   fill($("feed"), ...openOnes.map(alertCard));
+  renderMap(openOnes);
   fill($("closed"), ...closed.map(alertCard));
   $("closed-count").textContent = String(closed.length);
   $("feed-empty").hidden = openOnes.length > 0;
@@ -154,6 +178,26 @@ function renderFeed() {
     const again = document.querySelector(`[data-alert-id="${CSS.escape(focusId)}"] .${String(focusClass).split(" ").pop()}`);
     if (again) again.focus();
   }
+}
+
+function renderMap(openOnes) {
+  const points = openOnes.filter((a) => a.location).map((a) => ({
+    id: a.id, lat: a.location.lat, lon: a.location.lon, priority: a.priority, source: a.location.source,
+    at: a.updated_at || a.raised_at, label: `${a.officer_name || deviceHex(a.device_id)} (${a.title || a.kind})`,
+  }));
+  const map = alertMap(points, { onPick: pickAlert });
+  fill($("map"), map);
+  $("map-empty").hidden = !!map;
+}
+
+function pickAlert(id) {
+  const card = document.querySelector(`#feed [data-alert-id="${CSS.escape(id)}"]`);
+  if (!card) return;
+  for (const c of document.querySelectorAll("li.alert.picked")) c.classList.remove("picked");
+  card.classList.add("picked");
+  card.scrollIntoView({ block: "center" });
+  const button = card.querySelector("button");
+  if (button) button.focus();
 }
 
 // ---- sound and announcements -------------------------------------------------------------
@@ -247,13 +291,20 @@ function renderBoard() {
       el("td", {}, el("span", { class: `status ${connected ? "ok" : "offline"}` },
         el("span", { "aria-hidden": "true" }, connected ? "●" : "○"), connected ? "Connected" : "Offline"),
         el("small", {}, deviceHex(r.device_id), r.last_seen ? ` · seen ${ago(r.last_seen)}` : "")),
-      el("td", {}, r.battery_pct == null ? "—" : `${Math.round(r.battery_pct)} %${r.charging ? " (charging)" : ""}`),
+      batteryCell(r),
       el("td", {}, el("span", { class: `status ${st.cls}` }, el("span", { "aria-hidden": "true" }, st.icon), st.text),
         reasons ? el("small", {}, reasons) : null,
         r.incident ? el("button", { type: "button", class: "vitals-open", onclick: () => openVitals(r) },
           "Open vitals for this incident") : null));
   }));
   $("board-empty").hidden = officers.size > 0;
+}
+
+function batteryCell(r) {
+  if (r.battery_pct == null) return el("td", {}, "—");
+  const low = (r.reasons || []).includes("battery_low");
+  const text = `${Math.round(r.battery_pct)} %${r.charging ? " (charging)" : ""}`;
+  return el("td", {}, low ? el("span", { class: "battery-warn", title: "battery low: the device may stop soon" }, "⚠ ", text, " low") : text);
 }
 
 async function loadBoard() {
@@ -271,13 +322,16 @@ async function loadBoard() {
 
 async function openVitals(row) {
   closeVitals();
-  vitalsFor = { officerId: row.officer_id, alertId: row.incident && row.incident.id, name: row.officer_name, timer: null };
+  const incident = row.incident && alerts.get(row.incident.id);
+  vitalsFor = { officerId: row.officer_id, alertId: row.incident && row.incident.id, name: row.officer_name, timer: null,
+    raisedAt: incident ? incident.raised_at : null };
   $("vitals").hidden = false;
   $("vitals-h").textContent = `Live vitals — ${row.officer_name || "officer #" + row.officer_id}`;
   $("vitals-purpose").textContent = `Purpose declared: ${VITALS_PURPOSE} (getting help to an officer in distress). Loading…`;
   fill($("vitals-body"));
   await refreshVitals();
-  $("vitals-close").focus();
+  $("vitals").scrollIntoView({ block: "start" });
+  $("vitals-close").focus({ preventScroll: true });
 }
 
 async function refreshVitals() {
@@ -296,7 +350,7 @@ async function refreshVitals() {
         el("span", { class: "big" }, last.heart_rate == null ? "— bpm" : `${Math.round(last.heart_rate)} bpm`),
         ` heart rate (quality ${last.hr_quality == null ? "—" : Number(last.hr_quality).toFixed(2)}) · activity: ${last.activity || "—"} · posture: ${last.posture || "—"} · at ${when(last.time)}`)
         : el("p", { class: "muted" }, "No measurements in this incident's span yet."),
-      hr.length > 1 ? sparkline(hr) : null);
+      hr.length > 1 ? hrChart(hr, target.raisedAt) : null);
     target.timer = setTimeout(refreshVitals, VITALS_REFRESH_MS);
   } catch (err) {
     if (vitalsFor !== target) return;
@@ -305,14 +359,38 @@ async function refreshVitals() {
   }
 }
 
-function sparkline(rows) {
-  const values = rows.map((r) => r.heart_rate);
-  const lo = Math.min(...values) - 5, hi = Math.max(...values) + 5;
-  const w = 400, h = 60;
-  const pts = values.map((v, i) => `${(i / (values.length - 1)) * w},${h - ((v - lo) / (hi - lo)) * h}`).join(" ");
-  return svg("svg", { class: "spark", viewBox: `0 0 ${w} ${h}`, role: "img",
-    "aria-label": `Heart rate over the incident span, ${Math.round(Math.min(...values))} to ${Math.round(Math.max(...values))} bpm` },
-  svg("polyline", { points: pts }));
+const hhmm = (t) => new Date(t).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+
+/** Heart rate over the incident's span: bpm on the left axis, clock time below, the alert's time marked. */
+export function hrChart(rows, raisedAt) {
+  const pts = rows.map((r) => [Date.parse(r.time), r.heart_rate]).filter(([t, v]) => isFinite(t) && v != null);
+  if (pts.length < 2) return null;
+  const w = 460, h = 170, left = 40, right = 10, top = 10, bottom = 28;
+  const t0 = pts[0][0], t1 = Math.max(pts[pts.length - 1][0], t0 + 1000);
+  const values = pts.map(([, v]) => v);
+  const lo = Math.floor((Math.min(...values) - 5) / 10) * 10, hi = Math.ceil((Math.max(...values) + 5) / 10) * 10;
+  const x = (t) => left + ((t - t0) / (t1 - t0)) * (w - left - right);
+  const y = (v) => top + (1 - (v - lo) / (hi - lo)) * (h - top - bottom);
+  const yStep = hi - lo > 60 ? 20 : 10;
+  const yTicks = [];
+  for (let v = lo; v <= hi; v += yStep) yTicks.push(v);
+  const xTicks = [0, 1, 2, 3, 4].map((k) => t0 + (k / 4) * (t1 - t0));
+  const raised = raisedAt ? Date.parse(raisedAt) : NaN;
+  return svg("svg", { class: "hr-chart", viewBox: `0 0 ${w} ${h}`, role: "img",
+    "aria-label": `Heart rate from ${hhmm(t0)} to ${hhmm(t1)}, ${Math.round(Math.min(...values))} to ${Math.round(Math.max(...values))} bpm` },
+  yTicks.map((v) => svg("g", { class: "tick y" },
+    svg("line", { x1: left, x2: w - right, y1: y(v), y2: y(v), class: "gridline" }),
+    svg("text", { x: left - 4, y: y(v) + 4, "text-anchor": "end" }, String(v)))),
+  xTicks.map((t) => svg("text", { x: x(t), y: h - 10, "text-anchor": "middle", class: "tick x" }, hhmm(t))),
+  svg("g", { class: "axis" },
+    svg("line", { x1: left, x2: left, y1: top, y2: h - bottom }),
+    svg("line", { x1: left, x2: w - right, y1: h - bottom, y2: h - bottom })),
+  svg("text", { x: 4, y: top + 2 }, "bpm"),
+  isFinite(raised) && raised >= t0 && raised <= t1
+    ? svg("g", {}, svg("line", { x1: x(raised), x2: x(raised), y1: top, y2: h - bottom, class: "alert-time" }),
+      svg("text", { x: x(raised) + 3, y: top + 10 }, "alert"))
+    : null,
+  svg("polyline", { points: pts.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ") }));
 }
 
 function closeVitals(message) {

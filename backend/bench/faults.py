@@ -311,8 +311,9 @@ class Rig:
         env = backend_env(database_url=self.db_url, mqtt_url=self.broker.url, agencies=[AGENCY],
                           http_port=infra.free_port(), client_id="vigil-faults-backend", secret_key=self.secret,
                           token_key=self.token_key, db_retry_interval_s=0.5, registry_refresh_s=1.0,
-                          escalate_after_s=3600)
-        self.backend = BackendProcess(env, self.workdir / "backend.log")
+                          escalate_after_s=3600, journal_dir=str(self.workdir / "journal"))
+        # migrates at every start, as `vigil backend run` does by default
+        self.backend = BackendProcess(env, self.workdir / "backend.log", migrate=True)
         await asyncio.to_thread(self.backend.start)
         self.stack.push_async_callback(self._stopping, "backend", self.backend.stop)
         self.token = await bench_supervisor(self.db_url, self.backend.url, AGENCY)
@@ -448,6 +449,8 @@ class FaultRunner:
         else:
             presses = await getattr(self, "_" + name.replace("-", "_"))(group, row)
         await self._account(row, group, presses)
+        health = await self._health()
+        row.notes.append(f"health at the end: {health}")
         row.seconds = round(time.monotonic() - started, 1)
         self.rig.say(f"{name}: done in {row.seconds:.0f} s; " + _row_text(row))
         return row
@@ -632,6 +635,23 @@ class FaultRunner:
         during.ready = back
         return [during, self._press(g[1], "after", back)]
 
+    async def _health(self) -> str:
+        """/api/v1/health's status code, and the problems it names when it is not 200."""
+        import httpx
+        try:
+            async with httpx.AsyncClient(base_url=self.rig.backend.url, timeout=5) as http:
+                r = await http.get("/api/v1/health")
+        except httpx.HTTPError as exc:
+            return f"no answer ({type(exc).__name__})"
+        if r.status_code == 200:
+            return "200"
+        try:
+            body = r.json()
+        except ValueError:
+            return str(r.status_code)
+        problems = body.get("problems") or body.get("failing") or {k: v for k, v in body.items() if v not in (True, None)}
+        return f"{r.status_code} {json.dumps(problems)[:200]}"
+
     async def _health_field(self, name: str):
         import httpx
         try:
@@ -775,9 +795,27 @@ def table(rows: list[FaultRow]) -> str:
     return "\n".join([line(HEAD), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *[line(c) for c in cells[1:]]])
 
 
+def code_version() -> str:
+    """HEAD and a digest of uncommitted changes to the code the processes run: a restarted
+    backend or gateway runs whatever the working tree holds at that moment."""
+    import hashlib
+
+    from backend.bench.processes import REPO
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        diff = subprocess.run(["git", "diff", "HEAD", "--", "backend", "gateway", "firmware", "models"],
+                              cwd=REPO, capture_output=True).stdout
+    except OSError:
+        return "unknown"
+    if not head:
+        return "unknown (not a git checkout)"
+    return f"{head}+{hashlib.sha256(diff).hexdigest()[:10]}" if diff else head
+
+
 async def run(config: FaultConfig) -> list[FaultRow]:
     rows: list[FaultRow] = []
     started = time.monotonic()
+    version = code_version()
     print(f"vigil bench faults: {', '.join(config.faults)}; {config.devices_per_fault} wearables per fault; "
           f"database down {config.database_down_s:g} s, broker down {config.broker_down_s:g} s", flush=True)
     async with Rig(config) as rig:
@@ -786,19 +824,23 @@ async def run(config: FaultConfig) -> list[FaultRow]:
             rows.append(await runner.run(name))
         workdir = rig.workdir
     elapsed = time.monotonic() - started
+    version_after = code_version()
     print("\n" + table(rows))
     for r in rows:
         for note in r.notes:
             print(f"  {r.fault}: {note}")
     lost = sum(r.lost for r in rows)
     doubled = sum(r.doubled for r in rows)
-    print(f"\n{lost} lost, {doubled} doubled in {len(rows)} faults; {elapsed:.0f} s"
+    print(f"\n{lost} lost, {doubled} doubled in {len(rows)} faults; {elapsed:.0f} s; code {version}"
           + (f"; logs in {workdir}" if config.keep_workdir else ""))
+    if version_after != version:
+        print(f"WARNING: the code changed during the run ({version} -> {version_after}): processes started "
+              "after the change ran other code than those before it")
     config.out.mkdir(parents=True, exist_ok=True)
     path = config.out / ("faults" + (f"-{config.tag}" if config.tag else "") + ".json")
     path.write_text(json.dumps({
         "command": "vigil bench faults", "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
-        "seconds": round(elapsed, 1), "lost": lost, "doubled": doubled,
+        "seconds": round(elapsed, 1), "lost": lost, "doubled": doubled, "code": version, "code_after": version_after,
         "rows": [{**asdict(r), "lost": r.lost, "doubled": r.doubled} for r in rows],
         "table": table(rows)}, indent=2))
     print(f"results: {path}")

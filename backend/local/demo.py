@@ -30,6 +30,13 @@ log = logging.getLogger("vigil.demo")
 AGENCY = "demo"
 FIRST_DEVICE_ID = 0x00D30001
 DEMO_SUPERVISOR, DEMO_ADMIN, DEMO_PASSWORD = "supervisor", "admin", "vigil-demo"  # a throwaway demo database
+DEMO_AUDITOR, DEMO_OFFICER = "auditor", "officer"
+# who signs in as what (one account per role; the officer is the first officer on shift)
+DEMO_ACCOUNTS = ((DEMO_SUPERVISOR, "supervisor", "/supervisor"), (DEMO_ADMIN, "fleet admin", "/fleet"),
+                 (DEMO_AUDITOR, "auditor", "/audit"), (DEMO_OFFICER, "officer", "/me"))
+# what a device's own event means, in words (as the supervisor's page says it)
+DEVICE_EVENTS = {"sos": "SOS button pressed on the wearable", "fall_suspected": "the wearable suspects a fall",
+                 "mandown_alarm": "the wearable's man-down alarm went off (no motion after the pre-alert)"}
 OFFICER_NAMES = ["Rivera", "Okafor", "Nguyen", "Schmidt", "Haddad", "Kowalski", "Tanaka", "Mensah", "Silva", "Novak"]
 
 
@@ -86,9 +93,73 @@ async def _provision(settings: BackendSettings, officers: int) -> dict[int, tupl
             devices[device.device_id] = (device.key, name)
         await auth.create_user(engine, DEMO_SUPERVISOR, DEMO_PASSWORD, "supervisor", AGENCY)
         await auth.create_user(engine, DEMO_ADMIN, DEMO_PASSWORD, "fleet_admin", AGENCY)
+        await auth.create_user(engine, DEMO_AUDITOR, DEMO_PASSWORD, "auditor", AGENCY)
+        first_officer = await _first_officer(engine)
+        if first_officer is not None:
+            await auth.create_user(engine, DEMO_OFFICER, DEMO_PASSWORD, "officer", AGENCY, first_officer)
     finally:
         await engine.dispose()
     return devices
+
+
+async def _first_officer(engine) -> int | None:
+    import sqlalchemy as sa
+    from backend.db import schema as t
+    async with engine.connect() as conn:
+        return (await conn.execute(sa.select(sa.func.min(t.officers.c.id)).where(t.officers.c.agency_id == AGENCY))).scalar()
+
+
+def _who(a: dict) -> str:
+    return a.get("officer_name") or f"device {a['device_id']:#010x} (no officer)"
+
+
+def _actor(a: dict) -> str:
+    steps = a.get("transitions") or []
+    actor = steps[-1].get("actor", "") if steps else ""
+    return actor.split(":", 1)[1] if actor.startswith("user:") else actor or "someone"
+
+
+def reason_text(x) -> str:
+    """Why an alert fired, in one short sentence (never raw JSON)."""
+    if not isinstance(x, dict):
+        return str(x or "")
+    if x.get("summary"):
+        return str(x["summary"])
+    if x.get("detector") == "device" and x.get("event"):
+        return DEVICE_EVENTS.get(x["event"], f"device event {x['event']}")
+    parts = [f"{k.replace('_', ' ')} {v}" for k, v in x.items()
+             if k not in ("related", "gateway", "detector") and not isinstance(v, (dict, list)) and v not in (None, "")]
+    return ", ".join(parts)[:160] or "no reason given"
+
+
+def alert_line(msg: dict) -> str | None:
+    """One readable sentence for a live-feed event the demo's watcher prints, or None to stay quiet."""
+    from backend.incidents.rules import OUTCOME_LABELS, PRIORITY_LABELS
+    a = msg.get("data") or {}
+    if msg.get("type") == "alert_evidence":
+        e = a.get("explanation")
+        if not e:
+            return None
+        related = e.get("related") or []
+        return "  why: " + reason_text(related[-1].get("explanation") if related else e)
+    if msg.get("type") != "alert":
+        return None
+    change, title, who = a.get("change", "raised"), a.get("title") or a.get("kind"), _who(a)
+    loc = a.get("location") or {}
+    where = (f" at {loc['lat']:.5f}, {loc['lon']:.5f} ({loc.get('source', 'position')})"
+             if loc.get("lat") is not None and loc.get("lon") is not None else "")
+    prio = f"priority {a.get('priority')} ({PRIORITY_LABELS.get(a.get('priority'), '?')})"
+    if change == "raised":
+        return f"ALERT {prio}: {title} — {who}{where}"
+    if change == "upgraded":
+        return f"UPGRADED to {prio}: now {title} — {who}"
+    if change == "escalated":
+        return f"ESCALATED: {title} of {who} not acknowledged in time; every supervisor told"
+    if change == "acknowledged":
+        return f"ACKNOWLEDGED by {_actor(a)}: {title} of {who}; the wearable is told help is coming"
+    if change == "resolved":
+        return f"RESOLVED by {_actor(a)} as {OUTCOME_LABELS.get(a.get('outcome'), a.get('outcome'))}: {title} of {who}"
+    return None
 
 
 async def _run(officers: int, duration_s: float, port: int, workdir: Path) -> int:
@@ -120,35 +191,38 @@ async def _run(officers: int, duration_s: float, port: int, workdir: Path) -> in
                 login = await http.post("/api/v1/auth/token", data={"username": DEMO_SUPERVISOR, "password": DEMO_PASSWORD})
                 login.raise_for_status()
                 token = login.json()["access_token"]
-            _say(f"\nLogin:      supervisor '{DEMO_SUPERVISOR}' / fleet admin '{DEMO_ADMIN}', password '{DEMO_PASSWORD}' "
-                 f"(POST {backend.url}/api/v1/auth/token)")
-            _say(f"\nAPI:        {backend.url}/docs")
+            _say(f"\nDashboard:  {backend.url}/   (open it in a browser; every account's password is '{DEMO_PASSWORD}')")
+            for username, role, page in DEMO_ACCOUNTS:
+                _say(f"  {role:<12} sign in as '{username}'  -> {backend.url}{page}")
+            _say(f"\nAPI:        {backend.url}/docs   (tokens: POST {backend.url}/api/v1/auth/token)")
             _say(f"Alerts:     curl -H 'Authorization: Bearer {token}' {backend.url}/api/v1/alerts")
             _say(f"Live feed:  POST {backend.url}/api/v1/live/ticket (with the token), then "
                  f"{backend.url.replace('http', 'ws')}/api/v1/ws?ticket=<ticket>\n")
             seen = 0
             started = time.monotonic()
-            async with httpx.AsyncClient(base_url=backend.url) as http:
-                ticket = (await http.post("/api/v1/live/ticket", headers={"Authorization": f"Bearer {token}"})).json()["ticket"]
-            async with websockets.connect(backend.url.replace("http", "ws") + f"/api/v1/ws?ticket={ticket}") as ws:
-                while not stop.is_set() and time.monotonic() - started < duration_s:
-                    try:
-                        msg = json.loads(await asyncio.wait_for(ws.recv(), 1.0))
-                    except asyncio.TimeoutError:
-                        continue
-                    if msg["type"] == "alert" and msg["data"].get("change", "raised") in ("raised", "upgraded", "escalated"):
-                        a = msg["data"]
-                        seen += 1
-                        where = f" at {a['location']['lat']:.4f},{a['location']['lon']:.4f}" if a.get("location") else ""
-                        what = {"raised": "ALERT", "upgraded": "UPGRADED", "escalated": "ESCALATED"}[a.get("change", "raised")]
-                        _say(f"[{time.monotonic() - started:6.1f} s] {what} priority {a['priority']} {a['title']}: "
-                             f"{a['officer_name']} (device {a['device_id']:#010x}){where}")
-                    elif msg["type"] == "alert_evidence" and msg["data"].get("explanation"):
-                        # why it fired: behind the purpose gate, granted for safety_response and audited
-                        e = msg["data"]["explanation"]
-                        latest = (e.get("related") or [{}])[-1].get("explanation") or e
-                        _say(f"[{time.monotonic() - started:6.1f} s]   why: "
-                             f"{latest.get('summary') or latest.get('event') or json.dumps(latest)}")
+            last_id = None
+            while not stop.is_set() and time.monotonic() - started < duration_s:
+                async with httpx.AsyncClient(base_url=backend.url) as http:
+                    ticket = (await http.post("/api/v1/live/ticket", headers={"Authorization": f"Bearer {token}"})).json()["ticket"]
+                resume = f"&last_event_id={last_id}" if last_id is not None else ""
+                try:
+                    async with websockets.connect(backend.url.replace("http", "ws") + f"/api/v1/ws?ticket={ticket}{resume}") as ws:
+                        while not stop.is_set() and time.monotonic() - started < duration_s:
+                            try:
+                                msg = json.loads(await asyncio.wait_for(ws.recv(), 1.0))
+                            except asyncio.TimeoutError:
+                                continue
+                            if msg["type"] == "hello" and last_id is None:
+                                last_id = msg["data"].get("last_event_id")
+                            last_id = msg.get("id", last_id)
+                            line = alert_line(msg)
+                            if line is None:
+                                continue
+                            if msg["type"] == "alert" and msg["data"].get("change", "raised") == "raised":
+                                seen += 1
+                            _say(f"[{time.monotonic() - started:6.1f} s] {line}")
+                except websockets.ConnectionClosed as exc:  # e.g. closed for falling behind: resume
+                    _say(f"[{time.monotonic() - started:6.1f} s] live feed closed ({exc.rcvd.reason if exc.rcvd else 'no reason'}); resuming")
             stop.set()
             await gateway_task
             stats = backend.runtime.metrics

@@ -133,15 +133,19 @@ function alertCard(a) {
   return card;
 }
 
+const chosen = new Map();  // alert id -> the outcome chosen in its card, not yet resolved
+
 function actions(a) {
   const box = el("div", { class: "acts" });
   if (a.state !== "acknowledged") {
     box.append(el("button", { type: "button", class: "primary ack", onclick: (e) => act(e.currentTarget, a, "acknowledge") },
       "Acknowledge — send “help is coming”"));
   }
-  const select = el("select", { "aria-label": `Outcome for ${a.title || a.kind} of ${a.officer_name || "device"}`, class: "outcome" },
+  const select = el("select", { "aria-label": `Outcome for ${a.title || a.kind} of ${a.officer_name || "device"}`, class: "outcome",
+    onchange: (e) => chosen.set(a.id, e.currentTarget.value) },
     el("option", { value: "" }, "Outcome…"),
     Object.entries(words.outcomes).map(([v, t]) => el("option", { value: v }, t)));
+  select.value = chosen.get(a.id) || "";  // the feed re-renders on every event: a choice being made stays
   box.append(select, el("button", { type: "button", class: "resolve", onclick: (e) => {
     if (!select.value) { select.focus(); notify("Choose an outcome before resolving."); return; }
     act(e.currentTarget, a, "resolve", { outcome: select.value });

@@ -263,7 +263,7 @@ def _blink(led):
     return timer
 
 
-def main(store=None) -> None:
+def main(store=None):
     """Boot. ``store`` is the configuration store (default: /vigil.json on the board's flash;
     a simulator gives each device its own file)."""
     machine.freq(80000000)  # plenty for 50 Hz and BLE; ~40 % less current than 240 MHz
@@ -293,3 +293,4 @@ def main(store=None) -> None:
     w = Wearable(i2c, bluetooth.BLE(), store, _pin_in(board.PIN_SOS_BUTTON, True), motor, led,
                  _pin_in(board.PIN_CHARGER_STAT, True), clock.now(), radio_flag.set)
     asyncio.run(_run(w, clock, imu_flag, radio_flag, _pin_in(board.PIN_IMU_INT1, False)))
+    return w  # on the device asyncio.run never returns; a simulator's scheduler does

@@ -129,6 +129,7 @@ class Gateway:
             self.discovery = Discovery(lambda device_id: device_id in self.provisioned, self.metrics, s.adapter)
             self.mqtt = MqttBridge(s, self.store, self.metrics, lambda: self.links,
                                    rng=random.Random(self._rng.random()))
+            await self.mqtt.check_presence()  # GatewayIdInUse: another gateway holds this id
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 tg.create_task(self._supervise("provisioning", self.provisioned.run), name="provisioning")

@@ -66,7 +66,7 @@ def _install_stop(stop: asyncio.Event) -> None:
 def _cmd_gateway_run(args) -> int:
     from gateway.bridge import Gateway
     from gateway.config import GatewaySettings
-    from gateway.exceptions import ConfigError
+    from gateway.exceptions import ConfigError, GatewayIdInUse
 
     _setup_logging(args.log_level)
     try:
@@ -80,7 +80,11 @@ def _cmd_gateway_run(args) -> int:
         _install_stop(stop)
         await Gateway(settings).run(stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except GatewayIdInUse as exc:
+        print(f"vigil gateway run: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -43,3 +43,19 @@ class QueueError(GatewayError):
 
 class VirtualBlueZError(GatewayError):
     """The virtual BlueZ of the simulator could not start or was misused."""
+
+
+class GatewayIdInUse(GatewayError):
+    """Another gateway (or simulator) is online with this agency/gateway id: both would share one
+    MQTT client id and knock each other off the broker, so this one does not start."""
+
+    def __init__(self, agency: str, gateway_id: str, other: dict):
+        since = other.get("since")
+        super().__init__(
+            f"gateway id {gateway_id!r} of agency {agency!r} is already online"
+            + (f" (instance {other.get('instance', '?')} on {other.get('host', '?')}, since {since})" if since else "")
+            + ": two gateways with one id would knock each other off the broker. Stop the other one, or give this "
+              "one its own id (VIGIL_GATEWAY_GATEWAY_ID / --gateway-id).")
+        self.agency = agency
+        self.gateway_id = gateway_id
+        self.other = other

@@ -27,9 +27,10 @@ from firmware import frame
 from gateway import topics
 from gateway.backoff import retry_delay
 from gateway.config import GatewaySettings
-from gateway.exceptions import DownlinkError
+from gateway.exceptions import DownlinkError, GatewayIdInUse
 from gateway.link import DeviceLink, DownlinkCommand
 from gateway.metrics import GatewayMetrics
+from gateway.presence import Presence
 from gateway.store import FrameQueue, QueuedFrame
 
 log = logging.getLogger("vigil.gateway.mqtt")
@@ -62,6 +63,18 @@ class MqttBridge:
         self._rng = rng or random.Random()
         self.connected = asyncio.Event()
         self._state_topic = topics.gateway_state(settings.agency, settings.gateway_id)
+        self.presence = Presence(settings.agency, settings.gateway_id)
+
+    async def check_presence(self) -> None:
+        """Raise GatewayIdInUse when another gateway holds this id (gateway/presence.py); a broker
+        that cannot be reached cannot say, and is asked again on every reconnect."""
+        s = self.settings
+        try:
+            await self.presence.check(s.mqtt_host, s.mqtt_port, username=s.mqtt_username,
+                                      password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
+                                      tls_context=ssl.create_default_context(cafile=s.mqtt_ca_file) if s.mqtt_tls else None)
+        except aiomqtt.MqttError as exc:
+            log.info("cannot ask the broker whether gateway id %s is free (%s); asking again on connect", s.gateway_id, exc)
 
     def wake(self, events: bool) -> None:
         """New frames are in the queue (``events``: some of them are events)."""
@@ -97,8 +110,12 @@ class MqttBridge:
 
     async def run(self, stop: asyncio.Event) -> None:
         attempt = 0
+        clash_logged = False
         while not stop.is_set():
             try:
+                if attempt:  # the first connect follows Gateway.run's check
+                    await self.check_presence()
+                clash_logged = False
                 async with self._client() as client:
                     attempt = 0
                     self._metrics.broker_connected.set(1)
@@ -106,10 +123,16 @@ class MqttBridge:
                     log.info("connected to MQTT %s", self.settings.mqtt_url)
                     await client.publish(self._state_topic, self._state_payload("online"), qos=1, retain=True)
                     await client.subscribe(topics.downlink_filter(self.settings.agency, self.settings.gateway_id), qos=1)
+                    await client.subscribe(self._state_topic, qos=1)  # probes: is this id in use?
                     await self._connected(client, stop)
                     with contextlib.suppress(aiomqtt.MqttError):
                         await client.publish(self._state_topic, self._state_payload("offline"), qos=1,
                                              retain=True, timeout=2)
+            except* GatewayIdInUse as group:  # someone took the id while the broker was away: do not fight
+                if not clash_logged:
+                    log.error("%s; not connecting while it is online", group.exceptions[0])
+                    clash_logged = True
+                attempt += 1
             except* (aiomqtt.MqttError, TimeoutError) as group:
                 if self.connected.is_set() or attempt == 0:
                     log.warning("MQTT broker %s unreachable (%s); frames wait in %s",
@@ -176,6 +199,13 @@ class MqttBridge:
                 tg.create_task(self._command(client, message))
 
     async def _command(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        if str(message.topic) == self._state_topic:
+            reply = self.presence.answer_for(bytes(message.payload))
+            if reply is not None:
+                log.warning("another gateway asked whether id %s is in use: answered yes", self.settings.gateway_id)
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await client.publish(self._state_topic, reply, qos=1)
+            return
         try:
             parsed = topics.parse(str(message.topic))
         except topics.TopicError:

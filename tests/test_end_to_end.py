@@ -40,7 +40,7 @@ async def _seed(settings, agency) -> bytes:
 async def test_sos_reaches_supervisor_websocket(database_url, mqtt_broker, agency, gateway_settings):
     settings = backend_settings(database_url, *mqtt_broker, agency)
     key = await _seed(settings, agency)
-    async with SimulatedFleet({DEVICE: key}, scenarios="patrol") as sim, serve(settings) as backend:
+    async with SimulatedFleet({DEVICE: key}, device="firmware", scenarios="patrol") as sim, serve(settings) as backend:
         await asyncio.wait_for(backend.runtime.ingest.connected.wait(), 10)
         async with running_gateway(gateway_settings([DEVICE], latitude=40.7128, longitude=-74.006)):
             await wait_until(lambda: backend.runtime.metrics.accepted_count("telemetry") > 0, 20, what="telemetry at the backend")
@@ -69,7 +69,7 @@ async def test_sos_reaches_websocket_with_database_down(private_postgres, mqtt_b
     settings = backend_settings(url, *mqtt_broker, agency)
     key = await _seed(settings, agency)
     token = supervisor_token(settings, agency)  # an account made while the database is up
-    async with SimulatedFleet({DEVICE: key}, scenarios="patrol") as sim, serve(settings) as backend:
+    async with SimulatedFleet({DEVICE: key}, device="firmware", scenarios="patrol") as sim, serve(settings) as backend:
         await asyncio.wait_for(backend.runtime.ingest.connected.wait(), 10)
         async with running_gateway(gateway_settings([DEVICE])):
             await wait_until(lambda: backend.runtime.metrics.accepted_count("telemetry") > 0, 20, what="telemetry at the backend")
@@ -97,3 +97,43 @@ async def _next_alert(ws) -> dict:
         msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
         if msg["type"] == "alert":
             return msg["data"]
+
+
+async def test_sos_acknowledged_by_the_backend_stops_the_resends_and_the_clock_is_synced(
+        database_url, mqtt_broker, agency, gateway_settings):
+    """The firmware's code on the far side: its SOS is resent until the backend's EVENT_ACK (sent
+    once the alert is stored) arrives, then never again; its unsynced clock gets a TIME_SYNC."""
+    from firmware import frame as F
+
+    settings = backend_settings(database_url, *mqtt_broker, agency)
+    key = await _seed(settings, agency)
+    async with SimulatedFleet({DEVICE: key}, device="firmware", scenarios="patrol", speed=4) as sim, serve(settings) as backend:
+        await asyncio.wait_for(backend.runtime.ingest.connected.wait(), 10)
+        async with running_gateway(gateway_settings([DEVICE])):
+            wearable = sim.wearables[DEVICE]
+            await wait_until(lambda: backend.runtime.metrics.accepted_count("telemetry") > 0, 20, what="telemetry at the backend")
+            assert not any(c[1] == F.COMMAND_EVENT_ACK for c in wearable.commands)
+            # the device booted unsynced; the backend saw the flag and synced it
+            await wait_until(lambda: wearable.clock_synced, 20, what="the device clock synced by the backend")
+            assert any(c[1] == F.COMMAND_TIME_SYNC for c in wearable.commands)
+            device_ms, flags = wearable.firmware.core.frame_time(wearable.loop.now)
+            assert not flags & F.FLAG_CLOCK_UNSYNCED
+            assert abs(device_ms - time.time() * 1000) < 1000 * sim.clock.speed
+
+            wearable.press_sos()
+            await wait_until(lambda: wearable.unacked_events == 1, 10, what="the SOS raised on the device")
+            sos_seq = wearable.firmware.core.outbox.entries[0][0]
+            await wait_until(lambda: wearable.unacked_events == 0, 20, what="the backend's EVENT_ACK at the device")
+            acks = [c for c in wearable.commands if c[1] == F.COMMAND_EVENT_ACK]
+            assert [c[3] for c in acks] == [sos_seq & 0xFFFF]
+            assert any(a["kind"] == "sos" for a in (await _stored_alerts(backend, settings, agency)))
+            sends = wearable.sent.count(sos_seq)
+            await asyncio.sleep(4.0)  # 16 s on the device: unacknowledged it would go out 4 more times
+            assert wearable.sent.count(sos_seq) == sends
+            print(f"\nSOS sent {sends} time(s) before the backend's ack stopped it")
+
+
+async def _stored_alerts(backend, settings, agency) -> list:
+    token = supervisor_token(settings, agency)
+    async with httpx.AsyncClient(base_url=backend.url, headers={"Authorization": f"Bearer {token}"}) as http:
+        return (await http.get("/api/v1/alerts")).json()

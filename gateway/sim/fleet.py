@@ -1,4 +1,5 @@
-"""A simulated fleet: a virtual BlueZ with N simulated wearables behind it.
+"""A simulated fleet: a virtual BlueZ with N simulated wearables behind it, each running the
+firmware's own code (gateway/sim/device.py).
 
     async with SimulatedFleet({device_id: key, ...}, scenarios="sos", speed=1.0) as fleet:
         ...  # a Gateway in the same event loop finds them through bleak
@@ -15,16 +16,35 @@ from collections.abc import Mapping, Sequence
 
 from firmware import profile
 from gateway.sim.bluez import VirtualBlueZ, VirtualDevice, address_for_device_id
+from gateway.sim.device import FirmwareWearable
 from gateway.sim.wearable import SimClock, SimulatedWearable, vigil_gatt
+
+DEVICES = ("firmware", "model")
+# "firmware": each wearable runs firmware/app.py (gateway/sim/device.py). "model": the older
+# stand-in (gateway/sim/wearable.py), kept only for the benches (backend/bench) that drive its
+# internals; it goes when they move to the firmware.
+DEFAULT_DEVICE = "model"
+
+
+def make_wearable(device: str, device_id: int, key: bytes, **options):
+    if device not in DEVICES:
+        raise ValueError(f"device {device!r} is not one of {DEVICES}")
+    if device == "firmware":
+        return FirmwareWearable(device_id, key, **options)
+    options.pop("state_dir", None)
+    return SimulatedWearable(device_id, key, **options)
 
 
 class SimulatedFleet:
     def __init__(self, devices: Mapping[int, bytes], *, scenarios: str | Sequence[str] = "patrol",
                  speed: float = 1.0, seed: int = 0, bluez: VirtualBlueZ | None = None,
-                 start: bool = True, **wearable_options):
+                 start: bool = True, state_dir=None, device: str = DEFAULT_DEVICE, **wearable_options):
         """``devices``: device id -> 32-byte key. ``scenarios``: one name for all, or one per
         device in order. ``start=False`` adds the devices but lets the test start them with
-        :meth:`start_wearable`. Further keyword arguments go to every SimulatedWearable."""
+        :meth:`start_wearable`. ``state_dir``: where each device keeps its configuration file
+        (sequence numbers survive a restart of the simulator; default: a temporary directory).
+        ``device``: "firmware" (the firmware's code) or "model" (see DEFAULT_DEVICE). Further
+        keyword arguments go to every wearable."""
         ids = list(devices)
         names = [scenarios] * len(ids) if isinstance(scenarios, str) else list(scenarios)
         if len(names) != len(ids):
@@ -33,9 +53,9 @@ class SimulatedFleet:
         self.bluez = bluez or VirtualBlueZ(seed=seed)
         self._own_bluez = bluez is None
         self._autostart = start
-        self.wearables: dict[int, SimulatedWearable] = {
-            device_id: SimulatedWearable(device_id, devices[device_id], scenario=name, clock=self.clock,
-                                         seed=seed * 7919 + device_id, **wearable_options)
+        self.wearables: dict[int, FirmwareWearable | SimulatedWearable] = {
+            device_id: make_wearable(device, device_id, devices[device_id], scenario=name, clock=self.clock,
+                                     seed=seed * 7919 + device_id, state_dir=state_dir, **wearable_options)
             for device_id, name in zip(ids, names)}
         self.radios: dict[int, VirtualDevice] = {}
         self._stop = asyncio.Event()

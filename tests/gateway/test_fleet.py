@@ -13,7 +13,7 @@ async def test_ten_devices_every_frame_accounted_for(mqtt_broker, agency, gatewa
     keys = fleet_keys(TEN)
     # 10x real time: 25 telemetry frames/s per device, 250 notifications/s for the gateway.
     async with UplinkRecorder(*mqtt_broker, agency) as recorder, \
-            SimulatedFleet(keys, scenarios=["patrol", "pursuit", "sos", "man_down", "car_report"] * 2,
+            SimulatedFleet(keys, device="firmware", scenarios=["patrol", "pursuit", "sos", "man_down", "car_report"] * 2,
                            speed=10, telemetry_frames=60) as fleet, \
             running_gateway(gateway_settings(TEN)) as gateway:
         wearables = fleet.wearables.values()
@@ -42,7 +42,7 @@ async def test_link_loss_mid_stream_backfill_arrives_without_gaps(mqtt_broker, a
     device = 0x00D10001
     keys = fleet_keys([device])
     async with UplinkRecorder(*mqtt_broker, agency) as recorder, \
-            SimulatedFleet(keys, scenarios="patrol", speed=10) as fleet, \
+            SimulatedFleet(keys, device="firmware", scenarios="patrol", speed=10) as fleet, \
             running_gateway(gateway_settings([device])) as gateway:
         wearable, radio = fleet.wearables[device], fleet.radios[device]
         await wait_until(lambda: len(recorder.seqs(device)) >= 10, 20, what="live frames")
@@ -74,7 +74,7 @@ async def test_refused_and_slow_devices_are_connected_eventually(mqtt_broker, ag
     refusing, slow = 0x00D20001, 0x00D20002
     keys = fleet_keys([refusing, slow])
     async with UplinkRecorder(*mqtt_broker, agency) as recorder, \
-            SimulatedFleet(keys, scenarios="patrol", speed=5, telemetry_frames=20) as fleet:
+            SimulatedFleet(keys, device="firmware", scenarios="patrol", speed=5, telemetry_frames=20) as fleet:
         fleet.radios[refusing].refuse_connects = 3
         fleet.radios[slow].connect_delay = 1.5
         fleet.radios[slow].write_delay = 0.5

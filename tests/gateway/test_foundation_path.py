@@ -1,5 +1,6 @@
-"""The foundation path, real at every hop: a simulated wearable behind the virtual BlueZ presses
-SOS; the gateway (bleak's real BlueZ backend) forwards its frames unchanged to real Mosquitto."""
+"""The foundation path, real at every hop: a simulated wearable (the firmware's code) behind the
+virtual BlueZ; its officer holds SOS; the gateway (bleak's real BlueZ backend) forwards its frames
+unchanged to real Mosquitto."""
 from __future__ import annotations
 
 from firmware import frame
@@ -14,12 +15,13 @@ async def test_sos_reaches_mosquitto_unchanged(mqtt_broker, agency, gateway_sett
     keys = fleet_keys([DEVICE])
     settings = gateway_settings([DEVICE], latitude=52.520008, longitude=13.404954)
     async with UplinkRecorder(*mqtt_broker, agency) as recorder, \
-            SimulatedFleet(keys, scenarios="patrol") as fleet, \
+            SimulatedFleet(keys, device="firmware", scenarios="patrol") as fleet, \
             running_gateway(settings) as gateway:
         wearable = fleet.wearables[DEVICE]
         await wait_until(lambda: recorder.seqs(DEVICE, "telemetry"), 20, what="first telemetry frame")
-        sos_seq = wearable.press_sos()
-        await wait_until(lambda: sos_seq in recorder.seqs(DEVICE, "event"), 10, what="the SOS event on MQTT")
+        wearable.press_sos()  # held 2.5 s: the firmware raises the SOS after 2 s
+        await wait_until(lambda: recorder.seqs(DEVICE, "event"), 10, what="the SOS event on MQTT")
+        sos_seq = recorder.seqs(DEVICE, "event")[0]
 
     device_id, kind, seq, payload, user = next(f for f in recorder.frames if f[2] == sos_seq)
     header, body = frame.open_frame(payload, frame.DeviceKeys(keys[DEVICE]))  # bytes unchanged: tag verifies

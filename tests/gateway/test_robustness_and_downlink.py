@@ -20,7 +20,7 @@ async def test_malformed_notifications_and_unknown_devices_are_logged_counted_su
     caplog.set_level(logging.INFO, logger="vigil")
     keys = fleet_keys([LIVE, QUIET])
     async with UplinkRecorder(*mqtt_broker, agency) as recorder, \
-            SimulatedFleet(keys, scenarios="patrol", speed=5, start=False) as fleet, \
+            SimulatedFleet(keys, device="firmware", scenarios="patrol", speed=5, start=False) as fleet, \
             running_gateway(gateway_settings([LIVE, QUIET])) as gateway:
         fleet.start_wearable(LIVE)  # QUIET stays silent: the test speaks through its radio
         fleet.add_stranger(STRANGER)  # advertises the Vigil service, not provisioned here
@@ -72,7 +72,7 @@ async def test_help_is_coming_reaches_the_wearable_and_is_reported(mqtt_broker, 
     keys = fleet_keys([device])
     dkeys = frame.DeviceKeys(keys[device])
     async with UplinkRecorder(*mqtt_broker, agency) as recorder, \
-            SimulatedFleet(keys, scenarios="sos", speed=2) as fleet, \
+            SimulatedFleet(keys, device="firmware", scenarios="sos", speed=2) as fleet, \
             running_gateway(gateway_settings([device])) as gateway, \
             aiomqtt.Client(*mqtt_broker, protocol=aiomqtt.ProtocolVersion.V5) as backend:
         wearable = fleet.wearables[device]
@@ -80,7 +80,8 @@ async def test_help_is_coming_reaches_the_wearable_and_is_reported(mqtt_broker, 
         down = topics.downlink(agency, "gw1", device)
         await backend.publish(down, _command(dkeys, device, 1, frame.COMMAND_HELP_COMING, arg=2), qos=1)
         await wait_until(wearable.help_coming.is_set, 10, what="help is coming on the device")
-        # a forged command (wrong key) is refused by the device and reported as failed
+        # a forged command (wrong key): written over the air, refused by the firmware itself (the
+        # low-level bluetooth module cannot answer a write with an ATT error), so nothing happens
         forged = _command(frame.DeviceKeys(bytes(32)), device, 2, frame.COMMAND_HELP_COMING)
         await backend.publish(down, forged, qos=1)
         # a command for a device this gateway does not serve
@@ -95,18 +96,18 @@ async def test_help_is_coming_reaches_the_wearable_and_is_reported(mqtt_broker, 
                          what="the officer's help-confirmed event")
 
     assert wearable.help_coming_count == 1 and wearable.commands[0][1:3] == (frame.COMMAND_HELP_COMING, 2)
-    assert wearable.rejected_commands == 1
+    assert wearable.rejected_commands == 1  # the forged one, by the firmware
     by_seq = {r["command_seq"]: r for r in results(result_topic)}
-    assert by_seq[1]["ok"] is True and by_seq[2]["ok"] is False
+    assert by_seq[1]["ok"] is True and by_seq[2]["ok"] is True  # both written to the device
     unknown = results(topics.downlink_result(agency, "gw1", 0x00F1FFFF))[0]
     assert unknown == {**unknown, "ok": False, "error": "not_provisioned"}
-    assert gateway.metrics.value("vigil_gateway_downlink_total", result="ok") == 1
+    assert gateway.metrics.value("vigil_gateway_downlink_total", result="ok") == 2
 
 
 async def test_command_waits_for_a_disconnected_device(mqtt_broker, agency, gateway_settings):
     device = 0x00F20001
     keys = fleet_keys([device])
-    async with SimulatedFleet(keys, scenarios="patrol", speed=2) as fleet, \
+    async with SimulatedFleet(keys, device="firmware", scenarios="patrol", speed=2) as fleet, \
             running_gateway(gateway_settings([device])) as gateway, \
             aiomqtt.Client(*mqtt_broker, protocol=aiomqtt.ProtocolVersion.V5) as backend:
         wearable, radio = fleet.wearables[device], fleet.radios[device]
@@ -120,3 +121,32 @@ async def test_command_waits_for_a_disconnected_device(mqtt_broker, agency, gate
         assert not wearable.help_coming.is_set()
         radio.in_range = True
         await wait_until(wearable.help_coming.is_set, 15, what="help delivered after reconnect")
+
+
+async def test_a_second_gateway_with_the_same_id_is_refused_and_the_first_keeps_running(
+        mqtt_broker, agency, gateway_settings, tmp_path, caplog):
+    import asyncio
+
+    from gateway.bridge import Gateway
+    from gateway.exceptions import GatewayIdInUse
+
+    async with running_gateway(gateway_settings([])) as first:
+        await wait_until(lambda: first.mqtt is not None and first.mqtt.connected.is_set(), 10, what="the first gateway online")
+        second = Gateway(gateway_settings([], queue_path=tmp_path / "second.sqlite3"))
+        try:
+            await asyncio.wait_for(second.run(asyncio.Event()), 10)
+            raise AssertionError("the second gateway started")
+        except GatewayIdInUse as exc:
+            message = str(exc)
+        assert f"gateway id 'gw1' of agency '{agency}' is already online" in message
+        assert "knock each other off" in message and "--gateway-id" in message
+        await asyncio.sleep(1.0)
+        assert first.mqtt.connected.is_set()  # never knocked off
+        assert first.metrics.value("vigil_gateway_broker_connected") == 1
+    # once the first is gone (a clean stop, or a crash: nobody answers) the id is free again
+    again = Gateway(gateway_settings([], queue_path=tmp_path / "third.sqlite3"))
+    stop = asyncio.Event()
+    task = asyncio.create_task(again.run(stop))
+    await wait_until(lambda: again.mqtt is not None and again.mqtt.connected.is_set(), 10, what="the id reused")
+    stop.set()
+    await asyncio.wait_for(task, 20)

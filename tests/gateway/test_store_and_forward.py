@@ -35,7 +35,7 @@ async def test_broker_down_30s_zero_lost_order_kept(private_mosquitto, agency, g
     ids = [0x00E00001, 0x00E00002, 0x00E00003]
     broker = (private_mosquitto.host, private_mosquitto.port)
     async with UplinkRecorder(*broker, agency) as recorder, \
-            SimulatedFleet(fleet_keys(ids), scenarios=["patrol", "sos", "man_down"], speed=2) as fleet, \
+            SimulatedFleet(fleet_keys(ids), device="firmware", scenarios=["patrol", "sos", "man_down"], speed=2) as fleet, \
             running_gateway(gateway_settings(ids, broker=broker)) as gateway:
         wearables = list(fleet.wearables.values())
         await wait_until(lambda: all(recorder.seqs(d) for d in ids), 20, what="frames before the outage")
@@ -75,7 +75,7 @@ async def test_gateway_sigkilled_with_queued_frames_loses_nothing(private_mosqui
     port = free_port()
     metrics_url = f"http://127.0.0.1:{port}/metrics"
     async with UplinkRecorder(*broker, agency) as recorder, \
-            SimulatedFleet(fleet_keys(ids), scenarios=["patrol", "sos", "pursuit"], speed=5) as fleet:
+            SimulatedFleet(fleet_keys(ids), device="firmware", scenarios=["patrol", "sos", "pursuit"], speed=5) as fleet:
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": fleet.bluez.bus_address,
                "VIGIL_GATEWAY_AGENCY": agency, "VIGIL_GATEWAY_GATEWAY_ID": "gw-kill",
                "VIGIL_GATEWAY_MQTT_URL": f"mqtt://{broker[0]}:{broker[1]}",
@@ -139,7 +139,8 @@ async def test_gateway_state_retained_and_last_will_offline(mqtt_broker, agency,
         proc = _gateway_process(env)
         try:
             def states():
-                return [json.loads(p)["state"] for t, p in recorder.other if t == state_topic]
+                # (a starting gateway first asks, with a "probe", whether its id is in use)
+                return [s for s in (json.loads(p)["state"] for t, p in recorder.other if t == state_topic) if s != "probe"]
             await wait_until(lambda: states() == ["online"], 20, what="state online")
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)

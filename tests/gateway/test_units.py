@@ -229,3 +229,41 @@ class TestWearableCommands:
         a._send_telemetry(), b._send_telemetry()
         assert a._ring[0][2] == b._ring[0][2]
         assert random.Random(1).random() == random.Random(1).random()
+
+
+class TestFirmwareWearable:
+    """The simulated wearable that runs firmware/app.py: scenarios move the officer, the
+    firmware's own safety logic raises the events (no radio here: they wait in its outbox)."""
+
+    @pytest.mark.parametrize("name,expected,at_s", [
+        ("man_down", [frame.EVENT_FALL_SUSPECTED, frame.EVENT_PREALERT_STARTED, frame.EVENT_MANDOWN_ALARM], (13, 33, 43)),
+        ("sos", [frame.EVENT_SOS], (12,)),
+        ("car_report", [], ()),  # sitting in a car for a long time never pages
+    ])
+    def test_the_firmware_raises_the_scenario_events_from_the_sensors(self, name, expected, at_s, tmp_path):
+        from gateway.sim.device import FirmwareWearable
+
+        w = FirmwareWearable(1, KEY, scenario=name, state_dir=tmp_path)
+        w.boot()
+        w.loop.advance(60_000)  # a minute on the device's clock, as fast as the CPU goes
+        events = [(frame.decode_event(frame.open_frame(e[1], w.keys)[1])[0], frame.parse_header(e[1]).time_ms)
+                  for e in sorted(w.firmware.core.outbox.entries, key=lambda e: e[0])]
+        assert [code for code, _ in events] == expected
+        for (_, t_ms), want_s in zip(events, at_s):  # uptime: the clock was never synced
+            assert abs(t_ms / 1000 - want_s) < 1.5
+        assert w.firmware.sampler.samples >= 2900  # 50 Hz from the emulated FIFOs
+        assert len(w.firmware.core.ring) >= 145 and w.sent == []  # held for a link that never came
+
+    def test_sequence_numbers_survive_a_restart_of_the_simulator(self, tmp_path):
+        from gateway.sim.device import FirmwareWearable
+
+        first = FirmwareWearable(1, KEY, scenario="sos", clock=SimClock(speed=100), state_dir=tmp_path)
+        first.boot()
+        first.advance()
+        used = first.firmware.core.raise_event(frame.EVENT_SOS, 1, 0, 0)  # one sealed frame
+        again = FirmwareWearable(1, KEY, scenario="sos", clock=SimClock(speed=100), state_dir=tmp_path)
+        again.boot()
+        assert again.next_seq > used and again.next_seq >= first.firmware.seq.limit  # above the flash reservation
+        other = FirmwareWearable(1, bytes(32), scenario="sos", clock=SimClock(speed=100), state_dir=tmp_path)
+        other.boot()
+        assert other.next_seq < 4096  # a new key starts its own numbering

@@ -262,6 +262,12 @@ def fall_probability(features: np.ndarray, model: FallModel, *, trees: int | Non
     (2,)
     """
     x = np.asarray(features, dtype=float)
+    if x.ndim == 2 and x.shape[1] == len(FEATURE_NAMES) and model.feature_names != FEATURE_NAMES:
+        # a model fitted on a subset of the features reads its own columns of a full row
+        unknown = [n for n in model.feature_names if n not in FEATURE_NAMES]
+        if unknown:
+            raise InvalidSignalError(f"model uses features {unknown} that fall_features does not measure")
+        x = x[:, [FEATURE_NAMES.index(n) for n in model.feature_names]]
     if x.ndim != 2 or x.shape[1] != len(model.feature_names):
         raise InvalidSignalError(f"features must be (n, {len(model.feature_names)}), got {x.shape}")
     if x.shape[0] == 0:

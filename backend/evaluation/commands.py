@@ -263,11 +263,11 @@ def falls_evaluation(data: Path | None, *, hop_s: float = 0.5, quiet: bool = Fal
         outer = falls.score(recs, cands, ref, nested["probability"], nested["threshold"])
         largest = falls.largest_peak_impacts(recs)
         result.update({
-            "protocol": (f"nested leave-one-subject-out over {len(subjects)} subjects: for each held-out subject, tree depth "
+            "protocol": (f"nested leave-one-subject-out over {len(subjects)} subjects: for each held-out subject, the feature set "
+                         f"{list(falls.FEATURE_SETS)}, tree depth "
                          f"{list(falls.DEPTHS)}, boosting rounds {list(falls.TREE_COUNTS)} (learning rate {falls.LEARNING_RATE}) "
                          "and the probability threshold are chosen from inner leave-one-subject-out probabilities of the "
-                         "other subjects only (cost: miss rate / 1 % + flag rate / 0.5 %); the feature set "
-                         "(models.fall.FEATURE_NAMES) is fixed, not searched"),
+                         "other subjects only (cost: miss rate / 1 % + flag rate / 0.5 %)"),
             "inner": nested["inner"], "outer": outer, "boosted_trees": outer,
             "choices": nested["choices"], "all_data_choice": nested["all_data_choice"],
             "sensitivity_against_largest_peak": falls.score(recs, cands, largest, nested["probability"],
@@ -278,7 +278,7 @@ def falls_evaluation(data: Path | None, *, hop_s: float = 0.5, quiet: bool = Fal
         if export_model is not None:
             c = nested["all_data_choice"]
             fitted = falls.fit_all(cands, label, usable, n_trees=c["trees"], depth=c["depth"],
-                                   learning_rate=falls.LEARNING_RATE)
+                                   learning_rate=falls.LEARNING_RATE, feature_names=falls.FEATURE_SETS[c["features"]])
             export_model.write_text(json.dumps(fitted.to_dict()))
             result["exported_model"] = {"path": str(export_model), **c}
     if model in ("shipped", "both"):
@@ -349,11 +349,11 @@ def print_falls_table(result: dict) -> None:
                                                                                         if not c["still_and_lying_at_end"])
                  if len(lying) < len(cover) else ""))
     if "outer" in result:
-        print("Choice per held-out subject (depth, rounds, threshold): " + "; ".join(
-            f"{c['subject']} {c['depth']},{c['trees']},{c['threshold']:g}" for c in result["choices"]))
+        print("Choice per held-out subject (features, depth, rounds, threshold): " + "; ".join(
+            f"{c['subject']} {c['features']},{c['depth']},{c['trees']},{c['threshold']:g}" for c in result["choices"]))
         a = result["all_data_choice"]
-        print(f"Choice on all subjects (what ships with --export-model): depth {a['depth']}, {a['trees']} rounds, "
-              f"threshold {a['threshold']:g}")
+        print(f"Choice on all subjects (what ships with --export-model): features {a['features']}, depth {a['depth']}, "
+              f"{a['trees']} rounds, threshold {a['threshold']:g}")
         print(f"Sensitivity of the outer probabilities scored against the file's largest peak instead: "
               f"{result['sensitivity_against_largest_peak']:.2%}")
     if "shipped" in result:

@@ -121,9 +121,11 @@ def leave_one_subject_out(recordings, cands: Candidates, label, usable, *, n_tre
     return prob
 
 
-def fit_all(cands: Candidates, label, usable, *, n_trees: int, depth: int, learning_rate: float = 0.05) -> FallModel:
-    return fit_fall_classifier(cands.features[usable], label[usable], n_trees=n_trees, depth=depth,
-                               learning_rate=learning_rate)
+def fit_all(cands: Candidates, label, usable, *, n_trees: int, depth: int, learning_rate: float = 0.05,
+            feature_names: tuple[str, ...] = FEATURE_NAMES) -> FallModel:
+    cols = [FEATURE_NAMES.index(n) for n in feature_names]
+    return fit_fall_classifier(cands.features[usable][:, cols], label[usable], n_trees=n_trees, depth=depth,
+                               learning_rate=learning_rate, feature_names=tuple(feature_names))
 
 
 def score(recordings, cands: Candidates, ref: np.ndarray, prob: np.ndarray, threshold: float) -> dict:
@@ -202,6 +204,12 @@ def rule_probability(cands: Candidates) -> np.ndarray:
 # What selection searches: tree depth and number of boosting rounds (prefixes of one fit, so
 # free), at a fixed learning rate; the probability threshold is chosen for each grid point.
 # Ordered simplest first: on a tie the simpler model wins.
+# feature sets searched: all, or without the two absolute trunk angles (they depend on how the
+# device sits on the body, i.e. on placement and build; the orientation changes stay)
+FEATURE_SETS = {
+    "all": FEATURE_NAMES,
+    "no_absolute_tilt": tuple(n for n in FEATURE_NAMES if n not in ("pre_tilt_deg", "post_tilt_deg")),
+}
 DEPTHS = (2, 3)
 TREE_COUNTS = (50, 100, 150, 200, 300)
 LEARNING_RATE = 0.1
@@ -256,38 +264,41 @@ def nested_leave_one_subject_out(recordings, cands: Candidates, label, usable, r
     subj_of_rec = np.array([r.subject for r in recordings])
     subjects = sorted(set(subj_of_rec))
     cand_subj = subj_of_rec[cands.recording]
-    grid = [(d, n) for d in DEPTHS for n in TREE_COUNTS]
+    grid = [(f, d, n) for f in FEATURE_SETS for d in DEPTHS for n in TREE_COUNTS]
+    variants = [(f, d) for f in FEATURE_SETS for d in DEPTHS]
     pairs = [(a, b) for i, a in enumerate(subjects) for b in subjects[i + 1:]]
-    total = len(DEPTHS) * (len(pairs) + len(subjects))
+    total = len(variants) * (len(pairs) + len(subjects))
     done = 0
     # inner[(depth, trees)][subject a][subject b]: probabilities of b's candidates, fitted without a and b
     inner = {g: {s: {} for s in subjects} for g in grid}
     outer_prob = {g: np.zeros(len(label)) for g in grid}
 
-    def fit(exclude: set[str], depth: int):
+    def fit(exclude: set[str], names: tuple[str, ...], depth: int):
         rows = usable & ~np.isin(cand_subj, list(exclude))
-        return fit_fall_classifier(cands.features[rows], label[rows], n_trees=max(TREE_COUNTS), depth=depth,
-                                   learning_rate=LEARNING_RATE)
+        cols = [FEATURE_NAMES.index(n) for n in names]
+        return fit_fall_classifier(cands.features[rows][:, cols], label[rows], n_trees=max(TREE_COUNTS), depth=depth,
+                                   learning_rate=LEARNING_RATE, feature_names=names)
 
-    for depth in DEPTHS:
+    for fset, depth in variants:
+        names = FEATURE_SETS[fset]
         for a, b in pairs:
-            model = fit({a, b}, depth)
+            model = fit({a, b}, names, depth)
             for n in TREE_COUNTS:
-                inner[(depth, n)][a][b] = fall_probability(cands.features[cand_subj == b], model, trees=n)
-                inner[(depth, n)][b][a] = fall_probability(cands.features[cand_subj == a], model, trees=n)
+                inner[(fset, depth, n)][a][b] = fall_probability(cands.features[cand_subj == b], model, trees=n)
+                inner[(fset, depth, n)][b][a] = fall_probability(cands.features[cand_subj == a], model, trees=n)
             done += 1
             if progress:
-                progress(done, total, f"depth {depth}, without {a} and {b}")
+                progress(done, total, f"{fset}, depth {depth}, without {a} and {b}")
         for a in subjects:
-            model = fit({a}, depth)
+            model = fit({a}, names, depth)
             for n in TREE_COUNTS:
-                outer_prob[(depth, n)][cand_subj == a] = fall_probability(cands.features[cand_subj == a], model, trees=n)
+                outer_prob[(fset, depth, n)][cand_subj == a] = fall_probability(cands.features[cand_subj == a], model, trees=n)
             done += 1
             if progress:
-                progress(done, total, f"depth {depth}, without {a}")
+                progress(done, total, f"{fset}, depth {depth}, without {a}")
     all_prob = outer_prob   # leave-one-subject-out over all subjects: the selection for the shipped model
 
-    def select(train: list[str], prob_of) -> tuple[tuple[int, int], float, dict]:
+    def select(train: list[str], prob_of) -> tuple[tuple[str, int, int], float, dict]:
         keep = np.isin(subj_of_rec, train)
         best = None
         for g in grid:
@@ -313,13 +324,13 @@ def nested_leave_one_subject_out(recordings, cands: Candidates, label, usable, r
         here = cand_subj == a
         prob[here] = outer_prob[g][here]
         threshold_per_cand[here] = t
-        choices.append({"subject": a, "depth": g[0], "trees": g[1], "threshold": t, "inner": figures})
+        choices.append({"subject": a, "features": g[0], "depth": g[1], "trees": g[2], "threshold": t, "inner": figures})
     g_all, t_all, figures_all = select(subjects, lambda g: all_prob[g])
     inner_mean = {k: float(np.mean([c["inner"][k] for c in choices])) for k in ("sensitivity", "specificity")}
     return {"probability": prob, "threshold": threshold_per_cand, "choices": choices, "inner": inner_mean,
-            "all_data_choice": {"depth": g_all[0], "trees": g_all[1], "threshold": t_all,
+            "all_data_choice": {"features": g_all[0], "depth": g_all[1], "trees": g_all[2], "threshold": t_all,
                                 "learning_rate": LEARNING_RATE, "loso": figures_all},
-            "grid": {"depth": list(DEPTHS), "trees": list(TREE_COUNTS), "learning_rate": LEARNING_RATE,
+            "grid": {"features": list(FEATURE_SETS), "depth": list(DEPTHS), "trees": list(TREE_COUNTS), "learning_rate": LEARNING_RATE,
                      "thresholds": f"{THRESHOLD_GRID[0]}..{THRESHOLD_GRID[-1]} step 0.01"}}
 
 

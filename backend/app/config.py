@@ -37,6 +37,10 @@ class BackendSettings(BaseSettings):
     replay_save_interval_s: float = Field(2.0, gt=0, description=(
         "how often each device's replay window (of frames acknowledged to the broker) is saved, so a restart "
         "refuses old frames; a crash forgets at most this much"))
+    journal_segment_s: float = Field(2.0, gt=0, description="the telemetry journal starts a new segment file this often")
+    journal_hold_s: float | None = Field(None, gt=0, description=(
+        "a telemetry journal segment is deleted once the raw-window writer emptied its buffer this long after the "
+        "segment closed; None: detection_backlog_s + 4 hops + 10 s"))
     alert_write_wait_s: float = Field(2.0, gt=0, description=(
         "how long a supervisor's acknowledge or resolve waits for PostgreSQL before answering (journaled either way)"))
     registry_refresh_s: float = Field(10.0, gt=0, description="how often to reload devices and assignments")

@@ -9,6 +9,11 @@ class BackendMetrics:
         self.registry = CollectorRegistry()
         self.frames_accepted = Counter("vigil_frames_accepted", "Uplink frames verified and accepted", ["kind"], registry=self.registry)
         self.frames_rejected = Counter("vigil_frames_rejected", "Uplink frames refused, by reason", ["reason"], registry=self.registry)
+        self.journal_replayed = Counter("vigil_journal_replayed", "Telemetry frames replayed from the local journal "
+                                        "after a restart (accepted before it; not counted as accepted again)",
+                                        registry=self.registry)
+        self.journal_skipped = Counter("vigil_journal_skipped", "Journaled telemetry frames skipped at a restart: "
+                                       "their samples were stored", registry=self.registry)
         self.frames_poisoned = Counter("vigil_frames_poisoned", "Uplink messages whose handling raised (refused, "
                                        "acknowledged, kept in dead_letters), by stage", ["stage"], registry=self.registry)
         self.dead_letters_dropped = Counter("vigil_dead_letters_dropped", "Dead letters dropped while the database was away",

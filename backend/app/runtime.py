@@ -5,6 +5,7 @@ loops in one TaskGroup until cancelled."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -14,6 +15,7 @@ import sqlalchemy as sa
 from backend.incidents.alerts import AlertService
 from backend.incidents.events import IncidentEvents
 from backend.incidents.journal import AlertJournal
+from backend.ingest.journal import TelemetryJournal
 from backend.ingest.replay_state import ReplayStateWriter
 from backend.incidents.store import AlertStore
 from backend.identity.auth import RevokedTokens
@@ -77,8 +79,11 @@ class Runtime:
                                           status=self.status)
         self.dead_letters = DeadLetters(self.engine, self.metrics)
         self.replay_state = ReplayStateWriter(self.engine, self.registry)
+        hold_s = settings.journal_hold_s or settings.detection_backlog_s + 4 * settings.detection_hop_s + 10.0
+        self.telemetry_journal = TelemetryJournal(settings.journal_dir / f"{settings.mqtt_client_id}.telemetry",
+                                                  segment_s=settings.journal_segment_s, hold_s=hold_s)
         self.ingest = IngestService(settings, self.registry, self.alerts, self.metrics, self.detection, self.dead_letters,
-                                    downlink=self.downlink)
+                                    downlink=self.downlink, journal=self.telemetry_journal)
         self.storage_mode: str | None = None
         self.incidents_loaded = False
         self.privacy = PrivacyService(self.engine, settings)  # grants, policy versions, retention, audit outbox
@@ -164,6 +169,14 @@ class Runtime:
 
     async def close(self) -> None:
         self.stop.set()
+        # what the writers still buffer goes now (a clean stop; the journal covers a crash)
+        try:
+            self.detection.raw_rows.flush()
+            await asyncio.wait_for(self.detection.raw.flush(), 10)
+            await asyncio.wait_for(self.detection.features.flush(), 10)
+        except Exception as exc:  # noqa: BLE001 - any database failure (asyncpg's own from COPY too)
+            log.error("rows still buffered at stop not written (%s); the telemetry journal replays their frames at the "
+                      "next start", exc.__class__.__name__)
         try:  # a clean stop leaves nothing acknowledged unsaved
             await self.replay_state.save()
         except (sa.exc.SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
@@ -171,3 +184,4 @@ class Runtime:
                       exc.__class__.__name__, self.settings.replay_save_interval_s)
         await self.engine.dispose()
         self.alert_journal.close()
+        self.telemetry_journal.close()

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backend.db import schema as t
+from firmware import frame as F
 from backend.detection.store import BatchWriter
 from backend.detection.windows import TelemetryChunk
 from backend.ingest.registry import DeviceRegistry
@@ -135,5 +136,59 @@ class RawRows:
         ppg = np.concatenate([c.ppg for c in chunks])
         accel = np.concatenate([c.accel_mg for c in chunks])
         self.writer.add([utc(first.time_ms + first.wall_offset_ms), device_id, d.officer_id if d else None,
-                         first.rate_hz, len(ppg), ppg, accel.reshape(-1), first.backfill, None])
+                         first.rate_hz, len(ppg), ppg, accel.reshape(-1), first.backfill, None],
+                        (device_id, [c.seq for c in chunks]))
         return fresh
+
+
+# How many sequence numbers back ``raw_stored`` remembers per device: a journal holds minutes
+# (2.5 telemetry frames a second), so 1024 (~7 minutes) covers it; older frames found in a
+# journal are replayed (a duplicate is better than a loss).
+STORED_WINDOW = 1024
+
+
+class RawStored:
+    """Which telemetry frames' samples are stored, per device: updated and saved (``raw_stored``)
+    in the transaction that writes their rows (``BatchWriter(within=...)``), read back by the
+    telemetry journal's replay after a crash (backend/ingest/journal.py)."""
+
+    def __init__(self):
+        self._by_device: dict[int, F.ReplayGuard] = {}
+
+    def seed(self, saved: dict[int, F.ReplayGuard]) -> None:
+        """Continue from the windows saved before a restart (so a second crash still knows)."""
+        for device_id, guard in saved.items():
+            mine = F.ReplayGuard(window=STORED_WINDOW)
+            mine.restore(*guard.state())
+            self._by_device.setdefault(device_id, mine)
+
+    async def within(self, driver, stamps: list[tuple[int, list[int]]]) -> None:
+        """The rows of ``stamps`` (device, seqs) are being written: record and save their seqs."""
+        changed = set()
+        for device_id, seqs in stamps:
+            guard = self._by_device.get(device_id)
+            if guard is None:
+                guard = self._by_device[device_id] = F.ReplayGuard(window=STORED_WINDOW)
+            for seq in seqs:
+                try:
+                    guard.accept(seq)
+                except F.FrameError:  # already recorded (a retried batch) or older than the window
+                    pass
+            changed.add(device_id)
+        rows = []
+        for device_id in changed:
+            highest, seen = self._by_device[device_id].state()
+            rows.append((device_id, highest, seen.to_bytes(STORED_WINDOW // 8, "little")))
+        await driver.executemany(
+            "insert into raw_stored (device_id, highest, seen) values ($1, $2, $3) "
+            "on conflict (device_id) do update set highest = excluded.highest, seen = excluded.seen", rows)
+
+    @staticmethod
+    async def load(conn: AsyncConnection) -> dict[int, F.ReplayGuard]:
+        """The saved windows: which frames a replay must skip."""
+        out = {}
+        for row in (await conn.execute(sa.select(t.raw_stored))).all():
+            guard = F.ReplayGuard(window=STORED_WINDOW)
+            guard.restore(int(row.highest), int.from_bytes(row.seen, "little"))
+            out[row.device_id] = guard
+        return out

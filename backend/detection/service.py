@@ -33,7 +33,7 @@ from backend.app.config import BackendSettings
 from backend.app.metrics import BackendMetrics
 from backend.app.waiting import wait_for_any
 from backend.detection.hop import DecisionConfig
-from backend.detection.raw import RAW_COLUMNS, RAW_KINDS, RawHolds, RawRows
+from backend.detection.raw import RAW_COLUMNS, RAW_KINDS, RawHolds, RawRows, RawStored
 from backend.detection.results import FEATURE_COLUMNS, WindowResults, frame_to_features
 from backend.detection.rounds import RoundRunner
 from backend.detection.status import StatusBoard
@@ -60,6 +60,7 @@ class DetectionService:
                  status: StatusBoard, wall: Callable[[], float] = time.time,
                  store_copy: Copy | None = None):
         self._settings = settings
+        self._engine = engine
         self._metrics = metrics
         self._wall = wall
         self.window_config = WindowConfig(
@@ -73,9 +74,11 @@ class DetectionService:
         self.features = BatchWriter(engine, "features", FEATURE_COLUMNS, metrics, batch_size=settings.feature_batch_size,
                                     max_buffered=settings.feature_buffer_max, retry_s=settings.db_retry_interval_s,
                                     on_stored=frame_to_features(metrics, wall), copy=store_copy)
+        self.raw_stored = RawStored()
         self.raw = BatchWriter(engine, "raw_windows", RAW_COLUMNS, metrics, batch_size=settings.feature_batch_size,
                                max_buffered=settings.raw_buffer_max, retry_s=settings.db_retry_interval_s,
-                               prepare=self.holds.mark_held, kinds=RAW_KINDS, copy=store_copy)
+                               prepare=self.holds.mark_held, kinds=RAW_KINDS, copy=store_copy,
+                               within=self.raw_stored.within)
         self.raw_rows = RawRows(self.raw, registry, self.window_config.hop_s)
         self.device_streams = DeviceStreams(self.window_config, registry, self.status, self.raw_rows, metrics)
         self.runner = RoundRunner(settings.detection_worker, self.decision_config, metrics)
@@ -114,6 +117,14 @@ class DetectionService:
                 self.holds.hold(d.device_id, alert_id(d.device_id, h.seq, kind), kind, now * 1000.0)
         elif h.frame_type == F.TYPE_TELEMETRY:
             self.device_streams.push(frame, now, backfill)
+
+    async def load_stored(self) -> dict:
+        """Which telemetry frames' samples are stored, per device (``raw_stored``), as saved; the
+        writer continues from it. For the telemetry journal's replay after a crash."""
+        async with self._engine.connect() as conn:
+            stored = await RawStored.load(conn)
+        self.raw_stored.seed(stored)
+        return stored
 
     def reset_man_down(self, device_id: int) -> None:
         """A supervisor or the officer cleared a man-down alarm: re-arm the detector now."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import sqlalchemy as sa
@@ -42,9 +43,18 @@ class BatchWriter:
                  batch_size: int, max_buffered: int, retry_s: float,
                  prepare: Callable[[list], tuple] | None = None,
                  on_stored: Callable[[list[int]], None] | None = None,
-                 kinds: Sequence[str] | None = None, copy: Copy | None = None):
+                 kinds: Sequence[str] | None = None, copy: Copy | None = None,
+                 within: Callable[[object, list], Awaitable[None]] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self._engine = engine
-        self._send = copy or self._copy  # I/O passed in: the pipeline bench writes nowhere
+        self._copy_to = copy  # I/O passed in: the pipeline bench writes nowhere
+        # run in the COPY's own transaction with the batch's stamps (what else must be true
+        # exactly when these rows are stored: backend/detection/raw.py RawStored)
+        self._within = within
+        self._clock = clock
+        # monotonic time at which the last flush that emptied the buffer began: every row added
+        # before it is stored (the telemetry journal's release, backend/ingest/journal.py)
+        self.drained_at: float | None = None
         self.table = table
         self._columns = list(columns)
         if kinds is not None and len(kinds) != len(self._columns):
@@ -56,8 +66,9 @@ class BatchWriter:
         self._retry_s = retry_s
         self._prepare = prepare or tuple
         self._rows: collections.deque[list] = collections.deque()
-        # per row: a wall-time stamp (ms) handed to ``on_stored`` once the row is written, or None
-        self._stamps: collections.deque[int | None] = collections.deque()
+        # per row: a stamp handed to ``on_stored`` (a wall time in ms) or ``within`` once the row is
+        # written, or None
+        self._stamps: collections.deque[object] = collections.deque()
         self._on_stored = on_stored
         self._full = asyncio.Event()
         self._failing = False
@@ -69,7 +80,7 @@ class BatchWriter:
     def buffered(self) -> int:
         return len(self._rows)
 
-    def add(self, row: list, stamp_ms: int | None = None) -> None:
+    def add(self, row: list, stamp_ms: object = None) -> None:
         if len(self._rows) >= self._max:
             self._rows.popleft()
             self._stamps.popleft()
@@ -93,6 +104,7 @@ class BatchWriter:
         """Write everything buffered, a batch at a time; returns the rows written. Raises the
         database error (rows kept) when a batch fails."""
         done = 0
+        began = self._clock()
         while self._rows:
             n = min(self._batch_size, len(self._rows))
             batch = [self._prepare(self._rows[i]) for i in range(n)]
@@ -106,7 +118,10 @@ class BatchWriter:
                 n -= len(misfits)
                 if not n:
                     continue
-            await self._send(batch, data)
+            if self._copy_to is not None:
+                await self._copy_to(batch, data)
+            else:
+                await self._copy(batch, data, [self._stamps[i] for i in range(n) if self._stamps[i] is not None])
             stamps = []
             for _ in range(n):
                 self._rows.popleft()
@@ -116,22 +131,26 @@ class BatchWriter:
             if stamps and self._on_stored is not None:
                 self._on_stored(stamps)
             done += n
+        self.drained_at = began
         self.written += done
         if done:
             self._metrics.detection_rows_written.labels(self.table).inc(done)
         return done
 
-    async def _copy(self, batch: list[tuple], data: bytes | None) -> None:
-        """Write a batch: ``data``, its binary COPY stream, if it was encoded, else the rows."""
+    async def _copy(self, batch: list[tuple], data: bytes | None, stamps: list) -> None:
+        """Write a batch: ``data``, its binary COPY stream, if it was encoded, else the rows;
+        with ``within`` in the same transaction."""
         async with self._engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            if data is None:
-                await raw.driver_connection.copy_records_to_table(self.table, records=batch, columns=self._columns)
-                return
-
-            async def stream():
-                yield data
-            await raw.driver_connection.copy_to_table(self.table, source=stream(), columns=self._columns, format="binary")
+            driver = (await conn.get_raw_connection()).driver_connection
+            async with driver.transaction():
+                if data is None:
+                    await driver.copy_records_to_table(self.table, records=batch, columns=self._columns)
+                else:
+                    async def stream():
+                        yield data
+                    await driver.copy_to_table(self.table, source=stream(), columns=self._columns, format="binary")
+                if self._within is not None and stamps:
+                    await self._within(driver, stamps)
 
     def _encode(self, batch: list[tuple]) -> tuple[bytes, list[int]]:
         """The batch's COPY stream without the rows that do not fit their columns (dropped,

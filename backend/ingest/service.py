@@ -6,6 +6,7 @@ Every refusal is counted by reason; nothing unverified reaches storage or alerts
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import logging
@@ -26,6 +27,7 @@ from backend.app.metrics import BackendMetrics
 from backend.ingest.clock import believable
 from backend.ingest.dead_letters import DeadLetters
 from backend.ingest.mqtt import EVENTS_RECONNECT_CAP_S, RECONNECT_CAP_S, UplinkSubscriber, reconnect_delay
+from backend.ingest.journal import TelemetryJournal
 from backend.ingest.registry import DeviceRecord, DeviceRegistry
 from firmware import frame as F
 from gateway import topics
@@ -57,11 +59,19 @@ def device_time(header: F.Header) -> dt.datetime | None:
 _parse_topic = functools.lru_cache(maxsize=1 << 16)(topics.parse)
 
 
+def is_recorded(guard: F.ReplayGuard, seq: int) -> bool:
+    """Whether ``guard``'s window says ``seq`` was recorded (older than its window: unknown, False)."""
+    highest, seen = guard.state()
+    if seq > highest or highest - seq >= guard.window:
+        return False
+    return bool((seen >> (highest - seq)) & 1)
+
+
 class FrameVerifier:
     def __init__(self, registry: DeviceRegistry):
         self._registry = registry
 
-    def verify(self, messages: list[tuple]) -> list[VerifiedFrame | FrameRejected | Poisoned]:
+    def verify(self, messages: list[tuple], replaying: bool = False) -> list[VerifiedFrame | FrameRejected | Poisoned]:
         """Messages (topic, payload, user properties, ...): each checked in the order above (its
         seq consumed when the tag is good), the telemetry payloads among them decoded together
         (:func:`decode_telemetry_batch`). Returns, in order, each message's verified frame or
@@ -70,7 +80,7 @@ class FrameVerifier:
         telemetry: list[tuple[int, DeviceRecord, str, F.Header, bytes]] = []
         for topic, payload, props, *_ in messages:
             try:
-                device, gateway, header, body = self._open(topic, payload)
+                device, gateway, header, body = self._open(topic, payload, replaying)
                 decoded = None
                 if header.frame_type != F.TYPE_TELEMETRY:
                     try:
@@ -104,9 +114,10 @@ class FrameVerifier:
     def acknowledged(self, frames: list) -> None:
         self._registry.acknowledged(frames)
 
-    def _open(self, topic: str, payload: bytes) -> tuple[DeviceRecord, str, F.Header, bytes]:
+    def _open(self, topic: str, payload: bytes, replaying: bool = False) -> tuple[DeviceRecord, str, F.Header, bytes]:
         """Raise FrameRejected, or return the frame's device, gateway, header and decrypted
-        payload (its seq now consumed)."""
+        payload (its seq now consumed). ``replaying``: a frame from our own journal, accepted
+        before a crash (its seq may be in the saved window already)."""
         try:
             where = _parse_topic(topic)
         except topics.TopicError as exc:
@@ -129,11 +140,16 @@ class FrameVerifier:
         if device.gateways and where.gateway not in device.gateways:  # before the tag: burns no seq
             raise FrameRejected("gateway_not_serving", f"gateway {where.gateway} does not serve device {header.device_id}")
         try:
-            device.replay.check(header.seq)
+            if not replaying:
+                device.replay.check(header.seq)
             header, body = F.open_frame(payload, device.keys)
-            device.replay.accept(header.seq)
+            if not replaying:
+                device.replay.accept(header.seq)
         except F.FrameError as exc:
             raise FrameRejected(exc.reason, exc.detail) from exc
+        if replaying:
+            with contextlib.suppress(F.FrameError):
+                device.replay.accept(header.seq)
         return device, where.gateway, header, body
 
 
@@ -217,8 +233,9 @@ def _location(props: dict[str, str] | None) -> dict | None:
 class IngestService:
     def __init__(self, settings: BackendSettings, registry: DeviceRegistry, alerts: AlertService, metrics: BackendMetrics,
                  detection: DetectionService | None = None, dead_letters: DeadLetters | None = None,
-                 downlink: DownlinkService | None = None):
+                 downlink: DownlinkService | None = None, journal: TelemetryJournal | None = None):
         self._settings = settings
+        self._journal = journal  # telemetry on disk before it is acknowledged
         self._downlink = downlink  # EVENT_ACK once an event's alert is stored; TIME_SYNC for unsynced clocks
         self._dead_letters = dead_letters  # messages whose handling raised
         self._verifier = FrameVerifier(registry)
@@ -236,13 +253,14 @@ class IngestService:
         """One frame: the verified frame, or None when it was rejected (counted, logged)."""
         return (await self.handle_batch([(topic, payload, props)]))[0]
 
-    async def handle_batch(self, messages: list[tuple]) -> list[VerifiedFrame | None]:
+    async def handle_batch(self, messages: list[tuple], replaying: bool = False) -> list[VerifiedFrame | None]:
         """Messages (topic, payload, user properties, ...) as one MQTT read delivered them:
         each verified, the telemetry payloads decoded together, then acted on in order.
-        Returns each message's verified frame, or None where it was rejected."""
+        Returns each message's verified frame, or None where it was rejected. ``replaying``:
+        the messages come from the telemetry journal after a crash."""
         received = time.monotonic()
         frames: list[VerifiedFrame | None] = []
-        for message, result in zip(messages, self._verifier.verify(messages)):
+        for message, result in zip(messages, self._verifier.verify(messages, replaying)):
             if isinstance(result, FrameRejected):
                 self._rejected(result, message[0])
                 result = None
@@ -255,7 +273,7 @@ class IngestService:
             if frame is not None:
                 accepted[frame.header.frame_type] += 1
         for frame_type, n in accepted.items():  # counted before acting, like the refusals
-            if n:
+            if n and not replaying:  # a replayed frame was counted before the restart
                 self._accepted[_KIND_BY_TYPE[frame_type]].inc(n)
         for message, frame in zip(messages, frames):
             if frame is None:
@@ -270,6 +288,36 @@ class IngestService:
             except Exception as exc:  # one message's failure, whatever its cause, is that message's alone
                 self._poisoned(message, "handle", exc)
         return frames
+
+    async def recover_journal(self) -> tuple[int, int]:
+        """Replay what the telemetry journal kept from before a crash, skipping the frames whose
+        samples were stored; before subscribing. Returns (frames replayed, frames skipped).
+        Raises a storage error while the database is away (the supervisor retries)."""
+        if self._journal is None or not self._journal.leftover:
+            return 0, 0
+        stored = await self.detection.load_stored() if self.detection is not None else {}
+        replayed = skipped = 0
+        for batch in self._journal.replay():
+            keep = []
+            for message in batch:
+                try:
+                    header = F.parse_header(message[1])
+                except F.FrameError:
+                    keep.append(message)  # refused again, counted, as it would have been
+                    continue
+                guard = stored.get(header.device_id)
+                if guard is not None and is_recorded(guard, header.seq):
+                    skipped += 1
+                else:
+                    keep.append(message)
+            if keep:
+                await self.handle_batch(keep, replaying=True)
+                replayed += len(keep)
+        self._metrics.journal_replayed.inc(replayed)
+        self._metrics.journal_skipped.inc(skipped)
+        log.warning("telemetry journal: %d frame(s) kept from before the restart replayed, %d already stored skipped",
+                    replayed, skipped)
+        return replayed, skipped
 
     def _poisoned(self, message: tuple, stage: str, exc: Exception) -> None:
         if self._dead_letters is not None:
@@ -315,6 +363,7 @@ class IngestService:
         broker's queue behind telemetry a busy backend has not read yet. Each device's frames
         stay in order within a kind; across kinds the replay window accepts any order (events
         overtake telemetry on the device's link too)."""
+        await self.recover_journal()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._consume("events", ("event", "status")), name="ingest-events")
             tg.create_task(self._consume("telemetry", ("telemetry",)), name="ingest-telemetry")
@@ -343,7 +392,11 @@ class IngestService:
                         self.disconnected_since = None
                     async for batch in uplink.batches():
                         frames = await self.handle_batch(batch)
-                        uplink.ack(batch)  # QoS 1: acknowledged once handled
+                        if name == "telemetry" and self._journal is not None:
+                            # on disk before acknowledged (an event's alert is journaled in handle_batch)
+                            await self._journal.append([m for m, f in zip(batch, frames) if f is not None])
+                            self._journal.release(self.detection.raw.drained_at if self.detection else None)
+                        uplink.ack(batch)  # QoS 1: acknowledged once handled and durable
                         self._verifier.acknowledged(frames)  # never handed back: refused after a restart
                         await asyncio.sleep(0)  # a full socket buffer must not starve the other tasks
             except aiomqtt.MqttError as exc:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import sys
 
 # module path -> it defines register(subparsers); order is the order in --help
 _COMMAND_MODULES = [
     "backend.cli.service",             # demo, backend run, db upgrade
+    "backend.cli.session",             # login, logout
     "gateway.commands",             # gateway run, simulate
     "firmware.tools.commands",      # firmware provision / check, hardware battery
     "backend.evaluation.commands",  # eval hr, eval falls
@@ -41,11 +43,64 @@ _BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_TH
 def main(argv: list[str] | None = None) -> int:
     for name in _BLAS_THREAD_VARIABLES:
         os.environ.setdefault(name, "1")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    result = args.func(args)
+    args = None
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        result = args.func(args)
+    except BrokenPipeError:
+        # the reader went away (`vigil officer list | head -3`): not an error of ours; stdout is
+        # pointed at /dev/null so the interpreter's final flush does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # as a shell reports a pipe closed on a writer (128 + SIGPIPE)
+    except KeyboardInterrupt:
+        print("vigil: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - only the expected kinds are answered here; the rest re-raise
+        message = expected_error(exc)
+        if message is None:
+            raise
+        print(f"vigil {getattr(args, 'command', None) or ''}".rstrip() + f": {message}", file=sys.stderr)
+        return getattr(exc, "code", 1) if isinstance(getattr(exc, "code", None), int) else 1
     return int(result or 0)
+
+
+def expected_error(exc: BaseException) -> str | None:
+    """One line for an error a person can cause and fix (a missing file, a bad setting, a refusal
+    of the backend, ...); None for anything else, which is a bug and keeps its traceback."""
+    from backend.cli.session import CliError
+    from backend.exceptions import VigilBackendError
+
+    if isinstance(exc, CliError):
+        return str(exc)
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)):
+        hint = {FileNotFoundError: "check the path", PermissionError: "check its permissions",
+                IsADirectoryError: "give a file, not a directory", NotADirectoryError: "check the path",
+                FileExistsError: "it is never overwritten: choose another name"}.get(type(exc), "")
+        what = f"cannot use {exc.filename}: {exc.strerror or exc}" if exc.filename else str(exc)
+        return what + (f" ({hint})" if hint else "")
+    if isinstance(exc, VigilBackendError):
+        return str(exc)
+    try:
+        import pydantic
+        if isinstance(exc, pydantic.ValidationError):
+            fields = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())
+            return f"invalid settings: {fields} (see the VIGIL_* environment variables)"
+    except ImportError:
+        pass
+    for module, name in (("gateway.exceptions", "GatewayError"), ("models.exceptions", "ModelError")):
+        try:
+            kind = getattr(importlib.import_module(module), name)
+        except ImportError:
+            continue
+        if isinstance(exc, kind):
+            return str(exc)
+    import httpx
+    if isinstance(exc, httpx.HTTPError):
+        return f"cannot reach the backend ({type(exc).__name__}: {exc}); is it running? (--api or VIGIL_API)"
+    return None
 

@@ -11,13 +11,13 @@ import sys
 
 import httpx
 
-DEFAULT_API = "http://127.0.0.1:8000"
+from backend.cli.session import DEFAULT_API, CliError, device_id, error_text, refused, token_for
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     def api_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--api", default=os.environ.get("VIGIL_API", DEFAULT_API), help="backend base URL (VIGIL_API)")
-        p.add_argument("--token", default=None, help="access token (default: VIGIL_TOKEN)")
+        p.add_argument("--token", default=None, help="access token (default: VIGIL_TOKEN, else the one `vigil login` kept)")
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     officer = subparsers.add_parser("officer", help="officers of your agency (calls the API)")
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dsub = device.add_subparsers(dest="device_command", metavar="COMMAND", required=True)
     p = dsub.add_parser("provision", help="create a device and its key (the key is printed once); with --count, "
                                           "a fleet of consecutive ids with their keys written to --keys-out")
-    p.add_argument("device_id", type=lambda s: int(s, 0), help="the id in its frames (decimal or 0x...); the first of --count")
+    p.add_argument("device_id", type=device_id, help="the id in its frames (decimal or 0x...); the first of --count")
     p.add_argument("--placement", default="upper_arm")
     p.add_argument("--count", type=int, default=1, help="provision this many devices, device_id, device_id+1, ...")
     p.add_argument("--keys-out", default=None, metavar="FILE",
@@ -45,21 +45,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     api_args(p)
     p.set_defaults(func=_provision)
     p = dsub.add_parser("assign", help="assign a device to an officer for a shift")
-    p.add_argument("device_id", type=lambda s: int(s, 0))
+    p.add_argument("device_id", type=device_id)
     p.add_argument("--officer", type=int, required=True, help="officer id")
     p.add_argument("--until", default=None, help="end of the shift, ISO 8601 (default: open)")
     api_args(p)
     p.set_defaults(func=lambda a: _call(a, "PUT", f"/api/v1/devices/{a.device_id}/assignment",
                                         {"officer_id": a.officer, "ends_at": a.until}))
     p = dsub.add_parser("unassign", help="end a device's current assignment")
-    p.add_argument("device_id", type=lambda s: int(s, 0))
+    p.add_argument("device_id", type=device_id)
     api_args(p)
     p.set_defaults(func=lambda a: _call(a, "DELETE", f"/api/v1/devices/{a.device_id}/assignment"))
     p = dsub.add_parser("list", help="devices with firmware, battery, last seen and officer")
     api_args(p)
     p.set_defaults(func=lambda a: _call(a, "GET", "/api/v1/devices"))
     p = dsub.add_parser("retire", help="retire a device: its frames are refused from now on")
-    p.add_argument("device_id", type=lambda s: int(s, 0))
+    p.add_argument("device_id", type=device_id)
     api_args(p)
     p.set_defaults(func=lambda a: _call(a, "POST", f"/api/v1/devices/{a.device_id}/retire"))
 
@@ -87,20 +87,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _call(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> int:
-    token = args.token or os.environ.get("VIGIL_TOKEN")
-    if not token:
-        print("no token: pass --token or set VIGIL_TOKEN (get one from POST /api/v1/auth/token)", file=sys.stderr)
-        return 2
+    token, source = token_for(args)
     try:
         response = httpx.request(method, args.api.rstrip("/") + path, json=body,
                                  headers={"Authorization": f"Bearer {token}"}, timeout=30)
     except httpx.HTTPError as exc:
-        print(f"cannot reach {args.api}: {exc}", file=sys.stderr)
-        return 1
+        raise CliError(f"cannot reach {args.api} ({type(exc).__name__}): is the backend running? (--api or VIGIL_API)") from None
     if response.status_code >= 400:
-        detail = response.json().get("detail") if response.headers.get("content-type", "").startswith("application/json") else response.text
-        print(f"{method} {path}: {response.status_code} {detail}", file=sys.stderr)
-        return 1
+        raise CliError(refused(response.status_code, source, args.api) or f"{method} {path}: {response.status_code} {error_text(response)}")
     data = response.json() if response.content else None
     if args.json or not isinstance(data, list):
         print(json.dumps(data, indent=2, default=str))
@@ -120,10 +114,7 @@ def _provision(args: argparse.Namespace) -> int:
             print("--count needs --keys-out FILE: a fleet's keys go to a file, not the terminal", file=sys.stderr)
             return 2
         return _call(args, "POST", "/api/v1/devices", {"device_id": args.device_id, "placement": args.placement})
-    token = args.token or os.environ.get("VIGIL_TOKEN")
-    if not token:
-        print("no token: pass --token or set VIGIL_TOKEN (get one from POST /api/v1/auth/token)", file=sys.stderr)
-        return 2
+    token, _ = token_for(args)
     try:  # created before anything is provisioned, owner-only from the first byte; never overwritten
         fd = os.open(args.keys_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
@@ -141,9 +132,7 @@ def _provision(args: argparse.Namespace) -> int:
                 failed = f"cannot reach {args.api}: {exc}"
                 break
             if response.status_code != 201:
-                detail = response.json().get("detail") if response.headers.get("content-type", "").startswith(
-                    "application/json") else response.text
-                failed = f"device {device_id}: {response.status_code} {detail}"
+                failed = f"device {device_id}: {response.status_code} {error_text(response)}"
                 break
             keys[str(device_id)] = response.json()["key_hex"]
         out.write(json.dumps(keys, indent=1) + "\n")  # whatever was created: a key is shown only once

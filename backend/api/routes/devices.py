@@ -83,9 +83,18 @@ async def get_device(request: Request, runtime: RuntimeDep, caller: CallerDep, d
     return await _device(request, runtime, caller, device_id)
 
 
-@router.put("/{device_id}/assignment", summary="Assign the device to an officer for a shift (ends any current assignment)")
+@router.put("/{device_id}/assignment", summary="Assign the device to an officer for a shift (ends any current assignment)",
+            responses={409: {"description": "another agency's officer, or a retired device"}})
 async def assign(request: Request, runtime: RuntimeDep, caller: CallerDep, device_id: DeviceId, body: AssignmentIn) -> dict:
     await _device(request, runtime, caller, device_id)
+    now = dt.datetime.now(dt.timezone.utc)
+    starts = _utc(body.starts_at) or now
+    ends = _utc(body.ends_at)
+    if ends is not None and ends <= max(starts, now):
+        # such a shift is over before it starts: the device would silently be left unassigned
+        said = "in the past" if ends <= now else "before its start"
+        raise HTTPException(422, [{"loc": ["body", "ends_at"], "type": "value_error",
+                                   "msg": f"the shift's end {ends:%Y-%m-%d %H:%M} UTC is {said}; give a later end or none"}])
     try:
         await fleet.assign_device(runtime.engine, device_id, body.officer_id, body.starts_at, body.ends_at)
     except ValueError as exc:  # another agency's officer, or a retired device
@@ -102,9 +111,25 @@ async def unassign(request: Request, runtime: RuntimeDep, caller: CallerDep, dev
     return await _device(request, runtime, caller, device_id)
 
 
-@router.post("/{device_id}/retire", summary="Retire the device: its frames are refused from now on")
+@router.post("/{device_id}/retire", summary="Retire the device: its frames are refused from now on",
+             responses={409: {"description": "the device was already retired"}})
 async def retire(request: Request, runtime: RuntimeDep, caller: CallerDep, device_id: DeviceId) -> dict:
-    await _device(request, runtime, caller, device_id)
+    """Refused (409) for a device already retired: its ``retired_at`` stays when it was retired.
+    The answer names the officer who wore it on shift (``retired_from``), who is now without a device."""
+    before = await _device(request, runtime, caller, device_id)
+    if before["status"] == "retired":
+        raise HTTPException(409, f"device {device_id} ({device_id:#010x}) was already retired at "
+                                 f"{before['retired_at']:%Y-%m-%d %H:%M} UTC")
     await fleet.retire_device(runtime.engine, device_id)
     await runtime.registry.refresh()
-    return await _device(request, runtime, caller, device_id)
+    after = await _device(request, runtime, caller, device_id)
+    worn = before["officer_id"] is not None
+    after["retired_from"] = {"officer_id": before["officer_id"], "officer_name": before["officer_name"]} if worn else None
+    return after
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    """A time as given; one without a zone is taken as UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=dt.timezone.utc)

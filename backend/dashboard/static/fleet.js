@@ -1,10 +1,11 @@
 // The fleet admin's desk: devices (provision with the key shown once, assign, unassign, retire)
 // and gateways (register with credentials shown once, the devices each serves).
-import { fill, ago, api, deviceHex, el, explain, notify, startPage, when } from "./common.js";
+import { fill, ago, api, deviceHex, el, explain, labels, notify, startPage, when } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 let officers = [];
 let devices = [];
+let BATTERY_WARN_PCT = 15;  // until the backend's setting is read (GET /meta/labels)
 
 function parseDeviceId(text) {
   const s = String(text).trim();
@@ -26,7 +27,9 @@ async function loadDevices() {
       el("th", { scope: "row" }, deviceHex(d.device_id), el("div", { class: "muted small" }, `${d.device_id} · ${String(d.placement || "").replace("_", " ")}`)),
       el("td", {}, d.status),
       el("td", {}, d.firmware || "—"),
-      el("td", {}, d.battery_pct == null ? "—" : `${Math.round(d.battery_pct)} %`),
+      el("td", {}, d.battery_pct == null ? "—" : d.battery_pct <= BATTERY_WARN_PCT
+        ? el("span", { class: "battery-warn", title: "battery low: charge or swap the device" }, `⚠ ${Math.round(d.battery_pct)} % low`)
+        : `${Math.round(d.battery_pct)} %`),
       el("td", { title: when(d.last_seen) }, d.last_seen ? ago(d.last_seen) : "never"),
       el("td", {}, d.officer_id == null ? "—" : `${d.officer_name || "officer"} (#${d.officer_id})`,
         d.shift_ends_at ? el("div", { class: "muted small" }, `until ${when(d.shift_ends_at)}`) : null),
@@ -56,16 +59,31 @@ function pickForAssign(d) {
 }
 
 async function change(button, d, what) {
-  if (what === "retire" && !confirm(`Retire device ${deviceHex(d.device_id)}? Its frames are refused from now on.`)) return;
+  if (what === "retire" && !confirm(retireQuestion(d))) return;
   button.disabled = true;
   try {
     if (what === "unassign") await api(`/devices/${d.device_id}/assignment`, { method: "DELETE" });
-    else await api(`/devices/${d.device_id}/retire`, { method: "POST" });
+    else {
+      const r = await api(`/devices/${d.device_id}/retire`, { method: "POST" });
+      notify(r.retired_from ? `Device ${deviceHex(d.device_id)} retired. ${r.retired_from.officer_name || "Officer #" + r.retired_from.officer_id} ` +
+        "now has no device: they are off the supervisors' board until one is assigned." : "");
+      return;
+    }
     notify("");
   } catch (err) {
     notify(explain(err, what === "retire" ? "Retiring the device" : "Ending the assignment"));
+  } finally {
+    await loadDevices();
   }
-  await loadDevices();
+}
+
+/** The confirmation names who wears the device: retiring it takes them off the supervisors' board. */
+export function retireQuestion(d) {
+  const who = d.officer_id != null ? `${d.officer_name || "Officer #" + d.officer_id}` : null;
+  return who
+    ? `Retire device ${deviceHex(d.device_id)}, worn by ${who} on shift? ${who} will have no device and drops off the ` +
+      "supervisors' board until another is assigned. Its frames are refused from now on."
+    : `Retire device ${deviceHex(d.device_id)}? No officer wears it. Its frames are refused from now on.`;
 }
 
 function shownOnce(box, title, lines) {
@@ -177,6 +195,8 @@ async function main() {
   $("provision-form").addEventListener("submit", provision);
   $("assign-form").addEventListener("submit", assign);
   $("gateway-form").addEventListener("submit", register);
+  const words = await labels();
+  if (words.battery_low_pct != null) BATTERY_WARN_PCT = words.battery_low_pct;
   await Promise.all([loadDevices(), loadOfficers()]);
   await loadGateways();
 }

@@ -41,6 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sim.add_argument("--gateway-id", default=os.environ.get("VIGIL_GATEWAY_GATEWAY_ID", "sim-gw"))
     sim.add_argument("--mqtt-url", default=os.environ.get("VIGIL_GATEWAY_MQTT_URL", "mqtt://127.0.0.1:1883"))
     sim.add_argument("--queue-path", type=Path, default=None, help="gateway queue (default: a temporary file)")
+    sim.add_argument("--device", choices=("firmware", "model"), default="firmware",
+                     help="firmware: every wearable runs firmware/app.py (default); model: the older stand-in")
+    sim.add_argument("--state-dir", type=Path, default=None,
+                     help="each wearable's configuration file (its flash): sequence numbers continue across runs "
+                          "(default: .vigil/sim/<agency>)")
     sim.add_argument("--log-level", default="INFO")
     sim.set_defaults(func=_cmd_simulate)
 
@@ -98,6 +103,7 @@ def _load_keys(args) -> dict[int, bytes]:
 
 
 def _cmd_simulate(args) -> int:
+    from gateway.exceptions import GatewayIdInUse
     from gateway.sim import scenarios
 
     _setup_logging(args.log_level)
@@ -106,7 +112,11 @@ def _cmd_simulate(args) -> int:
              else [scenarios.get(args.scenario).name] * len(keys))
     for (device_id, _), name in zip(keys.items(), names):
         print(f"VG-{device_id:08X}  device_id={device_id}  scenario={name}")
-    asyncio.run(_simulate(args, keys, names))
+    try:
+        asyncio.run(_simulate(args, keys, names))
+    except GatewayIdInUse as exc:
+        print(f"vigil simulate: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -122,17 +132,18 @@ async def _simulate(args, keys: dict[int, bytes], names: list[str]) -> None:
     _install_stop(stop)
     if args.duration:
         asyncio.get_running_loop().call_later(args.duration, stop.set)
+    state_dir = args.state_dir or Path(".vigil") / "sim" / args.agency
+    options = dict(scenarios=names, speed=args.speed, seed=args.seed, device=args.device, state_dir=state_dir)
     if args.via == "mqtt":
-        async with DirectFleet(keys, args.mqtt_url, args.agency, gateway_id=args.gateway_id, scenarios=names,
-                               speed=args.speed, seed=args.seed) as fleet:
+        async with DirectFleet(keys, args.mqtt_url, args.agency, gateway_id=args.gateway_id, **options) as fleet:
             await stop.wait()
             sent = sum(len(w.sent) for w in fleet.wearables.values())
-        print(f"published {sent} frames for {len(keys)} officers")
+        print(f"published {sent} frames for {len(keys)} officers ({fleet.connects} MQTT connection(s))")
         return
     with tempfile.TemporaryDirectory(prefix="vigil-sim-") as tmp:
         settings = GatewaySettings(agency=args.agency, gateway_id=args.gateway_id, mqtt_url=args.mqtt_url,
                                    devices=list(keys), queue_path=args.queue_path or Path(tmp) / "queue.sqlite3")
-        async with SimulatedFleet(keys, scenarios=names, speed=args.speed, seed=args.seed) as fleet:
+        async with SimulatedFleet(keys, **options) as fleet:
             await Gateway(settings).run(stop)
             sent = sum(len(w.sent) for w in fleet.wearables.values())
     print(f"{sent} frames went over the virtual radio for {len(keys)} officers")

@@ -183,7 +183,9 @@ async def _run(officers: int, duration_s: float, port: int, workdir: Path) -> in
         devices = await _provision(settings, officers)
         plan = scenarios.shift_assignment(officers)
         _say(f"  {officers} officers on shift; scenarios: " + ", ".join(f"{devices[d][1]}={s}" for d, s in zip(devices, plan)))
-        async with SimulatedFleet({d: k for d, (k, _) in devices.items()}, scenarios=plan), serve(settings) as backend:
+        # every wearable runs the firmware's own code (gateway/sim/device.py); its flash in workdir
+        async with SimulatedFleet({d: k for d, (k, _) in devices.items()}, scenarios=plan, device="firmware",
+                                  state_dir=workdir / "wearables"), serve(settings) as backend:
             gw = GatewaySettings(agency=AGENCY, gateway_id="car-12", mqtt_url=mqtt_url, devices=list(devices),
                                  queue_path=workdir / "gateway-queue.sqlite3", latitude=40.7128, longitude=-74.0060)
             gateway_task = asyncio.create_task(Gateway(gw).run(stop), name="gateway")

@@ -157,7 +157,7 @@ class FirmwareWearable:
         if state_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="vigil-wearable-")
             state_dir = self._tmp.name
-        Path(state_dir).mkdir(parents=True, exist_ok=True)
+        Path(state_dir).mkdir(mode=0o700, parents=True, exist_ok=True)  # the devices' keys: owner only
         self.store = fw_config.ConfigStore(str(Path(state_dir) / f"{self.name}.json"))
         self.body = OfficerBody(seed, resting_hr=62 + (seed % 17))
         capacity = 1000.0

@@ -70,6 +70,9 @@ def client_for(url: str, identifier: str, persistent: bool = True, *, ca_file: s
 UPLINK_KEEPALIVE_S = 30
 # How many unacknowledged QoS 1 messages the broker may send us (MQTT 5 Receive Maximum).
 UPLINK_RECEIVE_MAXIMUM = 65535
+# The largest packet the broker may send us (MQTT 5 Maximum Packet Size): a frame is a few hundred
+# bytes; anything bigger is not one, and the broker drops it instead of making us buffer it.
+UPLINK_MAXIMUM_PACKET = 16 * 1024
 # One read: about 280 frames; the loop gets a turn between reads (SOS pushes, hops).
 _READ_CHUNK = 1 << 16
 # PUBACKs of small batches wait this long to share one write; this many go out at once
@@ -221,7 +224,8 @@ class UplinkSubscriber:
     def _connect_packet(self) -> bytes:
         flags = 0x00 if self._persistent else 0x02
         props = (b"\x11" + (SESSION_EXPIRY_S if self._persistent else 0).to_bytes(4, "big")
-                 + b"\x21" + UPLINK_RECEIVE_MAXIMUM.to_bytes(2, "big"))
+                 + b"\x21" + UPLINK_RECEIVE_MAXIMUM.to_bytes(2, "big")
+                 + b"\x27" + UPLINK_MAXIMUM_PACKET.to_bytes(4, "big"))
         payload = encode_utf8(self._identifier)
         if self._username is not None:
             flags |= 0x80

@@ -130,3 +130,30 @@ async def test_https_api_with_hsts(database_url, mqtt_broker, agency, pki):
         async with httpx.AsyncClient(base_url=backend.url.replace("https", "http")) as http:
             with pytest.raises(httpx.HTTPError):  # plain HTTP on the TLS port is not served
                 await http.get("/api/v1/health")
+
+
+async def test_the_backends_own_uplink_subscriber_over_tls(tmp_path, pki, agency):
+    """Ingest's subscriber (backend/ingest/mqtt.py), not aiomqtt: over mqtts:// it verifies the
+    broker against the configured CA, receives and acknowledges; a wrong CA is refused."""
+    import asyncio
+
+    from backend.ingest.mqtt import UplinkError, UplinkSubscriber
+
+    ca, cert, key, other_ca = pki
+    broker = infra.PrivateMosquitto(tmp_path / "mosquitto", tls_certfile=cert, tls_keyfile=key).start()
+    try:
+        url, topic = broker.tls_url, topics.uplink(agency, "gw-tls", 0x00715002, "telemetry")
+        async with UplinkSubscriber(url, "uplink-tls-" + agency, persistent=False, ca_file=str(ca)) as uplink:
+            await uplink.subscribe([topics.uplink_filter(agency)])
+            await asyncio.sleep(0.2)
+            async with client_for(url, "pub-tls-" + agency, persistent=False, ca_file=str(ca)) as pub:
+                await pub.publish(topic, b"over tls", qos=1)
+            async with asyncio.timeout(10):
+                batch = await anext(aiter(uplink.batches()))
+            uplink.ack(batch)
+        assert [(m[0], m[1]) for m in batch] == [(topic, b"over tls")]
+        with pytest.raises(UplinkError):
+            async with UplinkSubscriber(url, "uplink-wrong-" + agency, persistent=False, ca_file=str(other_ca)):
+                pass
+    finally:
+        broker.stop()

@@ -381,10 +381,28 @@ class Rig:
         import sqlalchemy as sa
 
         from backend.db import schema as t
+        return coverage(await self.raw_rows(device_id))
+
+    async def raw_rows(self, device_id: int) -> list[tuple[int, int, int]]:
+        """(time in epoch microseconds, samples, rate_hz) of the device's raw rows (as numbers:
+        a row dated past year 9999 would not decode to a datetime)."""
+        import sqlalchemy as sa
+
+        from backend.db import schema as t
+        us = sa.cast(sa.func.extract("epoch", t.raw_windows.c.time) * 1_000_000, sa.BigInteger)
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(sa.select(t.raw_windows.c.time, t.raw_windows.c.samples, t.raw_windows.c.rate_hz)
-                                       .where(t.raw_windows.c.device_id == device_id))).all()
-        return coverage(rows)
+            return [tuple(r) for r in (await conn.execute(sa.select(us, t.raw_windows.c.samples, t.raw_windows.c.rate_hz)
+                                                          .where(t.raw_windows.c.device_id == device_id))).all()]
+
+    async def features_outside(self, device_id: int, start_s: float, end_s: float) -> int:
+        """Feature rows of the device dated outside the wall-clock span [start_s, end_s]."""
+        import sqlalchemy as sa
+
+        from backend.db import schema as t
+        epoch = sa.func.extract("epoch", t.features.c.time)
+        async with self.engine.connect() as conn:
+            return (await conn.execute(sa.select(sa.func.count()).select_from(t.features).where(
+                t.features.c.device_id == device_id, sa.or_(epoch < start_s, epoch > end_s)))).scalar_one()
 
 
 def coverage(rows) -> tuple[int, int]:
@@ -439,7 +457,7 @@ class FaultRunner:
     async def run(self, name: str) -> FaultRow:
         row = FaultRow(name, FAULTS[name])
         group = self._group()
-        started = time.monotonic()
+        started, wall_start = time.monotonic(), time.time()
         for d in group:
             self.rig.fleet.start_wearable(d)
         await asyncio.sleep(self.config.lead_s)
@@ -448,14 +466,14 @@ class FaultRunner:
             presses = await self._clock(group, row, name)
         else:
             presses = await getattr(self, "_" + name.replace("-", "_"))(group, row)
-        await self._account(row, group, presses)
+        await self._account(row, group, presses, wall_start)
         health = await self._health()
         row.notes.append(f"health at the end: {health}")
         row.seconds = round(time.monotonic() - started, 1)
         self.rig.say(f"{name}: done in {row.seconds:.0f} s; " + _row_text(row))
         return row
 
-    async def _account(self, row: FaultRow, group: list[int], presses: list[Press]) -> None:
+    async def _account(self, row: FaultRow, group: list[int], presses: list[Press], wall_start: float) -> None:
         rig, cfg = self.rig, self.config
         # every SOS on the screen and in PostgreSQL, or the settle time passed since it could be
         for p in presses:
@@ -477,10 +495,21 @@ class FaultRunner:
             unique, extra = stored[d]
             pages = rig.feed.sos_pages(d)
             ids = [pg["id"] for _, pg in pages]
+            # dated outside the fault's wall-clock span (+-10 s): a device clock taken at its word
+            lo, hi = wall_start - 10.0, time.time() + 10.0
+            outside = sum(n for us, n, _ in await rig.raw_rows(d) if not lo <= us / 1e6 <= hi)
+            features_outside = await rig.features_outside(d, lo, hi)
             row.per_device[f"{d:#010x}"] = {
                 "telemetry_sent": sent[d], "telemetry_stored": unique // FRAME_SAMPLES,
                 "samples_stored_twice": extra, "left_on_device": w.backlog, "ring_dropped": w.ring_dropped,
+                "raw_samples_dated_outside_fault": outside, "features_dated_outside_fault": features_outside,
+                "commands_refused_by_device": w.rejected_commands,
                 "sos_rows": await rig.sos_rows(d), "pages": ids}
+            if outside or features_outside:
+                row.notes.append(f"{w.name}: {outside} raw samples and {features_outside} feature rows dated "
+                                 "outside the fault's wall-clock span")
+            if w.rejected_commands:
+                row.notes.append(f"{w.name}: refused {w.rejected_commands} downlink command(s) (see its log line)")
             row.telemetry_sent += sent[d]
             row.telemetry_stored += unique // FRAME_SAMPLES
             row.telemetry_duplicated += -(-extra // FRAME_SAMPLES)

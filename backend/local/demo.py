@@ -31,6 +31,7 @@ AGENCY = "demo"
 FIRST_DEVICE_ID = 0x00D30001
 DEMO_SUPERVISOR, DEMO_ADMIN, DEMO_PASSWORD = "supervisor", "admin", "vigil-demo"  # a throwaway demo database
 DEMO_AUDITOR, DEMO_OFFICER = "auditor", "officer"
+DEMO_GATEWAY = "car-12"
 # who signs in as what (one account per role; the officer is the first officer on shift)
 DEMO_ACCOUNTS = ((DEMO_SUPERVISOR, "supervisor", "/supervisor"), (DEMO_ADMIN, "fleet admin", "/fleet"),
                  (DEMO_AUDITOR, "auditor", "/audit"), (DEMO_OFFICER, "officer", "/me"))
@@ -100,6 +101,14 @@ async def _provision(settings: BackendSettings, officers: int) -> dict[int, tupl
     finally:
         await engine.dispose()
     return devices
+
+
+async def _register_gateway(settings: BackendSettings, gateway_id: str, device_ids: list[int]) -> None:
+    engine = db.create_engine(settings)
+    try:
+        await auth.register_gateway(engine, AGENCY, gateway_id, device_ids)
+    finally:
+        await engine.dispose()
 
 
 async def _first_officer(engine) -> int | None:
@@ -181,12 +190,13 @@ async def _run(officers: int, duration_s: float, port: int, workdir: Path) -> in
         _recreate_demo_database(settings)
         db.upgrade(settings)
         devices = await _provision(settings, officers)
+        await _register_gateway(settings, DEMO_GATEWAY, list(devices))  # so the fleet page lists it as it is
         plan = scenarios.shift_assignment(officers)
         _say(f"  {officers} officers on shift; scenarios: " + ", ".join(f"{devices[d][1]}={s}" for d, s in zip(devices, plan)))
         # every wearable runs the firmware's own code (gateway/sim/device.py); its flash in workdir
         async with SimulatedFleet({d: k for d, (k, _) in devices.items()}, scenarios=plan, device="firmware",
                                   state_dir=workdir / "wearables"), serve(settings) as backend:
-            gw = GatewaySettings(agency=AGENCY, gateway_id="car-12", mqtt_url=mqtt_url, devices=list(devices),
+            gw = GatewaySettings(agency=AGENCY, gateway_id=DEMO_GATEWAY, mqtt_url=mqtt_url, devices=list(devices),
                                  queue_path=workdir / "gateway-queue.sqlite3", latitude=40.7128, longitude=-74.0060)
             gateway_task = asyncio.create_task(Gateway(gw).run(stop), name="gateway")
             async with httpx.AsyncClient(base_url=backend.url) as http:

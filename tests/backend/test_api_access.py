@@ -54,7 +54,8 @@ async def test_every_route_for_every_role(database_url, mqtt_broker, agency):
         # the pages' words come from their one definition
         words = (await http.get("/api/v1/meta/labels", headers=officer)).json()
         assert words == {"outcomes": OUTCOME_LABELS, "states": STATE_LABELS,
-                         "priorities": {str(p): text for p, text in PRIORITY_LABELS.items()}}
+                         "priorities": {str(p): text for p, text in PRIORITY_LABELS.items()},
+                         "battery_low_pct": settings.battery_low_pct}
 
         routes = iter_routes(backend.app)
         assert set(routes) == set(ACCESS), "every route is in the access table, and nothing else is"

@@ -35,7 +35,8 @@ async def register(runtime: RuntimeDep, caller: CallerDep, body: GatewayIn) -> d
             "note": "shown once; regenerate the broker's password and ACL files (vigil broker files) to admit it"}
 
 
-@router.get("", summary="Gateways of the caller's agency with the devices each serves")
+@router.get("", summary="Gateways of the caller's agency: the devices each may serve, when it last carried a frame and "
+                        "whose; gateways heard but not registered too (registered: false)")
 async def list_gateways(runtime: RuntimeDep, caller: CallerDep) -> list[dict]:
     query = (
         sa.select(t.gateways.c.id, t.gateways.c.created_at, t.gateways.c.retired_at, t.gateway_mqtt.c.mqtt_username,
@@ -47,7 +48,33 @@ async def list_gateways(runtime: RuntimeDep, caller: CallerDep) -> list[dict]:
         .order_by(t.gateways.c.id)
     )
     async with runtime.engine.connect() as conn:
-        return [{**dict(r), "gateway_id": r["id"], "devices": sorted(r["devices"] or [])} for r in (await conn.execute(query)).mappings()]
+        rows = [{**dict(r), "gateway_id": r["id"], "devices": sorted(r["devices"] or []), "registered": True}
+                for r in (await conn.execute(query)).mappings()]
+    heard = _heard(runtime, caller.agency_id)
+    for row in rows:
+        row.update(heard.pop(row["gateway_id"], {"last_seen": None, "devices_heard": []}))
+    # a gateway carrying the agency's frames that nobody registered (the demo's, one set up by hand):
+    # shown, so the list never says "none" while frames flow
+    rows += [{"gateway_id": gw, "id": gw, "created_at": None, "retired_at": None, "mqtt_username": None, "devices": [],
+              "registered": False, **seen} for gw, seen in sorted(heard.items())]
+    return rows
+
+
+def _heard(runtime, agency_id: str) -> dict[str, dict]:
+    """Per gateway: when it last carried a frame of this agency's devices and which devices, since
+    the backend started (the status board sees every verified frame)."""
+    import datetime as dt
+    out: dict[str, dict] = {}
+    for st in list(runtime.status.devices.values()):
+        if st.agency_id != agency_id or st.gateway is None or st.last_seen is None:
+            continue
+        entry = out.setdefault(st.gateway, {"last_seen": st.last_seen, "devices_heard": []})
+        entry["last_seen"] = max(entry["last_seen"], st.last_seen)
+        entry["devices_heard"].append(st.device_id)
+    for entry in out.values():
+        entry["last_seen"] = dt.datetime.fromtimestamp(entry["last_seen"], dt.timezone.utc).isoformat()
+        entry["devices_heard"].sort()
+    return out
 
 
 @router.get("/{gateway_id}/devices", summary="The devices this gateway may serve (the gateway's own provisioning list)")

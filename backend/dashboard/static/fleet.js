@@ -151,8 +151,12 @@ async function loadGateways() {
   }
   const byId = new Map(devices.map((d) => [d.device_id, d]));
   fill($("gateways"), ...gateways.map((g) => {
-    const recent = g.devices.map((id) => byId.get(id)?.last_seen).filter(Boolean).sort().pop();
-    const status = g.retired_at ? "retired" : recent && Date.now() - Date.parse(recent) < 120000 ? "active (devices heard recently)" : "registered, no recent traffic";
+    const recent = g.last_seen || g.devices.map((id) => byId.get(id)?.last_seen).filter(Boolean).sort().pop();
+    const heard = recent && Date.now() - Date.parse(recent) < 120000;
+    const carrying = (g.devices_heard || []).length ? ` · carrying ${g.devices_heard.map(deviceHex).join(", ")}` : "";
+    const status = g.retired_at ? "retired"
+      : !g.registered ? `heard, NOT registered${recent ? ` (last frame ${ago(recent)})` : ""}${carrying}`
+      : heard ? `active (last frame ${ago(recent)})${carrying}` : "registered, no recent traffic";
     return el("tr", { dataset: { gatewayId: g.gateway_id } },
       el("th", { scope: "row" }, g.gateway_id),
       el("td", {}, status),

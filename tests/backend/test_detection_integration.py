@@ -103,6 +103,8 @@ async def test_fall_then_lying_still_pages_fall_then_man_down_and_the_car_never_
         assert elapsed < 45
         assert all(s.counters.skipped_windows == 0 and s.counters.restarts == 0 for s in rt.detection.streams.values())
 
+        # every feature row written (a round in the worker may still be out when no stream is due)
+        await _wait_for(lambda: rt.detection.features.written >= (60 - 9 + 1) + (300 - 9 + 1))
         await _wait_for(lambda: rt.detection.features.buffered == 0 and rt.detection.raw.buffered == 0)
         await _wait_for(lambda: not rt.detection.holds.pending)
         statuses = []

@@ -295,7 +295,7 @@ class Rig:
         from backend.db import engine as db
         from gateway.sim.fleet import SimulatedFleet
 
-        self.t0 = time.monotonic()
+        self.t0, self.wall_t0 = time.monotonic(), time.time()
         self.pg = infra.PrivatePostgres(workdir=self.workdir / "postgres")
         await asyncio.to_thread(self.pg.start)
         self.stack.push_async_callback(self._stopping, "PostgreSQL", self.pg.stop, "immediate")
@@ -320,7 +320,8 @@ class Rig:
         self.say(f"backend up at {self.backend.url} (pid {self.backend.pid})")
 
         self.fleet = await self.stack.enter_async_context(
-            SimulatedFleet(self.keys, scenarios="patrol", start=False))
+            # "model" wearables: the clock faults set their clock (gateway/sim/fleet.py DEFAULT_DEVICE)
+            SimulatedFleet(self.keys, scenarios="patrol", start=False, device="model"))
         self.gateway = GatewayProcess({
             **os.environ, "DBUS_SYSTEM_BUS_ADDRESS": self.fleet.bluez.bus_address,
             "VIGIL_GATEWAY_AGENCY": AGENCY, "VIGIL_GATEWAY_GATEWAY_ID": GATEWAY_ID,
@@ -457,7 +458,7 @@ class FaultRunner:
     async def run(self, name: str) -> FaultRow:
         row = FaultRow(name, FAULTS[name])
         group = self._group()
-        started, wall_start = time.monotonic(), time.time()
+        started = time.monotonic()
         for d in group:
             self.rig.fleet.start_wearable(d)
         await asyncio.sleep(self.config.lead_s)
@@ -466,14 +467,14 @@ class FaultRunner:
             presses = await self._clock(group, row, name)
         else:
             presses = await getattr(self, "_" + name.replace("-", "_"))(group, row)
-        await self._account(row, group, presses, wall_start)
+        await self._account(row, group, presses)
         health = await self._health()
         row.notes.append(f"health at the end: {health}")
         row.seconds = round(time.monotonic() - started, 1)
         self.rig.say(f"{name}: done in {row.seconds:.0f} s; " + _row_text(row))
         return row
 
-    async def _account(self, row: FaultRow, group: list[int], presses: list[Press], wall_start: float) -> None:
+    async def _account(self, row: FaultRow, group: list[int], presses: list[Press]) -> None:
         rig, cfg = self.rig, self.config
         # every SOS on the screen and in PostgreSQL, or the settle time passed since it could be
         for p in presses:
@@ -495,19 +496,20 @@ class FaultRunner:
             unique, extra = stored[d]
             pages = rig.feed.sos_pages(d)
             ids = [pg["id"] for _, pg in pages]
-            # dated outside the fault's wall-clock span (+-10 s): a device clock taken at its word
-            lo, hi = wall_start - 10.0, time.time() + 10.0
+            # dated outside the run's wall-clock span (+-10 s): a device clock taken at its word (a
+            # wearable's clock starts when the fleet is made, so its first frame may predate the fault)
+            lo, hi = rig.wall_t0 - 10.0, time.time() + 10.0
             outside = sum(n for us, n, _ in await rig.raw_rows(d) if not lo <= us / 1e6 <= hi)
             features_outside = await rig.features_outside(d, lo, hi)
             row.per_device[f"{d:#010x}"] = {
                 "telemetry_sent": sent[d], "telemetry_stored": unique // FRAME_SAMPLES,
                 "samples_stored_twice": extra, "left_on_device": w.backlog, "ring_dropped": w.ring_dropped,
-                "raw_samples_dated_outside_fault": outside, "features_dated_outside_fault": features_outside,
+                "raw_samples_dated_outside_run": outside, "features_dated_outside_run": features_outside,
                 "commands_refused_by_device": w.rejected_commands,
                 "sos_rows": await rig.sos_rows(d), "pages": ids}
             if outside or features_outside:
                 row.notes.append(f"{w.name}: {outside} raw samples and {features_outside} feature rows dated "
-                                 "outside the fault's wall-clock span")
+                                 "outside the run's wall-clock span")
             if w.rejected_commands:
                 row.notes.append(f"{w.name}: refused {w.rejected_commands} downlink command(s) (see its log line)")
             row.telemetry_sent += sent[d]

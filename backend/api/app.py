@@ -44,13 +44,14 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
                 await task
             await runtime.close()
 
-    app = FastAPI(title="Vigil", version="0.1.0", lifespan=lifespan,
+    # /docs is served from local files by the dashboard (backend/dashboard/pages.py): no CDN
+    app = FastAPI(title="Vigil", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Officer-safety alerts. Biometric data serves officer safety only.")
     # Every router goes through ``authorize``: the access table (backend/api/access.py) decides.
     for module in (health, auth, users, officers, devices, gateways, alerts, events, live, meta):
-        app.include_router(module.router, dependencies=Authorized)  # paths carry /api/v1 themselves
+        app.include_router(module.router, dependencies=Authorized, responses=REFUSALS)  # paths carry /api/v1 themselves
     for router in (privacy.router, vitals.router, audit_routes.router):  # purpose-checked by require_access
-        app.include_router(router, prefix="/api/v1")
+        app.include_router(router, prefix="/api/v1", responses=REFUSALS)
     app.include_router(health.metrics_router, dependencies=Authorized)
     _error_answers(app)
     # hardening (backend/api/middleware.py): secure headers on every answer, sign-in throttling
@@ -61,7 +62,32 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
     app.state.accounts = ActiveAccounts(settings.registry_refresh_s)
     app.state.live_tickets = LiveTickets(settings.live_ticket_ttl_s)
     dashboard.install(app)  # the web pages and /static; the pages fetch everything from /api/v1
+    _bearer_in_openapi(app)
     return app
+
+
+# What every route may answer besides its own: documented once, for every route (issue 21).
+REFUSALS = {
+    401: {"description": "no token, or one that expired or was revoked (sign in: POST /api/v1/auth/token)"},
+    403: {"description": "refused for this role or purpose; the detail gives the reason, the policy rule and the audit entry"},
+}
+
+
+def _bearer_in_openapi(app: FastAPI) -> None:
+    """The OpenAPI document declares the bearer token the routes take (the access table checks it)."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                           "description": "a person's token from POST /api/v1/auth/token, or a gateway's API token"}}
+            schema["security"] = [{"bearer": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def _error_answers(app: FastAPI) -> None:

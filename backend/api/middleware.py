@@ -17,12 +17,11 @@ from collections.abc import Callable, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# JSON answers never need to load anything; the docs pages load Swagger UI / ReDoc from their CDN.
+# JSON answers never need to load anything; the docs page loads Swagger UI from this server only.
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
             "frame-ancestors 'none'")
-DOCS_PATHS = ("/docs", "/redoc")
+DOCS_PATHS = ("/docs",)
 # One year, as browsers' preload lists expect; sent only over HTTPS (RFC 6797 section 7.2).
 HSTS = "max-age=31536000; includeSubDomains"
 

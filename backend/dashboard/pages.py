@@ -50,3 +50,20 @@ def install(app: FastAPI) -> None:
     for path in PAGES:
         app.add_route(path, page_endpoint(path), methods=["GET"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC), name="dashboard-static")
+    _install_docs(app)
+
+
+def _install_docs(app: FastAPI) -> None:
+    """/docs: Swagger UI from the swagger-ui-bundle package, served here (the control-room
+    machines have no internet; FastAPI's default page loads it from a CDN and stays blank)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path
+
+    async def docs(request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} API",
+                                   swagger_js_url="/docs/static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/static/swagger-ui.css",
+                                   swagger_favicon_url="/docs/static/favicon-32x32.png")
+
+    app.add_route("/docs", docs, methods=["GET"], include_in_schema=False)
+    app.mount("/docs/static", StaticFiles(directory=swagger_ui_path), name="docs-static")

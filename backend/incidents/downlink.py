@@ -81,6 +81,7 @@ class DownlinkService:
         self._records: collections.deque[tuple[str, dict]] = collections.deque()
         self._sent: dict[tuple[int, int], Command] = {}
         self._wake = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         self.results: dict[tuple[int, int], dict] = {}
         self.connected = asyncio.Event()
@@ -253,6 +254,11 @@ class DownlinkService:
             await self._flush_records()
 
     async def _flush_records(self) -> None:
+        # sender and result reader both flush: one at a time, or both write and pop the same head
+        async with self._flush_lock:
+            await self._flush_records_locked()
+
+    async def _flush_records_locked(self) -> None:
         try:
             while self._records:
                 what, values = self._records[0]

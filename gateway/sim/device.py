@@ -52,7 +52,7 @@ SOS_HOLD_S = 2.5  # the officer holds SOS past the firmware's 2 s
 HELP_CONFIRM_AFTER_S = 1.5  # the officer presses once to confirm "help is coming"
 CONFIRM_PRESS_S = 0.3
 # Advance each device at least this often (real seconds); radio activity advances it at once.
-TICK_S = 0.01
+TICK_S = 0.02
 # Notifications the simulated controller holds before gatts_notify raises ENOMEM (the firmware
 # keeps the frame and retries, as with NimBLE's full buffers).
 RADIO_QUEUE = 8
@@ -316,9 +316,11 @@ class FirmwareWearable:
             if code == frame.COMMAND_HELP_COMING:
                 self.help_coming_count += 1
                 self.help_coming.set()
-                if self.confirm_help:  # the officer feels it and presses once
-                    self._at(HELP_CONFIRM_AFTER_S, lambda: self.board.press(True))
-                    self._at(HELP_CONFIRM_AFTER_S + CONFIRM_PRESS_S, lambda: self.board.press(False))
+                if self.confirm_help:  # the officer feels it and presses: once to reset a latched
+                    for k in range(2):  # man-down alarm (the firmware's rule), once to confirm
+                        at = HELP_CONFIRM_AFTER_S + k * 3 * CONFIRM_PRESS_S
+                        self._at(at, lambda: self.board.press(True))
+                        self._at(at + CONFIRM_PRESS_S, lambda: self.board.press(False))
         self._kick.set()
 
     async def _send(self) -> None:

@@ -36,7 +36,7 @@ async def test_man_down_incident_acknowledged_help_reaches_device(database_url, 
                 if msg["type"] == "alert":
                     events.append(msg["data"])
 
-        async with SimulatedFleet({a.device_id: a.device_key}, scenarios="man_down", speed=SPEED) as sim, \
+        async with SimulatedFleet({a.device_id: a.device_key}, device="firmware", scenarios="man_down", speed=SPEED) as sim, \
                 websockets.connect(await live_url(backend.url, a.tokens["supervisor"])) as ws:
             watcher = asyncio.create_task(watch(ws))
             gw = gateway_settings([], gateway_id=a.gateway.gateway_id, backend_url=backend.url,

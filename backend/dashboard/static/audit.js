@@ -4,7 +4,6 @@
 import { fill, api, el, explain, labels, notify, startPage, svg, when } from "./common.js";
 
 const PURPOSE = "oversight_audit";
-const LOG_LIMIT = 5000;
 const $ = (id) => document.getElementById(id);
 const OPEN = "still open";  // the report's "open": no outcome yet (backend/privacy/reports.py)
 let entries = [];
@@ -111,15 +110,21 @@ async function loadReport() {
       : el("p", { class: "muted" }, "No consented cohorts recorded."));
 }
 
-async function loadLog() {
+// The log in pages of the newest entries (the page was one 5,800 px table); older pages on request.
+const PAGE_SIZE = 50;
+let pages = [];          // the first seq of each page shown so far (to go back to newer ones)
+let pageBefore = null;   // the page on screen holds entries before this seq (null: the newest)
+
+async function loadLog(before = null) {
   const action = $("f-action").value.trim();
   try {
-    entries = await api("/audit", { query: { purpose: PURPOSE, limit: LOG_LIMIT, action } });
+    entries = await api("/audit", { query: { purpose: PURPOSE, limit: PAGE_SIZE, newest_first: true, action, before_seq: before } });
   } catch (err) {
     $("log-count").textContent = explain(err, "The audit log");
     fill($("log"));
     return;
   }
+  pageBefore = before;
   renderLog();
 }
 
@@ -127,13 +132,26 @@ function renderLog() {
   const outcome = $("f-outcome").value;
   const text = $("f-text").value.trim().toLowerCase();
   const shown = entries.filter((e) => (!outcome || e.outcome === outcome) &&
-    (!text || `${e.actor} ${e.subject} ${e.purpose}`.toLowerCase().includes(text))).reverse();
-  fill($("log"), ...shown.slice(0, 500).map((e) => el("tr", { class: e.outcome === "refused" ? "refused" : "" },
-    el("td", {}, String(e.seq)), el("td", {}, when(e.at)), el("td", {}, e.actor), el("td", {}, e.action),
-    el("td", {}, e.subject || "—"), el("td", {}, e.purpose || "—"),
+    (!text || `${e.actor} ${e.actor_label} ${e.subject} ${e.subject_label} ${e.purpose}`.toLowerCase().includes(text)));
+  fill($("log"), ...shown.map((e) => el("tr", { class: e.outcome === "refused" ? "refused" : "", dataset: { seq: e.seq } },
+    el("td", {}, String(e.seq)), el("td", {}, when(e.at)),
+    el("td", { title: e.actor }, e.actor_label || e.actor), el("td", {}, actionText(e.action)),
+    el("td", { title: e.subject || "" }, e.subject_label || e.subject || "—"), el("td", {}, e.purpose || "—"),
     el("td", {}, e.outcome === "refused" ? "✕ refused" : e.outcome === "granted" ? "✓ granted" : e.outcome),
     el("td", { class: "small" }, details(e.details)))));
-  $("log-count").textContent = `${shown.length} of ${entries.length} entries shown (newest first${shown.length > 500 ? ", first 500" : ""}).`;
+  const page = pages.length + 1;
+  const range = entries.length ? `entries #${entries[entries.length - 1].seq}–#${entries[0].seq}` : "no entries";
+  $("log-count").textContent = `Page ${page}, newest first: ${range}; ${shown.length} of ${entries.length} shown by the filters.`;
+  $("log-newer").disabled = pages.length === 0;
+  $("log-older").disabled = entries.length < PAGE_SIZE;
+}
+
+const ACTIONS = { access: "read of data", "alert.transition": "alert changed", "policy.install": "policy installed",
+  "policy.propose": "policy proposed", "retention.delete": "retention deleted data" };
+function actionText(a) {
+  if (ACTIONS[a]) return ACTIONS[a];
+  const m = /^provisioning\.([a-z_]+)\.(insert|update|delete)$/.exec(a || "");
+  return m ? `${m[1].replaceAll("_", " ")} ${m[2] === "insert" ? "created" : m[2] === "update" ? "changed" : "deleted"}` : a;
 }
 
 function details(d) {
@@ -146,7 +164,13 @@ function details(d) {
 async function main() {
   await startPage(["auditor"]);
   $("verify").addEventListener("click", verifyChain);
-  $("log-filter").addEventListener("submit", (e) => { e.preventDefault(); loadLog(); });
+  $("log-filter").addEventListener("submit", (e) => { e.preventDefault(); pages = []; loadLog(); });
+  $("log-older").addEventListener("click", () => {
+    if (!entries.length) return;
+    pages.push(pageBefore);
+    loadLog(entries[entries.length - 1].seq);
+  });
+  $("log-newer").addEventListener("click", () => { if (pages.length) loadLog(pages.pop()); });
   $("f-outcome").addEventListener("change", renderLog);
   await Promise.all([verifyChain(), loadPolicy(), loadReport(), loadLog()]);
   notify("");

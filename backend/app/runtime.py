@@ -67,7 +67,9 @@ class Runtime:
         self.status = StatusBoard(settings.device_offline_s, settings.battery_low_pct, self.engine)
         # the lifecycle tells downlink and dispatch of incidents through events, not references
         self.incident_events = IncidentEvents(self.metrics)
-        self.alert_journal = AlertJournal(settings.journal_dir / f"{settings.mqtt_client_id}.alerts")
+        # a journal belongs to one backend identity and one database: never replayed into another
+        journal = settings.journal_dir / f"{settings.mqtt_client_id}@{sa.engine.make_url(settings.database_url).database}"
+        self.alert_journal = AlertJournal(journal.with_name(journal.name + ".alerts"))
         self.alert_store = AlertStore(self.engine, self.metrics, self.alert_journal, settings.alert_write_wait_s)
         self.alerts = AlertService(self.alert_store, self.hub, self.metrics, self.incident_events, status=self.status,
                                    escalate_after_s=settings.escalate_after_s, cancel_grace_s=settings.cancel_grace_s)
@@ -80,7 +82,7 @@ class Runtime:
         self.dead_letters = DeadLetters(self.engine, self.metrics)
         self.replay_state = ReplayStateWriter(self.engine, self.registry)
         hold_s = settings.journal_hold_s or settings.detection_backlog_s + 4 * settings.detection_hop_s + 10.0
-        self.telemetry_journal = TelemetryJournal(settings.journal_dir / f"{settings.mqtt_client_id}.telemetry",
+        self.telemetry_journal = TelemetryJournal(journal.with_name(journal.name + ".telemetry"),
                                                   segment_s=settings.journal_segment_s, hold_s=hold_s)
         self.ingest = IngestService(settings, self.registry, self.alerts, self.metrics, self.detection, self.dead_letters,
                                     downlink=self.downlink, journal=self.telemetry_journal)

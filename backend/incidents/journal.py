@@ -3,7 +3,7 @@ before anyone is told it happened (the device's frame acknowledged to the broker
 acknowledged to the wearable), then written to PostgreSQL by the store's writer. A backend
 killed while the database was away finds its changes here at start-up and stores them.
 
-One file per backend identity (``<journal_dir>/<mqtt_client_id>.alerts``). A record is a
+One file per backend identity and database (``<journal_dir>/<mqtt_client_id>@<database>.alerts``). A record is a
 length, a CRC-32 and the pickled change; a torn record at the end (the process died while
 writing it, so nobody was told) is ignored. The file is emptied whenever every change in it is
 stored; replaying a change twice is harmless (alert rows are upserted, transitions written once).

@@ -11,7 +11,8 @@ has emptied its buffer in a flush that began ``hold_s`` after the segment closed
 frame in it went through detection's reordering and row building (bounded by the backlog and a
 hop) and was stored, or was discarded by detection for its own reasons.
 
-One directory per backend identity (``<journal_dir>/<mqtt_client_id>.telemetry``), owner-only.
+One directory per backend identity and database
+(``<journal_dir>/<mqtt_client_id>@<database>.telemetry``), owner-only.
 A record is a length, a CRC-32 and the read's frames; a torn record at a segment's end (the
 process died while writing it, so nothing in it was acknowledged) is ignored.
 """

@@ -184,7 +184,8 @@ async def _run(officers: int, duration_s: float, port: int, workdir: Path) -> in
         loop.add_signal_handler(sig, stop.set)
     with _services(workdir) as (db_url, mqtt_url):
         settings = BackendSettings(database_url=db_url, mqtt_url=mqtt_url, agencies=[AGENCY], http_port=port,
-                                   mqtt_client_id=f"vigil-demo-{os.getpid()}")
+                                   mqtt_client_id=f"vigil-demo-{os.getpid()}",
+                                   journal_dir=Path(workdir) / "journal")  # goes with the demo's own database
         settings = with_keys(settings)  # the demo's own keys, generated into .vigil/keys.json (development only)
         db.ensure_database_exists(settings.sync_database_url)
         _recreate_demo_database(settings)

@@ -150,11 +150,21 @@ def _table(rows: list[dict]) -> None:
     if not rows:
         print("(none)")
         return
+    rows = [{c: _shown(c, v) for c, v in r.items()} for r in rows]
     cols = list(rows[0])
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
     print("  ".join(c.ljust(widths[c]) for c in cols))
     for r in rows:
         print("  ".join(str(r.get(c, "") if r.get(c) is not None else "-").ljust(widths[c]) for c in cols))
+
+
+def _shown(column: str, value):
+    """Device ids in hex, as on the pages and on the device's label (--json keeps the API's numbers)."""
+    if column == "device_id" and isinstance(value, int):
+        return f"{value:#010x}"
+    if column in ("devices", "devices_heard") and isinstance(value, list):
+        return ", ".join(f"{v:#010x}" if isinstance(v, int) else str(v) for v in value)
+    return value
 
 
 def _create_user(args: argparse.Namespace) -> int:

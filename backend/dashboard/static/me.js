@@ -12,7 +12,7 @@ async function loadAlerts() {
     const priority = (p) => (words.priorities[p] ? `${PRIORITY_ICON[p] || ""} ${p} — ${words.priorities[p]}` : String(p));
     fill($("my-alerts"), ...rows.map((a) => el("tr", {},
       el("td", {}, when(a.raised_at)), el("td", {}, a.title || a.kind), el("td", {}, priority(a.priority)),
-      el("td", {}, a.state), el("td", {}, a.outcome ? words.outcomes[a.outcome] || a.outcome : "—"))));
+      el("td", {}, words.states[a.state] || a.state), el("td", {}, a.outcome ? words.outcomes[a.outcome] || a.outcome : "—"))));
     $("my-alerts-empty").hidden = rows.length > 0;
   } catch (err) {
     $("my-alerts-empty").hidden = false;
@@ -113,7 +113,9 @@ async function exportAll() {
 async function main() {
   await startPage(["officer"]);
   $("export").addEventListener("click", exportAll);
-  await Promise.all([loadAlerts(), loadVitals(), loadAccesses()]);
+  // the report after this page's own reads: they are in it (it missed them until a reload)
+  await Promise.all([loadAlerts(), loadVitals()]);
+  await loadAccesses();
 }
 
 main().catch(() => {});

@@ -59,7 +59,14 @@ class GatewaySettings(BaseSettings):
                 return []
             if text.startswith("["):
                 return json.loads(text)
-            return [int(part, 0) for part in text.split(",") if part.strip()]
+            out = []
+            for part in filter(None, (p.strip() for p in text.split(","))):
+                try:
+                    out.append(int(part, 0))
+                except ValueError:
+                    raise ValueError(f"{part!r} is not a device id: give decimal (13828097) or hex with 0x (0x00D30001), "
+                                     "comma-separated") from None
+            return out
         return value
 
     @field_validator("mqtt_url")

@@ -48,6 +48,13 @@ def test_expected_errors_without_a_backend_are_one_line(capsys):
     assert "invalid <lambda> value" not in err and "is not a device id" in err and "0x00D30001" in err, err
 
 
+def test_a_bad_device_list_says_how_to_write_it(capsys, monkeypatch):
+    monkeypatch.setenv("VIGIL_GATEWAY_DEVICES", "0x10,zz")
+    assert cli.main(["gateway", "run"]) != 0
+    line = _one_line(capsys.readouterr().err)
+    assert "invalid literal for int()" not in line and "'zz' is not a device id" in line, line
+
+
 def test_a_closed_pipe_is_not_a_traceback(tmp_path):
     """`vigil … | head -3`: the reader is gone before the command writes."""
     read, write = os.pipe()

@@ -6,7 +6,8 @@ first minute, so a fleet running one of each shows all of them within two minute
 
 Step kinds:
     activity   arg: an activity of gateway.sim.signals.ACTIVITIES
-    event      arg: an event code of firmware.frame (what the device itself raises)
+    event      arg: an event code of firmware.frame; only the older model wearable acts on it:
+               the firmware (gateway/sim/device.py) raises its events itself from the sensors
     sos        the officer presses the SOS button
     take_off   the device is taken off and laid down (worn/skin-contact bits clear)
     put_on     the device is worn again

@@ -1,4 +1,7 @@
-"""A simulated Vigil wearable: the firmware's behaviour over a simulated radio.
+"""The older stand-in for a Vigil wearable (a model of the firmware's behaviour) and the
+simulator's clock. Simulated fleets run the firmware's own code instead (gateway/sim/device.py,
+``device="firmware"``: `vigil simulate`, `vigil demo`, the end-to-end and gateway tests); this
+model stays only while backend/bench (faults, gateway) drive its internals, then goes.
 
 It produces exactly the firmware's bytes (firmware/frame.py): telemetry frames of 20 samples at
 50 Hz, event frames, status frames; one sequence counter for all of them, never reused. While the

@@ -406,6 +406,20 @@ class Rig:
                 t.features.c.device_id == device_id, sa.or_(epoch < start_s, epoch > end_s)))).scalar_one()
 
 
+def telemetry_account(sent_frames: int, unique: int, extra: int) -> tuple[int, int, int]:
+    """(samples stored, samples stored twice, samples misdated) of one device, from the frames it
+    sent and its raw rows' coverage (``unique`` samples covered, ``extra`` covered again).
+
+    Time overlap alone does not prove a sample was stored twice: a row dated a few ms early
+    overlaps its neighbour while every sample is there once. So samples count as stored twice
+    only beyond what was sent; overlap without surplus is reported as misdated. (A loss and a
+    duplication of equal size in one device would cancel here; the rows' dates then show it.)"""
+    sent = sent_frames * FRAME_SAMPLES
+    total = unique + extra
+    stored = max(unique, min(total, sent))
+    return stored, total - stored, stored - unique
+
+
 def coverage(rows) -> tuple[int, int]:
     """Given raw rows (time, samples, rate_hz): the samples their time spans cover at least once,
     and the samples stored beyond that (covered twice)."""
@@ -494,6 +508,7 @@ class FaultRunner:
         for d in group:
             w = rig.fleet.wearables[d]
             unique, extra = stored[d]
+            stored_s, twice_s, misdated_s = telemetry_account(sent[d], unique, extra)
             pages = rig.feed.sos_pages(d)
             ids = [pg["id"] for _, pg in pages]
             # dated outside the run's wall-clock span (+-10 s): a device clock taken at its word (a
@@ -502,8 +517,9 @@ class FaultRunner:
             outside = sum(n for us, n, _ in await rig.raw_rows(d) if not lo <= us / 1e6 <= hi)
             features_outside = await rig.features_outside(d, lo, hi)
             row.per_device[f"{d:#010x}"] = {
-                "telemetry_sent": sent[d], "telemetry_stored": unique // FRAME_SAMPLES,
-                "samples_stored_twice": extra, "left_on_device": w.backlog, "ring_dropped": w.ring_dropped,
+                "telemetry_sent": sent[d], "telemetry_stored": stored_s // FRAME_SAMPLES,
+                "samples_stored_twice": twice_s, "samples_misdated": misdated_s,
+                "left_on_device": w.backlog, "ring_dropped": w.ring_dropped,
                 "raw_samples_dated_outside_run": outside, "features_dated_outside_run": features_outside,
                 "commands_refused_by_device": w.rejected_commands,
                 "sos_rows": await rig.sos_rows(d), "pages": ids}
@@ -513,8 +529,10 @@ class FaultRunner:
             if w.rejected_commands:
                 row.notes.append(f"{w.name}: refused {w.rejected_commands} downlink command(s) (see its log line)")
             row.telemetry_sent += sent[d]
-            row.telemetry_stored += unique // FRAME_SAMPLES
-            row.telemetry_duplicated += -(-extra // FRAME_SAMPLES)
+            row.telemetry_stored += stored_s // FRAME_SAMPLES
+            row.telemetry_duplicated += -(-twice_s // FRAME_SAMPLES)
+            if misdated_s:
+                row.notes.append(f"{w.name}: {misdated_s} samples stored once but dated into another row's span")
             if w.backlog:
                 row.notes.append(f"{w.name}: {w.backlog} frames never left the device")
         for p in presses:

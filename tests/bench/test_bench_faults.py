@@ -76,3 +76,11 @@ def test_poison_messages_are_authenticated_where_they_claim_to_be():
     times = {h.time_ms for h in opened}
     assert {2 ** 62, 2 ** 64 - 1, 2 ** 63, 0} <= times  # absurd device times under a valid tag
     assert len(opened) < len(messages)  # and some that must be refused
+
+
+def test_telemetry_account_tells_misdated_from_stored_twice():
+    from backend.bench.faults import telemetry_account
+    assert telemetry_account(56, 1117, 3) == (1120, 0, 3)    # one row dated 60 ms early: nothing lost or doubled
+    assert telemetry_account(56, 1120, 100) == (1120, 100, 0)  # a row stored again
+    assert telemetry_account(56, 1000, 0) == (1000, 0, 0)     # 6 frames lost
+    assert telemetry_account(56, 1000, 20) == (1020, 0, 20)   # lost, and one frame misdated

@@ -30,7 +30,7 @@ from gateway.config import GatewaySettings
 from gateway.exceptions import DownlinkError, GatewayIdInUse
 from gateway.link import DeviceLink, DownlinkCommand
 from gateway.metrics import GatewayMetrics
-from gateway.presence import Presence
+from gateway.presence import PROBE_TIMEOUT_S, Presence
 from gateway.store import FrameQueue, QueuedFrame
 
 log = logging.getLogger("vigil.gateway.mqtt")
@@ -47,6 +47,8 @@ BROKER_RETRY_BASE_S = 0.25
 BROKER_RETRY_CAP_S = 4.0
 # The broker keeps the session (downlink subscription and its queued commands) this long.
 SESSION_EXPIRY_S = 24 * 3600
+# A reconnect first asks this long whether another gateway took the id (answers take ms).
+RECONNECT_PROBE_S = 0.3
 # How long one publish may wait for its PUBACK before the connection is considered broken.
 PUBLISH_TIMEOUT_S = 10.0
 
@@ -65,14 +67,15 @@ class MqttBridge:
         self._state_topic = topics.gateway_state(settings.agency, settings.gateway_id)
         self.presence = Presence(settings.agency, settings.gateway_id)
 
-    async def check_presence(self) -> None:
+    async def check_presence(self, timeout: float = PROBE_TIMEOUT_S) -> None:
         """Raise GatewayIdInUse when another gateway holds this id (gateway/presence.py); a broker
         that cannot be reached cannot say, and is asked again on every reconnect."""
         s = self.settings
         try:
             await self.presence.check(s.mqtt_host, s.mqtt_port, username=s.mqtt_username,
                                       password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
-                                      tls_context=ssl.create_default_context(cafile=s.mqtt_ca_file) if s.mqtt_tls else None)
+                                      tls_context=ssl.create_default_context(cafile=s.mqtt_ca_file) if s.mqtt_tls else None,
+                                      timeout=timeout)
         except aiomqtt.MqttError as exc:
             log.info("cannot ask the broker whether gateway id %s is free (%s); asking again on connect", s.gateway_id, exc)
 
@@ -113,8 +116,9 @@ class MqttBridge:
         clash_logged = False
         while not stop.is_set():
             try:
-                if attempt:  # the first connect follows Gateway.run's check
-                    await self.check_presence()
+                if attempt:  # the first connect follows Gateway.run's check; a reconnect asks briefly:
+                    # someone may have taken the id while the broker was away (do not knock them off)
+                    await self.check_presence(RECONNECT_PROBE_S)
                 clash_logged = False
                 async with self._client() as client:
                     attempt = 0
@@ -261,3 +265,4 @@ class MqttBridge:
                 await client.publish(topics.link_quality(self.settings.agency, self.settings.gateway_id, device_id),
                                      json.dumps({**body, "at": round(time.time(), 3)}).encode(), qos=0, retain=True)
             await asyncio.sleep(self.settings.link_quality_interval_s)
+

@@ -401,7 +401,11 @@ class FirmwareWearable:
         sender = asyncio.get_running_loop().create_task(self._send(), name=f"{self.name}-radio")
         try:
             while not stop.is_set():
-                self.advance()
+                try:
+                    self.advance()
+                except Exception:  # the firmware raised: on the device the watchdog would reset it
+                    log.exception("%s: the firmware crashed at %d ms", self.name, self.loop.now)
+                    raise
                 await asyncio.sleep(TICK_S)
         finally:
             sender.cancel()

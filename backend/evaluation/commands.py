@@ -21,17 +21,22 @@ HR_MAX_MAE_ALL_BPM = 1.6
 # the targets on unseen people, printed beside the figures
 HR_TARGET_MAE_BPM = 2.0
 HR_TARGET_REPORTED = 0.80
-# falls, outer folds of the nested selection (`vigil eval falls`; also applied to the shipped
-# model by --model shipped): see /work/notes for the measured figures
+# falls, outer folds of the nested selection (`vigil eval falls --check`; measured 98.78 %, 99.38 %,
+# 1.15 per hour, 2.00 s); --model shipped is checked against the same guards
 FALL_MIN_SENSITIVITY = 0.985
-FALL_MIN_SPECIFICITY = 0.99
-FALL_MAX_FALSE_PER_HOUR = 1.5
+FALL_MIN_SPECIFICITY = 0.992
+FALL_MAX_FALSE_PER_HOUR = 1.3
 FALL_MAX_LATENCY_S = 2.01
-# falls, plain leave-one-subject-out refit with the shipped settings (tests/models/test_eval_guard.py)
+# falls, tests/models/test_eval_guard.py: the shipped model on SisFall (in-sample; measured 99.22 %, 100 %, 0)
+FALL_SHIPPED_MIN_SENSITIVITY = 0.99
+FALL_SHIPPED_MIN_SPECIFICITY = 0.998
+FALL_SHIPPED_MAX_FALSE_PER_HOUR = 0.2
+# ... and a plain leave-one-subject-out refit with the shipped settings (measured 98.89 %, 99.92 %,
+# 0.14 per hour, soft falls 97.33 %; optimistic against the nested figures: the settings saw every subject)
 FALL_LOSO_MIN_SENSITIVITY = 0.985
-FALL_LOSO_MIN_SPECIFICITY = 0.99
-FALL_LOSO_MAX_FALSE_PER_HOUR = 1.5
-FALL_LOSO_MIN_SOFT_SENSITIVITY = 0.95
+FALL_LOSO_MIN_SPECIFICITY = 0.998
+FALL_LOSO_MAX_FALSE_PER_HOUR = 0.3
+FALL_LOSO_MIN_SOFT_SENSITIVITY = 0.965
 # the targets on unseen people
 FALL_TARGET_SENSITIVITY = 0.99
 FALL_TARGET_SPECIFICITY = 0.995

@@ -6,7 +6,8 @@ gateway run``) over a virtual BlueZ, simulated wearables behind it (gateway/sim/
 on the live WebSocket. Each fault gets its own wearables (``--devices-per-fault``, never reused), so
 what it cost is counted on them alone: they start streaming shortly before the fault, their SOS
 presses are the fault's SOS, and when the fault is over they finish, drain their buffers and what
-they sent is compared with what PostgreSQL holds.
+they sent is compared with what PostgreSQL holds. Meanwhile ``--background`` wearables (17: twenty
+stream at once, as in the issue) stream through every fault and are counted in a last row.
 
 Per fault, one row:
 
@@ -88,6 +89,7 @@ class FaultConfig:
     clock_s: float = 6.0
     lead_s: float = 3.0            # normal streaming before each fault
     devices_per_fault: int = 3
+    background: int = 17           # wearables streaming through the whole run (3 + 17 = the issue's 20)
     settle_s: float = 30.0         # longest wait for an SOS to show up, or for telemetry to be stored
     out: Path = Path("artifacts/bench")
     tag: str = ""
@@ -266,7 +268,8 @@ class Rig:
         if os.geteuid() == 0:  # PostgreSQL runs as 'postgres' and must enter its directory
             os.chmod(self.workdir, 0o755)
         n = config.devices_per_fault * len(config.faults)
-        self.device_ids = [FIRST_DEVICE_ID + i for i in range(n)]
+        self.device_ids = [FIRST_DEVICE_ID + i for i in range(n + config.background)]
+        self.background_ids = self.device_ids[n:]
         self.secret = secrets.token_urlsafe(48)
         self.token_key = secrets.token_urlsafe(48)
         self.stack = contextlib.AsyncExitStack()
@@ -339,7 +342,10 @@ class Rig:
         from sqlalchemy.ext.asyncio import create_async_engine
         self.engine = create_async_engine(self.db_url, pool_pre_ping=True)
         self.stack.push_async_callback(self.engine.dispose)
-        self.say(f"gateway linked to {len(self.device_ids)} wearables; supervisor on the live feed")
+        for d in self.background_ids:
+            self.fleet.start_wearable(d)
+        self.say(f"gateway linked to {len(self.device_ids)} wearables; supervisor on the live feed; "
+                 f"{len(self.background_ids)} stream throughout")
 
     async def _stopping(self, what: str, stop, *args) -> None:
         """Stop one part at the end, in a thread: the virtual BlueZ in this event loop must keep
@@ -486,6 +492,17 @@ class FaultRunner:
         row.notes.append(f"health at the end: {health}")
         row.seconds = round(time.monotonic() - started, 1)
         self.rig.say(f"{name}: done in {row.seconds:.0f} s; " + _row_text(row))
+        return row
+
+    async def background(self) -> FaultRow:
+        """The wearables that streamed through every fault: what reached PostgreSQL in the end."""
+        ids = self.rig.background_ids
+        row = FaultRow("background", f"{len(ids)} wearables streaming through all of the above")
+        started = time.monotonic()
+        await self._account(row, ids, [])
+        row.notes.append(f"health at the end: {await self._health()}")
+        row.seconds = round(time.monotonic() - started, 1)
+        self.rig.say("background: " + _row_text(row))
         return row
 
     async def _account(self, row: FaultRow, group: list[int], presses: list[Press]) -> None:
@@ -825,7 +842,7 @@ def _cells(row: FaultRow) -> tuple[str, ...]:
         dups.append(f"{row.duplicate_pages} pages")
     if row.telemetry_duplicated:
         dups.append(f"{row.telemetry_duplicated} frames")
-    rec = "never" if row.recovery_s is None else f"{row.recovery_s:.2f} s"
+    rec = "n/a" if not row.sos_sent else "never" if row.recovery_s is None else f"{row.recovery_s:.2f} s"
     if row.recovery_s is not None and row.pushed < row.sos_sent:
         rec += " (some never)"
     return (row.what, str(row.sos_sent), str(row.alerts_stored), str(row.pushed), ", ".join(dups) or "0",
@@ -865,12 +882,15 @@ async def run(config: FaultConfig) -> list[FaultRow]:
     rows: list[FaultRow] = []
     started = time.monotonic()
     version = code_version()
-    print(f"vigil bench faults: {', '.join(config.faults)}; {config.devices_per_fault} wearables per fault; "
+    print(f"vigil bench faults: {', '.join(config.faults)}; {config.devices_per_fault} wearables per fault, "
+          f"{config.background} throughout; "
           f"database down {config.database_down_s:g} s, broker down {config.broker_down_s:g} s", flush=True)
     async with Rig(config) as rig:
         runner = FaultRunner(rig)
         for name in config.faults:
             rows.append(await runner.run(name))
+        if rig.background_ids:
+            rows.append(await runner.background())
         workdir = rig.workdir
     elapsed = time.monotonic() - started
     version_after = code_version()
@@ -901,6 +921,7 @@ def main(args) -> int:
         faults=tuple(args.faults or FAULTS), database_down_s=args.database_down_s, broker_down_s=args.broker_down_s,
         backend_down_s=args.backend_down_s, gateway_down_s=args.gateway_down_s, link_flaps=args.link_flaps,
         clock_s=args.clock_s, lead_s=args.lead_s, devices_per_fault=args.devices_per_fault, settle_s=args.settle_s,
+        background=args.background,
         out=args.out, tag=args.tag, keep_workdir=args.keep_workdir)
     rows = asyncio.run(run(config))
     return 1 if any(r.lost or r.doubled for r in rows) else 0
@@ -920,6 +941,8 @@ def register(sub) -> None:
     p.add_argument("--clock-s", type=float, default=6.0, help="seconds each clock fault runs (default 6)")
     p.add_argument("--lead-s", type=float, default=3.0, help="normal streaming before each fault (default 3)")
     p.add_argument("--devices-per-fault", type=int, default=3, help="wearables of each fault (default 3, at least 3)")
+    p.add_argument("--background", type=int, default=17,
+                   help="wearables streaming through the whole run, counted in a last row (default 17: 20 stream at once)")
     p.add_argument("--settle-s", type=float, default=30.0,
                    help="longest wait for an SOS to reach the screen or for telemetry to be stored (default 30)")
     p.add_argument("--out", type=Path, default=Path("artifacts/bench"), help="folder of faults.json")

@@ -105,6 +105,7 @@ class RadioBLE(fakes.FakeBLE):
         self._device = device
         self.queue: collections.deque[tuple[str, bytes]] = collections.deque()
         self.link_up = False
+        self.lost_in_flight: list[int] = []  # seqs queued in the controller when a link went
 
     def uuid_of(self, handle: int) -> str | None:
         char = self.chars.get(handle)
@@ -130,7 +131,9 @@ class RadioBLE(fakes.FakeBLE):
             self.exchange_mtu(self.CONN, 247)
         elif not up and self.link_up:
             self.link_up = False
-            self.queue.clear()  # queued in the controller: lost with the link, as on air
+            # queued in the controller: lost with the link, as notifications are on air
+            self.lost_in_flight.extend(frame.parse_header(v).seq for _, v in self.queue)
+            self.queue.clear()
             self.central_disconnect(self.CONN)
 
 

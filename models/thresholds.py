@@ -5,6 +5,11 @@ set of thresholds produced them. Values are plain frozen dataclasses, never raw 
 Placements: ``wrist``, ``upper_arm``, ``chest``, ``waist``. Only ``waist`` (SisFall) and
 ``wrist`` (IEEE SPC 2015, heart rate only) have been checked against recorded data; the other
 placements reuse the closest validated values and say so in ``validated``.
+
+On what data each figure holds (issue 18; `vigil eval hr` / `vigil eval falls` print them):
+falls and posture: waist, SisFall's belt-worn ADXL345 (18 subjects, 12 young with falls, 6 older
+without), resampled to 50 Hz; nothing was measured on the chest, upper arm or wrist. Heart rate:
+wrist, the 12 IEEE SPC 2015 running recordings at 50 Hz; nothing was measured on the upper arm.
 """
 from __future__ import annotations
 

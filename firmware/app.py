@@ -39,6 +39,8 @@ _WDT_TIMEOUT_MS = const(8000)
 _STALL_MS = const(5000)  # a task silent for this long means something hangs: let the WDT bite
 _MOTOR_DUTY = const(59000)  # ~3.0 V average on a 3.3 V rail: the motor's rated voltage
 _BLINK_MS = const(500)  # the status LED's half period while the device waits to be provisioned
+_BATTERY_CHECK_MS = const(10000)  # the fuel gauge is read this often between status frames
+BATTERY_WARNINGS = (20, 10, 5)  # crossing one of these (%) sends a status at once
 
 
 class UptimeClock:
@@ -90,6 +92,9 @@ class Wearable:
         self.status_period_ms = settings["status_period_s"] * 1000
         self.hr_service = settings["hr_service"] == 1
         self._next_status = now_ms
+        self._next_battery = now_ms
+        self._reported_contact = -1  # skin contact in the last status frame (-1: none sent yet)
+        self._reported_pct = 101  # battery in the last status frame
         self._next_hr = now_ms
         self._motor_on = False
         self.rejected_commands = 0
@@ -128,6 +133,14 @@ class Wearable:
         if on != self._motor_on:
             self.motor.duty_u16(_MOTOR_DUTY if on else 0)
             self._motor_on = on
+        if self._reported_contact != -1 and self.ppg.skin_contact != self._reported_contact:
+            self._next_status = now_ms  # put on or taken off: say so now, not at the next period
+        if now_ms >= self._next_battery:
+            self._next_battery = now_ms + _BATTERY_CHECK_MS
+            pct = self.gauge.soc_percent()
+            for level in BATTERY_WARNINGS:
+                if pct <= level < self._reported_pct:
+                    self._next_status = now_ms  # a warning level crossed
         if now_ms >= self._next_status:
             self._next_status = now_ms + self.status_period_ms
             self.status_step(now_ms)
@@ -145,6 +158,8 @@ class Wearable:
         if self.ppg.skin_contact:
             bits |= F.STATUS_SKIN_CONTACT | F.STATUS_WORN
         frame = self.core.update_status(now_ms, pct, mv, bits)
+        self._reported_contact = 1 if self.ppg.skin_contact else 0
+        self._reported_pct = pct
         self.radio.set_battery(pct)
         self.radio.set_status(frame)
         return frame

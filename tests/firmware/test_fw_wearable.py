@@ -304,3 +304,25 @@ def test_safety_settings_from_config_defaults():
     s = app.safety_settings(config.settings_of({}))
     assert (s.sos_hold_ms, s.prealert_ms, s.alarm_ms) == (2000, 20000, 30000)
     assert isinstance(s, S.SafetySettings)
+
+
+def test_status_goes_out_at_once_when_taken_off_or_a_battery_warning_is_crossed(tmp_path):
+    from firmware import board
+
+    r = Rig(tmp_path, [("stand", 120)])
+    r.connect()
+    r.run(3000)
+
+    def statuses():
+        return [(h.time_ms, F.decode_status(p)) for _, h, p in r.frames() if h.frame_type == F.TYPE_STATUS]
+    before = len(statuses())
+    assert statuses()[-1][1][3] & F.STATUS_WORN
+    r.ppg_wave.on_skin = False  # taken off, well before the 30 s status period
+    r.run(1500)
+    assert len(statuses()) == before + 1 and not statuses()[-1][1][3] & F.STATUS_WORN
+    gauge = r.bus.devices[board.FUEL_GAUGE_ADDR]
+    gauge.soc = 19.5  # below the 20 % warning
+    r.run(10500)
+    assert len(statuses()) == before + 2 and statuses()[-1][1][0] == 19
+    r.run(10500)
+    assert len(statuses()) == before + 2  # nothing new to say until the period

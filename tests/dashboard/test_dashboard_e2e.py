@@ -162,7 +162,7 @@ async def test_sos_to_page_acknowledge_resolve_and_report(database_url, mqtt_bro
             assert await _card(sup, "sos").count() == 0
             await sup.locator("#vitals").wait_for(state="hidden", timeout=5_000)  # the incident's span is over
             await assert_no_heart_rate(sup)
-            await sup.locator("#closed-box summary").click()
+            await sup.locator("#closed-box > summary").click()
             await shot(sup, "supervisor-resolved")
 
             auditor = await sign_in(browser, base, f"{agency}-auditor", "/audit", errors)

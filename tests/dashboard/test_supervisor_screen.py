@@ -104,6 +104,12 @@ async def test_map_upgrade_and_escalation(database_url, mqtt_broker, agency, tmp
         assert "ESCALATED" not in await card.inner_text()
         assert "escalated earlier, since acknowledged" in await card.inner_text()
         assert await page.locator("#feed li.alert.escalated").count() == 0
+        # the incident's timeline: every step, who took it and when
+        await card.locator("details.timeline summary").click()
+        steps = await card.locator("details.timeline").inner_text()
+        for said in ("New", "upgraded", "escalated", "Acknowledged", f"{agency}-sup1", "fall -> device_alarm"):
+            assert said in steps, steps
+        await shot(page, "supervisor-timeline")
 
         await alerts.resolve((await alerts_id(page)), "user:colleague", agency, "false_alarm")
         await page.locator("#map-empty").wait_for(timeout=10_000)

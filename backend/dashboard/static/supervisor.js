@@ -129,8 +129,33 @@ function alertCard(a) {
     el("span", {}, "Device ", deviceHex(a.device_id)),
     el("span", {}, where ? `Location: ${where}` : "Location unknown"),
     a.outcome ? el("span", {}, `Outcome: ${words.outcomes[a.outcome] || a.outcome}`) : null),
+  timeline(a),
   open ? actions(a) : null);
   return card;
+}
+
+const timelineOpen = new Set();  // alert ids whose timeline is open (kept across re-renders)
+
+function actorText(actor) {
+  const [kind, rest] = String(actor || "").split(/:(.*)/s);
+  if (kind === "user") return rest;
+  if (kind === "device") return /^\d+$/.test(rest) ? `device ${deviceHex(Number(rest))}` : "the device";
+  if (kind === "system" || kind === "backend") return "the backend";
+  return actor || "—";
+}
+
+/** Every step of the incident: when, what, who, and the note given. */
+function timeline(a) {
+  const steps = a.transitions || [];
+  if (!steps.length) return null;
+  const box = el("details", { class: "timeline", open: timelineOpen.has(a.id),
+    ontoggle: (e) => (e.currentTarget.open ? timelineOpen.add(a.id) : timelineOpen.delete(a.id)) },
+  el("summary", {}, `Timeline (${steps.length} step${steps.length === 1 ? "" : "s"})`),
+  el("ol", { class: "small" }, steps.map((t) => el("li", {},
+    el("time", { datetime: t.at }, t.at ? new Date(t.at).toLocaleTimeString() : "—"), " ",
+    el("strong", {}, words.states[t.state] || t.state.replaceAll("_", " ")), ` — ${actorText(t.actor)}`,
+    t.note ? ` (${t.note})` : ""))));
+  return box;
 }
 
 const chosen = new Map();  // alert id -> the outcome chosen in its card, not yet resolved
@@ -178,8 +203,9 @@ function renderFeed() {
   fill($("closed"), ...closed.map(alertCard));
   $("closed-count").textContent = String(closed.length);
   $("feed-empty").hidden = openOnes.length > 0;
-  if (focusId) {
-    const again = document.querySelector(`[data-alert-id="${CSS.escape(focusId)}"] .${String(focusClass).split(" ").pop()}`);
+  const cls = String(focusClass || "").trim().split(/\s+/).pop();
+  if (focusId && cls) {  // a control without a class (a timeline's summary) is not refocused
+    const again = document.querySelector(`[data-alert-id="${CSS.escape(focusId)}"] .${CSS.escape(cls)}`);
     if (again) again.focus();
   }
 }

@@ -17,6 +17,14 @@ log = logging.getLogger("vigil.gateway.cli")
 DEFAULT_FIRST_DEVICE_ID = 0x00C0FF01
 
 
+def _device_id(text: str) -> int:
+    from gateway.config import parse_device_id
+    try:
+        return parse_device_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     gateway = subparsers.add_parser("gateway", help="BLE-to-MQTT gateway")
     gsub = gateway.add_subparsers(dest="gateway_command", metavar="ACTION")
@@ -34,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="bluez: virtual BlueZ + a real gateway; mqtt: straight to the broker (load)")
     sim.add_argument("--duration", type=float, default=0.0, help="seconds to run (0: until Ctrl-C)")
     sim.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
-    sim.add_argument("--first-device-id", type=lambda v: int(v, 0), default=DEFAULT_FIRST_DEVICE_ID)
+    sim.add_argument("--first-device-id", type=_device_id, default=DEFAULT_FIRST_DEVICE_ID)
     sim.add_argument("--keys", type=Path, help='JSON {"<device id>": "<64 hex key>"}; default: demo keys')
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--agency", default=os.environ.get("VIGIL_GATEWAY_AGENCY", "demo"))

@@ -14,6 +14,18 @@ from gateway import topics
 from gateway.exceptions import ConfigError
 
 
+def parse_device_id(text: str) -> int:
+    """A device id as a person types it: decimal (13828097) or hex with 0x (0x00D30001), 32 bits.
+    Raises ValueError saying how to write one."""
+    try:
+        value = int(str(text).strip(), 0)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a device id: type it in decimal (13828097) or in hex with 0x (0x00D30001)") from None
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ValueError(f"{text!r} is not a device id: it must fit in 32 bits (0 to 0xFFFFFFFF)")
+    return value
+
+
 class GatewaySettings(BaseSettings):
     """Everything one gateway needs. See gateway/README.md for each variable."""
 
@@ -59,14 +71,7 @@ class GatewaySettings(BaseSettings):
                 return []
             if text.startswith("["):
                 return json.loads(text)
-            out = []
-            for part in filter(None, (p.strip() for p in text.split(","))):
-                try:
-                    out.append(int(part, 0))
-                except ValueError:
-                    raise ValueError(f"{part!r} is not a device id: give decimal (13828097) or hex with 0x (0x00D30001), "
-                                     "comma-separated") from None
-            return out
+            return [parse_device_id(part) for part in filter(None, (p.strip() for p in text.split(",")))]
         return value
 
     @field_validator("mqtt_url")

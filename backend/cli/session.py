@@ -27,15 +27,12 @@ class CliError(Exception):
 
 
 def device_id(text: str) -> int:
-    """A device id as typed: decimal (13828097) or hex with 0x (0x00D30001)."""
+    """A device id as typed (gateway/config.py parse_device_id), for argparse."""
+    from gateway.config import parse_device_id
     try:
-        value = int(text.strip(), 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a device id: type it in decimal (13828097) or in hex with 0x (0x00D30001)") from None
-    if not 0 <= value <= 0xFFFFFFFF:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a device id: it must fit in 32 bits (0 to 0xFFFFFFFF)")
-    return value
+        return parse_device_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def tokens_file() -> Path:

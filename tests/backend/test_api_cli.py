@@ -46,6 +46,10 @@ def test_expected_errors_without_a_backend_are_one_line(capsys):
         cli.main(["device", "retire", "zz"])
     err = capsys.readouterr().err
     assert "invalid <lambda> value" not in err and "is not a device id" in err and "0x00D30001" in err, err
+    with pytest.raises(SystemExit):
+        cli.main(["simulate", "--first-device-id", "zz"])
+    err = capsys.readouterr().err
+    assert "invalid <lambda> value" not in err and "is not a device id" in err, err
 
 
 def test_a_bad_device_list_says_how_to_write_it(capsys, monkeypatch):

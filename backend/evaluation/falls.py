@@ -201,11 +201,12 @@ def rule_probability(cands: Candidates) -> np.ndarray:
 
 # ---- nested leave-one-subject-out selection -------------------------------------------------
 
-# What selection searches: tree depth and number of boosting rounds (prefixes of one fit, so
-# free), at a fixed learning rate; the probability threshold is chosen for each grid point.
-# Ordered simplest first: on a tie the simpler model wins.
-# feature sets searched: all, or without the two absolute trunk angles (they depend on how the
-# device sits on the body, i.e. on placement and build; the orientation changes stay)
+# What selection searches: the feature set, tree depth and number of boosting rounds (prefixes
+# of one fit, so free) at a fixed learning rate; the probability threshold is chosen for each
+# grid point. Each list is ordered simplest first, so on a tie the simpler model wins (only a
+# strictly lower cost replaces an earlier grid point).
+# Feature sets: all, or without the two absolute trunk angles (they depend on how the device
+# sits on the body, i.e. on placement and build; the orientation changes stay).
 FEATURE_SETS = {
     "all": FEATURE_NAMES,
     "no_absolute_tilt": tuple(n for n in FEATURE_NAMES if n not in ("pre_tilt_deg", "post_tilt_deg")),

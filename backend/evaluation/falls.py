@@ -203,8 +203,8 @@ def rule_probability(cands: Candidates) -> np.ndarray:
 
 # What selection searches: the feature set, tree depth and number of boosting rounds (prefixes
 # of one fit, so free) at a fixed learning rate; the probability threshold is chosen for each
-# grid point. Each list is ordered simplest first, so on a tie the simpler model wins (only a
-# strictly lower cost replaces an earlier grid point).
+# grid point. On a tie the earlier grid point wins (only a strictly lower cost replaces it):
+# the full feature set, then the shallower trees and the fewer rounds.
 # Feature sets: all, or without the two absolute trunk angles (they depend on how the device
 # sits on the body, i.e. on placement and build; the orientation changes stay).
 FEATURE_SETS = {

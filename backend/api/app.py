@@ -84,6 +84,11 @@ def _bearer_in_openapi(app: FastAPI) -> None:
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                            "description": "a person's token from POST /api/v1/auth/token, or a gateway's API token"}}
             schema["security"] = [{"bearer": []}]
+            for path, operations in schema.get("paths", {}).items():
+                if "{" in path:  # a route naming one record answers 404 when it is not the caller's agency's
+                    for op in operations.values():
+                        op.setdefault("responses", {}).setdefault(
+                            "404", {"description": "no such record in the caller's agency (the refusal is audited)"})
             app.openapi_schema = schema
         return app.openapi_schema
 

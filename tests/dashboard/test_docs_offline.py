@@ -53,4 +53,7 @@ async def test_the_openapi_document_declares_bearer_and_refusals(database_url, m
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert doc["security"] == [{"bearer": []}]
     retire = doc["paths"]["/api/v1/devices/{device_id}/retire"]["post"]["responses"]
-    assert {"200", "401", "403", "409", "422"} <= set(retire)  # was only 200 and 422
+    assert {"200", "401", "403", "404", "409", "422"} <= set(retire)  # was only 200 and 422
+    acknowledge = doc["paths"]["/api/v1/alerts/{alert_id}/acknowledge"]["post"]["responses"]
+    assert {"401", "403", "404", "409"} <= set(acknowledge)
+    assert "503" in doc["paths"]["/api/v1/alerts"]["get"]["responses"]

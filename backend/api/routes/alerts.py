@@ -82,7 +82,8 @@ def _subject(officer_id: int | None, alert: uuid.UUID) -> str:
     return f"officer:{officer_id}" if officer_id is not None else f"alert:{alert}"
 
 
-@router.get("/alerts", summary="Alerts of the caller's agency, newest first (an officer: their own); evidence with a declared purpose")
+@router.get("/alerts", summary="Alerts of the caller's agency, newest first (an officer: their own); evidence with a declared purpose",
+            responses={503: {"description": "the database is down: alert history is unavailable (live alerts still flow)"}})
 async def list_alerts(request: Request, runtime: RuntimeDep, caller: CallerDep, limit: int = Query(100, ge=1, le=1000),
                       open: bool = Query(False, description="only incidents not yet resolved"),
                       purpose: str | None = PurposeQuery, x_vigil_purpose: str | None = PurposeHeader) -> list[dict]:
@@ -112,7 +113,8 @@ async def list_alerts(request: Request, runtime: RuntimeDep, caller: CallerDep, 
     return out
 
 
-@router.get("/alerts/{alert_id}", summary="One alert with every transition (who, when); its evidence with a declared purpose")
+@router.get("/alerts/{alert_id}", summary="One alert with every transition (who, when); its evidence with a declared purpose",
+            responses={503: {"description": "the database is down: alert history is unavailable"}})
 async def get_alert(request: Request, runtime: RuntimeDep, caller: CallerDep, alert_id: uuid.UUID,
                     purpose: str | None = PurposeQuery, x_vigil_purpose: str | None = PurposeHeader) -> dict:
     try:
@@ -141,7 +143,8 @@ async def _not_found(request: Request, runtime, caller, alert_id: uuid.UUID) -> 
     return await gate.refuse_not_found(request, caller, "alert", alert_id, found.agency_id if found else None, data_class=RECORD)
 
 
-@router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge: the officer's device is told help is coming")
+@router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge: the officer's device is told help is coming",
+             responses={409: {"description": "the alert is already acknowledged or resolved"}})
 async def acknowledge(request: Request, runtime: RuntimeDep, caller: CallerDep, alert_id: uuid.UUID,
                       body: AcknowledgeIn | None = None) -> dict:
     try:
@@ -151,7 +154,8 @@ async def acknowledge(request: Request, runtime: RuntimeDep, caller: CallerDep, 
     return incident.public()
 
 
-@router.post("/alerts/{alert_id}/resolve", summary="Resolve with an outcome")
+@router.post("/alerts/{alert_id}/resolve", summary="Resolve with an outcome",
+             responses={409: {"description": "the alert is already resolved"}})
 async def resolve(request: Request, runtime: RuntimeDep, caller: CallerDep, alert_id: uuid.UUID, body: ResolveIn) -> dict:
     try:
         incident = await runtime.alerts.resolve(alert_id, f"user:{caller.subject}", caller.agency_id, body.outcome, body.note)

@@ -58,7 +58,8 @@ async def _device(request: Request, runtime, caller, device_id: int) -> dict:
     return dict(row)
 
 
-@router.post("", summary="Provision a device: creates it and its key. The key is shown ONCE.", status_code=201)
+@router.post("", summary="Provision a device: creates it and its key. The key is shown ONCE.", status_code=201,
+             responses={409: {"description": "a device with this id exists"}})
 async def provision(runtime: RuntimeDep, caller: CallerDep, body: DeviceIn) -> dict:
     try:
         device = await fleet.provision_device(runtime.engine, runtime.settings.secret_key.get_secret_value(),

@@ -24,7 +24,8 @@ def _query(agency_id: str):
         t.officers.c.agency_id == agency_id).order_by(t.officers.c.id)
 
 
-@router.post("", summary="Create an officer in the caller's agency", status_code=201)
+@router.post("", summary="Create an officer in the caller's agency", status_code=201,
+             responses={409: {"description": "the badge exists in the agency"}})
 async def create_officer(runtime: RuntimeDep, caller: CallerDep, body: OfficerIn) -> dict:
     try:
         officer_id = await fleet.create_officer(runtime.engine, caller.agency_id, body.badge, body.name, body.unit)

@@ -39,6 +39,7 @@ _WDT_TIMEOUT_MS = const(8000)
 _STALL_MS = const(5000)  # a task silent for this long means something hangs: let the WDT bite
 _MOTOR_DUTY = const(59000)  # ~3.0 V average on a 3.3 V rail: the motor's rated voltage
 _BLINK_MS = const(500)  # the status LED's half period while the device waits to be provisioned
+_FIRST_STATUS_MS = const(1000)  # the first status waits for the first FIFO read (skin contact)
 _BATTERY_CHECK_MS = const(10000)  # the fuel gauge is read this often between status frames
 BATTERY_WARNINGS = (20, 10, 5)  # crossing one of these (%) sends a status at once
 
@@ -91,7 +92,7 @@ class Wearable:
         self.radio = VigilRadio(ble, self.rec["device_id"], core.FIRMWARE_VERSION, wake=wake_radio, now_ms=now_ms)
         self.status_period_ms = settings["status_period_s"] * 1000
         self.hr_service = settings["hr_service"] == 1
-        self._next_status = now_ms
+        self._next_status = now_ms + _FIRST_STATUS_MS  # skin contact known by then
         self._next_battery = now_ms
         self._reported_contact = -1  # skin contact in the last status frame (-1: none sent yet)
         self._reported_pct = 101  # battery in the last status frame

@@ -41,14 +41,15 @@ log = logging.getLogger("vigil.gateway.mqtt")
 PUBLISH_BATCH = 500
 # Events have their own lane, so an SOS never waits behind a batch of telemetry.
 EVENT_BATCH = 50
-# Broker reconnect backoff (gateway.backoff): short enough that a restarted broker gets its
-# backlog in seconds.
+# Broker reconnect backoff (gateway.backoff): a gateway carries SOS frames, so it is back within
+# half a second of the broker's return (an SOS pressed during an outage reaches the supervisor
+# within a second of it); full jitter spreads a fleet of gateways over that half second.
 BROKER_RETRY_BASE_S = 0.25
-BROKER_RETRY_CAP_S = 4.0
+BROKER_RETRY_CAP_S = 0.5
 # The broker keeps the session (downlink subscription and its queued commands) this long.
 SESSION_EXPIRY_S = 24 * 3600
 # A reconnect first asks this long whether another gateway took the id (answers take ms).
-RECONNECT_PROBE_S = 0.3
+RECONNECT_PROBE_S = 0.1
 # How long one publish may wait for its PUBACK before the connection is considered broken.
 PUBLISH_TIMEOUT_S = 10.0
 

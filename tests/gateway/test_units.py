@@ -46,6 +46,7 @@ class TestReconnectDelay:
             return retry_delay(attempt, BROKER_RETRY_BASE_S, BROKER_RETRY_CAP_S, jitter)
 
         assert broker_delay(0, 0.5) == 0 and broker_delay(50, 0.999) <= BROKER_RETRY_CAP_S
+        assert BROKER_RETRY_CAP_S <= 0.5  # back within half a second of the broker: an SOS waits in the gateway
 
 
 def _frames(kind, n, device=1, start=0):

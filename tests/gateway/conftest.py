@@ -110,3 +110,17 @@ def gateway_settings(tmp_path, agency, mqtt_broker):
 def _quiet_bleak_version_warning():
     logging.getLogger("bleak.backends.bluezdbus.version").setLevel(logging.ERROR)
     yield
+
+
+def assert_device_lost_nothing(recorder: UplinkRecorder, wearable) -> None:
+    """A firmware wearable's frames all arrived: every frame it put on air is on MQTT (frames it
+    sealed and never sent, e.g. a block re-sealed for a new link, leave seq gaps the backend's
+    replay window accepts), and what it measured is complete: telemetry blocks every 400 ms
+    without a hole, except blocks that were in the radio controller's queue when a link went."""
+    got = set(recorder.seqs(wearable.device_id))
+    assert got == set(wearable.produced), f"{wearable.name}: frames lost or extra"
+    blocks = sorted({frame.parse_header(p).time_ms for d, k, _, p, _ in recorder.frames
+                     if d == wearable.device_id and k == "telemetry"})
+    holes = sum((b - a) // 400 - 1 for a, b in zip(blocks, blocks[1:]) if b - a != 400)
+    assert holes <= len(wearable.ble.lost_in_flight), f"{wearable.name}: {holes} telemetry blocks missing"
+    assert wearable.ring_dropped == 0

@@ -16,7 +16,7 @@ import httpx
 from backend.local.infra import free_port
 from gateway.sim.fleet import SimulatedFleet
 
-from tests.gateway.conftest import UplinkRecorder, fleet_keys, running_gateway, wait_until
+from tests.gateway.conftest import UplinkRecorder, assert_device_lost_nothing, fleet_keys, running_gateway, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 BROKER_OUTAGE_S = 30.0  # the issue asks for 30 s
@@ -24,8 +24,7 @@ BROKER_OUTAGE_S = 30.0  # the issue asks for 30 s
 
 def _assert_complete_and_ordered(recorder, wearables):
     for w in wearables:
-        got = recorder.seqs(w.device_id)
-        assert set(got) == set(w.produced) == set(range(w.next_seq)), f"{w.name}: frames lost"
+        assert_device_lost_nothing(recorder, w)
         for kind in ("telemetry", "event", "status"):
             order = recorder.first_occurrence_order(w.device_id, kind)
             assert order == sorted(order), f"{w.name}: {kind} out of order"

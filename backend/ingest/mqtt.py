@@ -19,9 +19,11 @@ SESSION_EXPIRY_S = 3600
 # don't stampede a restarted broker. The events lane (SOS, falls) retries at least every 0.5 s:
 # an SOS pressed during an outage must reach the supervisor within a second of the broker's
 # return (measured by `vigil bench faults`, broker-kill); a refused connect to a broker that is
-# down costs it nothing, and one backend's events lane is one client. Telemetry can wait longer.
+# down costs it nothing, and one backend's events lane is one client. Telemetry waits up to 2 s
+# (it waited up to 15 s: `/health` said "no broker connection" and features lagged that long
+# after the broker was back).
 RECONNECT_BASE_S = 0.5
-RECONNECT_CAP_S = 15.0
+RECONNECT_CAP_S = 2.0
 EVENTS_RECONNECT_CAP_S = 0.5
 
 

@@ -51,7 +51,7 @@ SAMPLES_PER_FRAME = 20  # the firmware's block (firmware/core.py)
 SOS_HOLD_S = 2.5  # the officer holds SOS past the firmware's 2 s
 HELP_CONFIRM_AFTER_S = 1.5  # the officer presses once to confirm "help is coming"
 CONFIRM_PRESS_S = 0.3
-# Advance each device at least this often (real seconds); radio activity advances it at once.
+# Advance each device this often (real seconds): writes and link changes act at the next tick.
 TICK_S = 0.02
 # Notifications the simulated controller holds before gatts_notify raises ENOMEM (the firmware
 # keeps the frame and retries, as with NimBLE's full buffers).

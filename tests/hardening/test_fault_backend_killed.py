@@ -81,6 +81,17 @@ async def test_backend_sigkill_mid_incident(database_url, mqtt_broker, agency, t
                  f"0 ({len(during)}/{len(during)} frames sent while dead accepted after restart)")
 
 
+async def _journaling_backend(url: str, mqtt_broker, agency: str, tmp_path) -> tuple[BackendSettings, bytes, BackendProcess]:
+    """A seeded database and a `vigil backend run` process (not started) journaling in tmp_path."""
+    settings = BackendSettings(database_url=url, secret_key=SECRET, token_key=TOKEN_KEY)
+    key, _ = await seed(settings, agency, DEVICE)
+    env = backend_env(database_url=url, mqtt_url=f"mqtt://{mqtt_broker[0]}:{mqtt_broker[1]}", agencies=[agency],
+                      http_port=infra.free_port(), client_id="vigil-backend-" + agency, secret_key=SECRET,
+                      token_key=TOKEN_KEY, db_retry_interval_s=0.2, registry_refresh_s=0.5,
+                      journal_dir=str(tmp_path / "journal"))
+    return settings, key, BackendProcess(env, tmp_path / "backend.log")
+
+
 async def _start(backend: BackendProcess) -> None:
     import asyncio
     await asyncio.to_thread(backend.start)
@@ -124,13 +135,7 @@ async def test_backend_sigkill_during_a_database_outage_keeps_the_sos(private_po
     import asyncio
 
     url = private_postgres.url.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + "/vigil"
-    settings = BackendSettings(database_url=url, secret_key=SECRET, token_key=TOKEN_KEY)
-    key, _ = await seed(settings, agency, DEVICE)
-    env = backend_env(database_url=url, mqtt_url=f"mqtt://{mqtt_broker[0]}:{mqtt_broker[1]}", agencies=[agency],
-                      http_port=infra.free_port(), client_id="vigil-backend-" + agency, secret_key=SECRET,
-                      token_key=TOKEN_KEY, db_retry_interval_s=0.2, registry_refresh_s=0.5,
-                      journal_dir=str(tmp_path / "journal"))
-    backend = BackendProcess(env, tmp_path / "backend.log")
+    settings, key, backend = await _journaling_backend(url, mqtt_broker, agency, tmp_path)
     token = supervisor_token(settings, agency)
     device = SealingDevice(DEVICE, key)
     try:
@@ -164,13 +169,7 @@ async def test_backend_sigkill_while_streaming_loses_and_doubles_no_telemetry(da
     import sqlalchemy as sa
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    settings = BackendSettings(database_url=database_url, secret_key=SECRET, token_key=TOKEN_KEY)
-    key, _ = await seed(settings, agency, DEVICE)
-    env = backend_env(database_url=database_url, mqtt_url=f"mqtt://{mqtt_broker[0]}:{mqtt_broker[1]}", agencies=[agency],
-                      http_port=infra.free_port(), client_id="vigil-backend-" + agency, secret_key=SECRET,
-                      token_key=TOKEN_KEY, db_retry_interval_s=0.2, registry_refresh_s=0.5,
-                      journal_dir=str(tmp_path / "journal"))
-    backend = BackendProcess(env, tmp_path / "backend.log")
+    _, key, backend = await _journaling_backend(database_url, mqtt_broker, agency, tmp_path)
     device = SealingDevice(DEVICE, key)
     sent = 0
 

@@ -49,8 +49,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sim.add_argument("--gateway-id", default=os.environ.get("VIGIL_GATEWAY_GATEWAY_ID", "sim-gw"))
     sim.add_argument("--mqtt-url", default=os.environ.get("VIGIL_GATEWAY_MQTT_URL", "mqtt://127.0.0.1:1883"))
     sim.add_argument("--queue-path", type=Path, default=None, help="gateway queue (default: a temporary file)")
-    sim.add_argument("--device", choices=("firmware", "model"), default="firmware",
-                     help="firmware: every wearable runs firmware/app.py (default); model: the older stand-in")
     sim.add_argument("--state-dir", type=Path, default=None,
                      help="each wearable's configuration file (its flash): sequence numbers continue across runs "
                           "(default: .vigil/sim/<agency>)")
@@ -141,7 +139,7 @@ async def _simulate(args, keys: dict[int, bytes], names: list[str]) -> None:
     if args.duration:
         asyncio.get_running_loop().call_later(args.duration, stop.set)
     state_dir = args.state_dir or Path(".vigil") / "sim" / args.agency
-    options = dict(scenarios=names, speed=args.speed, seed=args.seed, device=args.device, state_dir=state_dir)
+    options = dict(scenarios=names, speed=args.speed, seed=args.seed, state_dir=state_dir)
     if args.via == "mqtt":
         async with DirectFleet(keys, args.mqtt_url, args.agency, gateway_id=args.gateway_id, **options) as fleet:
             await stop.wait()

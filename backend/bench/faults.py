@@ -2,7 +2,8 @@
 
 Everything runs as deployed: a private Mosquitto and a private PostgreSQL (backend/local/infra.py),
 the backend as its own process (``vigil backend run``), the gateway as its own process (``vigil
-gateway run``) over a virtual BlueZ, simulated wearables behind it (gateway/sim/), and a supervisor
+gateway run``) over a virtual BlueZ, simulated wearables behind it (gateway/sim/device.py: each
+runs the firmware's own code over fake silicon and radio), and a supervisor
 on the live WebSocket. Each fault gets its own wearables (``--devices-per-fault``, never reused), so
 what it cost is counted on them alone: they start streaming shortly before the fault, their SOS
 presses are the fault's SOS, and when the fault is over they finish, drain their buffers and what
@@ -20,12 +21,14 @@ Per fault, one row:
 - **telemetry sent/stored**: telemetry frames the wearables handed to the radio vs frames whose
   samples are in ``raw_windows`` (20 samples per frame; samples covered twice count as duplicates);
 - **recovery**: the slowest SOS, from the moment it could have been served (the later of the
-  press and the broken part's return) to its arrival on the supervisor's screen.
+  SOS going on air and the broken part's return) to its arrival on the supervisor's screen.
+  An SOS goes on air when the firmware raised it: the officer holds the button 2 s first (the
+  wearable's hold time); each press's hold is in the JSON as ``hold_s``.
 
 "Return" is when the broken part answers again: the broker's port accepts, PostgreSQL's
 ``pg_ctl start`` returned, the restarted backend's /health answers with the broker connected,
 the restarted gateway's metrics answer, the wearable's link is up again. Clock and poison faults
-break nothing that returns: their recovery is press -> screen.
+break nothing that returns: their recovery is SOS on air -> screen.
 
 The command exits 1 when any SOS, alert, page or telemetry frame was lost or doubled, so it can
 stay in CI once the durability work is done; results go to ``artifacts/bench/faults.json``.
@@ -56,7 +59,7 @@ AGENCY = "faults"
 GATEWAY_ID = "faults-gw"
 FIRST_DEVICE_ID = 0x00FA0001
 POISON_DEVICE_ID = 0x00FAFFFF
-FRAME_SAMPLES = 20  # samples per telemetry frame of the simulated wearable (gateway/sim/wearable.py)
+FRAME_SAMPLES = 20  # samples per telemetry frame of the wearable's firmware (gateway/sim/device.py SAMPLES_PER_FRAME)
 HOUR_MS = 3_600_000
 YEAR_10000_MS = 253_402_300_800_000 + 86_400_000  # 10000-01-02, past what datetime can hold
 
@@ -106,13 +109,27 @@ class FaultConfig:
 @dataclass
 class Press:
     device_id: int
-    seq: int
-    pressed: float                 # monotonic
+    sos: object                    # gateway.sim.device.SosPress: the press and the SOS frame it became
     phase: str                     # before | during | after
     ready: float | None = None     # monotonic: when the broken part was back (None: at once)
     on_screen: float | None = None
     stored: int = 0                # SOS alert rows of this press's device
     pages: int = 0                 # 'raised' pages on the supervisor's feed for this device
+
+    @property
+    def seq(self) -> int | None:
+        """The SOS frame's sequence number, as the device put it on air (None: never raised)."""
+        return self.sos.seq
+
+    @property
+    def pressed(self) -> float:
+        """Monotonic time the SOS went on air (the firmware raised it after the 2 s hold); the
+        press itself until then."""
+        return self.sos.notified if self.sos.notified is not None else self.sos.pressed
+
+    @property
+    def hold_s(self) -> float | None:
+        return None if self.sos.notified is None else self.sos.notified - self.sos.pressed
 
 
 @dataclass
@@ -323,8 +340,7 @@ class Rig:
         self.say(f"backend up at {self.backend.url} (pid {self.backend.pid})")
 
         self.fleet = await self.stack.enter_async_context(
-            # "model" wearables: the clock faults set their clock (gateway/sim/fleet.py DEFAULT_DEVICE)
-            SimulatedFleet(self.keys, scenarios="patrol", start=False, device="model"))
+            SimulatedFleet(self.keys, scenarios="patrol", start=False))
         self.gateway = GatewayProcess({
             **os.environ, "DBUS_SYSTEM_BUS_ADDRESS": self.fleet.bluez.bus_address,
             "VIGIL_GATEWAY_AGENCY": AGENCY, "VIGIL_GATEWAY_GATEWAY_ID": GATEWAY_ID,
@@ -472,8 +488,7 @@ class FaultRunner:
         return ids
 
     def _press(self, device_id: int, phase: str, ready: float | None = None) -> Press:
-        seq = self.rig.fleet.wearables[device_id].press_sos()
-        return Press(device_id, seq, time.monotonic(), phase, ready)
+        return Press(device_id, self.rig.fleet.wearables[device_id].press_sos(), phase, ready)
 
     async def run(self, name: str) -> FaultRow:
         row = FaultRow(name, FAULTS[name])
@@ -563,8 +578,9 @@ class FaultRunner:
         times = [_after_ready(p) for p in presses if p.on_screen is not None]
         row.recovery_s = round(max(times), 3) if times else None
         row.presses = [{"device": f"{p.device_id:#010x}", "seq": p.seq, "phase": p.phase,
+                        "hold_s": None if p.hold_s is None else round(p.hold_s, 3),
                         "on_screen_after_s": None if p.on_screen is None else round(_after_ready(p), 3),
-                        "press_to_screen_s": None if p.on_screen is None else round(p.on_screen - p.pressed, 3),
+                        "on_air_to_screen_s": None if p.on_screen is None else round(p.on_screen - p.pressed, 3),
                         "alert_rows": p.stored, "pages": p.pages} for p in presses]
 
     async def _settled_coverage(self, group: list[int], sent: dict[int, int]) -> dict[int, tuple[int, int]]:
@@ -778,14 +794,15 @@ class FaultRunner:
 
 
 def _set_device_clock(wearable, name: str) -> None:
-    """Jump a simulated wearable's clock: its next sample carries the new time (the simulator's
-    clock is ``_t0_ms`` plus the sample index; there is no public setter)."""
-    now_ms = wearable._time_ms()
-    target = {"clock-forward-1h": now_ms + HOUR_MS, "clock-back-1h": now_ms - HOUR_MS,
-              "clock-1970": 86_400_000, "clock-year-10000": YEAR_10000_MS, "clock-boot": 42_000}[name]
-    wearable._t0_ms += target - now_ms
+    """The wearable's clock goes wrong: its next frames carry the new time, until the backend
+    corrects it with a TIME_SYNC. "clock-boot": it knows no time (counts from boot, flagged
+    FLAG_CLOCK_UNSYNCED), as after a restart."""
     if name == "clock-boot":
-        wearable.clock_synced = False  # time_ms counts from boot (FLAG_CLOCK_UNSYNCED)
+        wearable.set_wall_clock(None)
+        return
+    now_ms = wearable.wall_clock_ms()
+    wearable.set_wall_clock({"clock-forward-1h": now_ms + HOUR_MS, "clock-back-1h": now_ms - HOUR_MS,
+                             "clock-1970": 86_400_000, "clock-year-10000": YEAR_10000_MS}[name])
 
 
 def poison_messages(key: bytes) -> list[tuple[str, bytes]]:

@@ -8,7 +8,10 @@ frames/s in and out of the gateway, its CPU share of one core, the queue depth a
 CPU is per process as a share of one core: the gateway, the simulator (fleet + virtual BlueZ
 service) and the private dbus-daemon (which stands in for bluetoothd's D-Bus traffic).
 Then link losses are injected one device at a time and the time until the device's
-notifications are subscribed again is measured, as is the SOS press -> MQTT latency.
+notifications are subscribed again is measured, as is the SOS -> MQTT latency: from the moment
+the wearable's firmware handed the SOS event to its radio (after the officer's 2 s hold) to the
+frame with that sequence number on MQTT. Every wearable runs the firmware's own code
+(gateway/sim/device.py); the simulator's CPU is mostly theirs.
 """
 from __future__ import annotations
 
@@ -25,10 +28,10 @@ from pathlib import Path
 import aiomqtt
 import httpx
 
-from firmware import profile
+from firmware import frame, profile
 from gateway import topics
 from gateway.sim.fleet import SimulatedFleet
-from gateway.sim.wearable import SAMPLES_PER_FRAME, SAMPLING_RATE_HZ
+from gateway.sim.device import SAMPLES_PER_FRAME, SAMPLING_RATE_HZ
 
 FRAMES_PER_DEVICE_S = SAMPLING_RATE_HZ / SAMPLES_PER_FRAME  # 2.5 telemetry frames/s at 50 Hz
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -123,13 +126,12 @@ async def _sos_latency(fleet: SimulatedFleet, mqtt_url: str, agency: str, ids: l
     async with aiomqtt.Client(parts.hostname, parts.port or 1883) as client:
         await client.subscribe(f"vigil/{agency}/gw/+/up/+/event", qos=1)
         for device_id in ids:
-            pressed = time.monotonic()
-            seq = fleet.wearables[device_id].press_sos()
-            async with asyncio.timeout(10):
+            press = fleet.wearables[device_id].press_sos()
+            async with asyncio.timeout(15):
                 async for msg in client.messages:
-                    if topics.parse(str(msg.topic)).device_id == device_id and int.from_bytes(
-                            bytes(msg.payload)[7:11], "little") == seq:
-                        latencies.append(time.monotonic() - pressed)
+                    if press.seq is not None and topics.parse(str(msg.topic)).device_id == device_id \
+                            and frame.parse_header(bytes(msg.payload)).seq == press.seq:
+                        latencies.append(time.monotonic() - press.notified)
                         break
     return latencies
 

@@ -31,7 +31,7 @@ from backend.bench.processes import BackendProcess, backend_env, metric_sum
 from firmware import frame as F
 from gateway import topics
 from gateway.sim.signals import SensorModel, to_frame_samples
-from gateway.sim.wearable import SAMPLES_PER_FRAME, SAMPLING_RATE_HZ, STATUS_INTERVAL_S
+from gateway.sim.device import SAMPLES_PER_FRAME, SAMPLING_RATE_HZ, STATUS_INTERVAL_S
 
 log = logging.getLogger("vigil.bench.soak")
 

@@ -2,7 +2,7 @@
 # ThreadSafeFlag, TimeoutError) and its `time` ticks, on a virtual clock: nothing sleeps.
 #
 # Runs under MicroPython (the boot test of tests/firmware/test_fw_boot.py runs firmware
-# main() with it) and under CPython (gateway/sim/wearable.py runs a fleet of firmware
+# main() with it) and under CPython (gateway/sim/device.py runs a fleet of firmware
 # wearables with one VirtualLoop each, advanced to the simulator's clock). A VirtualLoop
 # steps the firmware's tasks in time order; before each step its hook(now_ms) lets the host
 # move the fake silicon on (sensor FIFOs fill, interrupt pins fire). A task that raises stops

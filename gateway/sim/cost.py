@@ -42,7 +42,7 @@ class NullRadio:
 async def measure_live(devices: int, seconds: float, scenario: str, speed: float = 1.0) -> dict:
     """The wearables as a fleet runs them: each on its own task, kept with the simulator's clock."""
     from gateway.sim.device import FirmwareWearable
-    from gateway.sim.wearable import SimClock
+    from gateway.sim.clock import SimClock
 
     clock = SimClock(speed)
     stop = asyncio.Event()

@@ -13,6 +13,11 @@ the simulator's clock). What is simulated is only what is not the device:
 - the officer: scenario steps (gateway/sim/scenarios.py) change activity, press the SOS button,
   take the device off, and drain the battery; nothing here raises an event or seals a frame.
 
+This is the only simulated wearable: the older model of the device (its own ring buffer,
+priorities and event handling) is gone. What a test or bench needs from the device it reads from
+what the device put on air (:class:`SosPress`: the SOS's sequence number as notified) or sets as
+the world would (the officer's button, the link, the battery, the clock a time sync sets).
+
 Configuration (device id, key, the flash-reserved sequence numbers) lives in a config file per
 device in ``state_dir``, written by the firmware itself: sequence numbers survive a simulator
 restart as they survive a reboot on the device.
@@ -24,6 +29,7 @@ import collections
 import errno
 import logging
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +40,8 @@ from firmware import frame, profile
 from firmware.tools import fakes, hostboard, vasyncio
 from firmware.tools.emulators import FakeI2C, Lsm6dsoEmulator, Max17048Emulator, Max30101Emulator
 from gateway.sim import scenarios as scenario_lib
-from gateway.sim.bluez import address_for_device_id
+from gateway.sim.bluez import GattCharacteristicSpec, GattServiceSpec, address_for_device_id
+from gateway.sim.clock import SimClock
 from gateway.sim.signals import SensorModel
 
 hostboard.install()  # `import machine` / `import bluetooth` in the firmware resolve to the host board
@@ -47,7 +54,8 @@ app.time = vasyncio.time
 log = logging.getLogger("vigil.sim.device")
 
 SAMPLING_RATE_HZ = 50
-SAMPLES_PER_FRAME = 20  # the firmware's block (firmware/core.py)
+SAMPLES_PER_FRAME = 20  # the firmware's block (firmware/core.py): 0.4 s per telemetry frame
+STATUS_INTERVAL_S = 30.0  # the firmware's default status period (firmware/config.py status_period_s)
 SOS_HOLD_S = 2.5  # the officer holds SOS past the firmware's 2 s
 HELP_CONFIRM_AFTER_S = 1.5  # the officer presses once to confirm "help is coming"
 CONFIRM_PRESS_S = 0.3
@@ -59,6 +67,32 @@ RADIO_QUEUE = 8
 # Counts per mA of LED current on skin: the physiology model's 480,000-count DC level at the
 # firmware's 6.4 mA becomes the MAX30101's ~109,000 (18-bit ADC).
 _PPG_SCALE = 17000.0 / 480000.0
+
+
+def vigil_gatt() -> list[GattServiceSpec]:
+    """The wearable's GATT table (firmware/profile.py), as the virtual BlueZ exposes it."""
+    return [GattServiceSpec(profile.VIGIL_SERVICE_UUID, [
+        GattCharacteristicSpec(profile.TELEMETRY_CHAR_UUID, ("notify",)),
+        GattCharacteristicSpec(profile.EVENT_CHAR_UUID, ("notify", "indicate")),
+        GattCharacteristicSpec(profile.CONTROL_CHAR_UUID, ("write",)),
+        GattCharacteristicSpec(profile.STATUS_CHAR_UUID, ("read", "notify")),
+    ])]
+
+
+class SosPress:
+    """One SOS press, as the world sees it: when the officer pressed, and the SOS event the
+    firmware put on air for it (its sequence number, and when the firmware handed it to the
+    radio controller). The firmware raises the SOS once the button was held 2 s."""
+
+    def __init__(self, pressed_monotonic: float):
+        self.pressed = pressed_monotonic  # time.monotonic() at the press
+        self.seq: int | None = None
+        self.notified: float | None = None  # time.monotonic() when the firmware notified it
+        self.raised = asyncio.Event()
+
+    def _on_air(self, seq: int, at: float) -> None:
+        self.seq, self.notified = seq, at
+        self.raised.set()
 
 
 class OfficerBody:
@@ -121,7 +155,9 @@ class RadioBLE(fakes.FakeBLE):
             return
         if len(self.queue) >= RADIO_QUEUE:
             raise OSError(errno.ENOMEM, "ENOMEM")
-        self.queue.append((uuid, bytes(self.values[handle] if data is None else data)))
+        value = bytes(self.values[handle] if data is None else data)
+        self.queue.append((uuid, value))
+        self._device._notified(value)
         self._device._kick.set()
 
     def sync_link(self, up: bool) -> None:
@@ -145,8 +181,6 @@ class FirmwareWearable:
                  clock=None, seed: int = 0, telemetry_frames: int | None = None, battery_pct: float = 80.0,
                  battery_drain_pct_per_h: float = 7.0, state_dir: Path | str | None = None,
                  confirm_help: bool = True):
-        from gateway.sim.wearable import SimClock  # one clock definition
-
         self.device_id = device_id
         self.key = device_key
         self.keys = frame.DeviceKeys(device_key)
@@ -187,6 +221,8 @@ class FirmwareWearable:
         self.help_coming = asyncio.Event()
         self.help_coming_count = 0
         self.production_done = asyncio.Event()
+        self.sos_presses: list[SosPress] = []
+        self._sos_seqs: set[int] = set()
 
     # ---- boot ---------------------------------------------------------------------------
 
@@ -254,11 +290,47 @@ class FirmwareWearable:
         elif kind == "dropout":
             self._spawn(self._dropout(float(step.arg)))
 
-    def press_sos(self) -> None:
-        """The officer holds the SOS button for 2.5 s; the firmware raises the SOS after 2 s."""
+    def press_sos(self) -> SosPress:
+        """The officer holds the SOS button for 2.5 s; the firmware raises the SOS after 2 s.
+        The returned press learns the SOS's sequence number when the firmware notifies it."""
+        press = SosPress(time.monotonic())
+        self.sos_presses.append(press)
         self.board.press(True)
         self._at(SOS_HOLD_S, lambda: self.board.press(False))
         self._kick.set()
+        return press
+
+    def _notified(self, value: bytes) -> None:
+        """The firmware handed a frame to the radio controller: an SOS answers the oldest press
+        still waiting for one (resends carry the seq already seen)."""
+        header = frame.parse_header(value)
+        if header.frame_type != frame.TYPE_EVENT or header.seq in self._sos_seqs:
+            return
+        waiting = [p for p in self.sos_presses if p.seq is None]
+        if not waiting:
+            return
+        _, payload = frame.open_frame(value, self.keys)
+        if frame.decode_event(payload)[0] == frame.EVENT_SOS:
+            self._sos_seqs.add(header.seq)
+            waiting[0]._on_air(header.seq, time.monotonic())
+
+    # ---- the device's wall clock --------------------------------------------------------------
+
+    def wall_clock_ms(self) -> int:
+        """The time the firmware would put in a frame now (uptime when it was never synced)."""
+        return self.firmware.core.frame_time(self.loop.now)[0]
+
+    def set_wall_clock(self, epoch_ms: int | None) -> None:
+        """The device's clock goes wrong. ``epoch_ms``: its clock reads this now, as after a time
+        sync that carried it (the firmware's own ``sync_time``). ``None``: it knows no time and
+        counts from boot with FLAG_CLOCK_UNSYNCED, as after a restart (the firmware keeps the
+        offset only in RAM; the rest of a restart is not simulated here). Either way the backend
+        sees the frames' times and corrects the device with TIME_SYNC."""
+        core = self.firmware.core
+        if epoch_ms is None:
+            core._clock_offset = -1  # what a restart does to it: RAM only, -1 until a sync
+        else:
+            core.sync_time(int(epoch_ms), self.loop.now)
 
     def take_off(self) -> None:
         self.body.on_skin = False

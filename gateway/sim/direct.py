@@ -28,7 +28,7 @@ from gateway import topics
 from gateway.backoff import retry_delay
 from gateway.presence import Presence
 from gateway.sim.fleet import DEFAULT_DEVICE, make_wearable
-from gateway.sim.wearable import SimClock
+from gateway.sim.clock import SimClock
 
 log = logging.getLogger("vigil.sim.direct")
 

@@ -16,23 +16,18 @@ from collections.abc import Mapping, Sequence
 
 from firmware import profile
 from gateway.sim.bluez import VirtualBlueZ, VirtualDevice, address_for_device_id
-from gateway.sim.device import FirmwareWearable
-from gateway.sim.wearable import SimClock, SimulatedWearable, vigil_gatt
+from gateway.sim.clock import SimClock
+from gateway.sim.device import FirmwareWearable, vigil_gatt
 
-DEVICES = ("firmware", "model")
-# "firmware": each wearable runs firmware/app.py (gateway/sim/device.py). "model": the older
-# stand-in (gateway/sim/wearable.py), kept only for the benches (backend/bench) that drive its
-# internals; it goes when they move to the firmware.
-DEFAULT_DEVICE = "model"
+# Every simulated wearable runs firmware/app.py (gateway/sim/device.py); there is no other device.
+DEVICES = ("firmware",)
+DEFAULT_DEVICE = "firmware"
 
 
-def make_wearable(device: str, device_id: int, key: bytes, **options):
+def make_wearable(device: str, device_id: int, key: bytes, **options) -> FirmwareWearable:
     if device not in DEVICES:
         raise ValueError(f"device {device!r} is not one of {DEVICES}")
-    if device == "firmware":
-        return FirmwareWearable(device_id, key, **options)
-    options.pop("state_dir", None)
-    return SimulatedWearable(device_id, key, **options)
+    return FirmwareWearable(device_id, key, **options)
 
 
 class SimulatedFleet:
@@ -43,8 +38,7 @@ class SimulatedFleet:
         device in order. ``start=False`` adds the devices but lets the test start them with
         :meth:`start_wearable`. ``state_dir``: where each device keeps its configuration file
         (sequence numbers survive a restart of the simulator; default: a temporary directory).
-        ``device``: "firmware" (the firmware's code) or "model" (see DEFAULT_DEVICE). Further
-        keyword arguments go to every wearable."""
+        ``device``: "firmware" (the only device). Further keyword arguments go to every wearable."""
         ids = list(devices)
         names = [scenarios] * len(ids) if isinstance(scenarios, str) else list(scenarios)
         if len(names) != len(ids):
@@ -53,7 +47,7 @@ class SimulatedFleet:
         self.bluez = bluez or VirtualBlueZ(seed=seed)
         self._own_bluez = bluez is None
         self._autostart = start
-        self.wearables: dict[int, FirmwareWearable | SimulatedWearable] = {
+        self.wearables: dict[int, FirmwareWearable] = {
             device_id: make_wearable(device, device_id, devices[device_id], scenario=name, clock=self.clock,
                                      seed=seed * 7919 + device_id, state_dir=state_dir, **wearable_options)
             for device_id, name in zip(ids, names)}

@@ -1,13 +1,13 @@
 """Scripted moments of a shift for simulated officers.
 
+A scenario drives the officer and the world (sensors, button, battery, radio), never the device
+logic: the firmware (gateway/sim/device.py) raises its events itself from what it measures.
 A scenario is a list of steps at offsets (seconds of simulated time from the start); after the
 last step the officer keeps doing the last activity. Every named scenario happens within its
 first minute, so a fleet running one of each shows all of them within two minutes.
 
 Step kinds:
     activity   arg: an activity of gateway.sim.signals.ACTIVITIES
-    event      arg: an event code of firmware.frame; only the older model wearable acts on it:
-               the firmware (gateway/sim/device.py) raises its events itself from the sensors
     sos        the officer presses the SOS button
     take_off   the device is taken off and laid down (worn/skin-contact bits clear)
     put_on     the device is worn again
@@ -19,9 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from firmware.frame import EVENT_FALL_SUSPECTED, EVENT_MANDOWN_ALARM, EVENT_PREALERT_STARTED
-
-STEP_KINDS = ("activity", "event", "sos", "take_off", "put_on", "battery", "drain", "dropout")
+STEP_KINDS = ("activity", "sos", "take_off", "put_on", "battery", "drain", "dropout")
 
 
 @dataclass(frozen=True)
@@ -57,11 +55,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         _a(0, "sitting_car"),)),
     Scenario("pursuit", "foot pursuit: walking, a sprint, then standing with a high heart rate", (
         _a(0, "walking"), _a(8, "running"), _a(40, "standing"), _a(58, "walking"))),
+    # the firmware raises fall suspected, then pre-alert after 20 s without motion, alarm at 30 s
     Scenario("man_down", "a fall followed by no motion; the device raises fall, pre-alert, alarm", (
-        _a(0, "walking"), _a(12, "fall"),
-        Step(13, "event", EVENT_FALL_SUSPECTED),
-        Step(33, "event", EVENT_PREALERT_STARTED),  # 20 s without motion (PASS practice)
-        Step(43, "event", EVENT_MANDOWN_ALARM))),   # 30 s: full alarm
+        _a(0, "walking"), _a(12, "fall"))),
     Scenario("sos", "the officer presses SOS while standing", (
         _a(0, "walking"), _a(6, "standing"), Step(10, "sos"))),
     Scenario("device_off", "the device is taken off and left on a table", (

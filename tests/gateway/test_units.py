@@ -1,9 +1,8 @@
 """Pure parts of the gateway and the simulator: backoff, queue policy, settings, provisioning,
-signals, scenarios, the wearable's command handling and ring buffer."""
+signals, scenarios, and the simulated wearable (the firmware's code over fake silicon)."""
 from __future__ import annotations
 
 import asyncio
-import random
 
 import httpx
 import numpy as np
@@ -18,7 +17,7 @@ from gateway.provisioning import ProvisionedDevices, parse_device_list
 from gateway.publisher import BROKER_RETRY_BASE_S, BROKER_RETRY_CAP_S
 from gateway.sim import scenarios
 from gateway.sim.signals import ACTIVITIES, SensorModel
-from gateway.sim.wearable import SimClock, SimulatedWearable
+from gateway.sim.clock import SimClock
 from gateway.store import FrameQueue, IncomingFrame
 
 
@@ -188,49 +187,6 @@ class TestScenarios:
         with pytest.raises(ValueError, match="valid"):
             scenarios.get("nope")
 
-    @pytest.mark.parametrize("name,expected", [
-        ("man_down", [frame.EVENT_FALL_SUSPECTED, frame.EVENT_PREALERT_STARTED, frame.EVENT_MANDOWN_ALARM]),
-        ("sos", [frame.EVENT_SOS])])
-    async def test_device_events_without_a_radio(self, name, expected):
-        w = SimulatedWearable(1, KEY, scenario=name, clock=SimClock(speed=2000), telemetry_frames=150)
-        stop = asyncio.Event()
-        task = asyncio.create_task(w.run(stop))
-        await asyncio.wait_for(w.production_done.wait(), 10)
-        stop.set()
-        await task
-        events = [frame.decode_event(frame.open_frame(d, w.keys)[1])[0] for _, d in w._events]
-        assert events == expected
-        assert len(w.produced) == w.next_seq == w.backlog  # nothing sent, nothing lost, seq unique
-        assert all(frame.parse_header(d).flags & frame.FLAG_BACKFILL for _, d in w._events)
-
-
-class TestWearableCommands:
-    def _cmd(self, seq, code=frame.COMMAND_HELP_COMING, key=KEY, device=1):
-        return frame.seal(frame.DeviceKeys(key), frame.TYPE_COMMAND, device, seq, 5, frame.encode_command(code, 3))
-
-    def test_help_coming_verified_replay_and_forgery_refused(self):
-        w = SimulatedWearable(1, KEY, clock=SimClock())
-        w._on_write("5a1e0004-7c3a-4d6e-9b1f-7a6e5c0f1a00", self._cmd(1))
-        assert w.help_coming.is_set() and w.help_coming_count == 1
-        for bad in (self._cmd(1), self._cmd(2, key=bytes(32)), self._cmd(3, device=2), b"junk"):
-            with pytest.raises(frame.FrameError):
-                w._on_write("5a1e0004-7c3a-4d6e-9b1f-7a6e5c0f1a00", bad)
-        assert w.rejected_commands == 4 and w.help_coming_count == 1
-
-    def test_ring_overwrites_oldest_and_counts(self):
-        w = SimulatedWearable(1, KEY, clock=SimClock(), ring_capacity=10)
-        for _ in range(15):
-            w._send_telemetry()
-        assert w.backlog == 10 and w.ring_dropped == 5 and w.dropped_samples == 100
-        assert [s for s, _, _ in w._ring] == list(range(5, 15))
-
-    def test_rng_and_clock_injected(self):
-        a = SimulatedWearable(1, KEY, clock=SimClock(start_epoch_s=1000.0), seed=3)
-        b = SimulatedWearable(1, KEY, clock=SimClock(start_epoch_s=1000.0), seed=3)
-        a._send_telemetry(), b._send_telemetry()
-        assert a._ring[0][2] == b._ring[0][2]
-        assert random.Random(1).random() == random.Random(1).random()
-
 
 class TestFirmwareWearable:
     """The simulated wearable that runs firmware/app.py: scenarios move the officer, the
@@ -268,3 +224,46 @@ class TestFirmwareWearable:
         other = FirmwareWearable(1, bytes(32), scenario="sos", clock=SimClock(speed=100), state_dir=tmp_path)
         other.boot()
         assert other.next_seq < 4096  # a new key starts its own numbering
+
+    def _linked(self, tmp_path, scenario="patrol"):
+        from gateway.sim.cost import NullRadio
+        from gateway.sim.device import FirmwareWearable
+
+        w = FirmwareWearable(1, KEY, scenario=scenario, state_dir=tmp_path)
+        w.attach(NullRadio())
+        w.boot()
+        w._on_radio_state()  # the central connected and subscribed
+        return w
+
+    def _run(self, w, seconds):
+        """The device's clock moves on; the radio takes what the firmware notified."""
+        for _ in range(int(seconds * 10)):
+            w.loop.advance(w.loop.now + 100)
+            w.ble.queue.clear()
+
+    def test_an_sos_press_learns_its_seq_from_what_the_device_put_on_air(self, tmp_path):
+        w = self._linked(tmp_path)
+        self._run(w, 3)
+        first = w.press_sos()
+        assert first.seq is None  # held 2 s before the firmware raises it
+        self._run(w, 1.5)
+        assert first.seq is None and not first.raised.is_set()
+        self._run(w, 1.5)
+        assert first.raised.is_set() and first.notified >= first.pressed
+        sos = [e for e in w.firmware.core.outbox.entries
+               if frame.decode_event(frame.open_frame(e[1], w.keys)[1])[0] == frame.EVENT_SOS]
+        assert [e[0] for e in sos] == [first.seq]  # the seq the firmware sealed it with
+        self._run(w, 10)  # resent (no ack): the same seq, no new press answered
+        second = w.press_sos()
+        self._run(w, 3)
+        assert second.seq is not None and second.seq > first.seq and w.sos_presses == [first, second]
+
+    def test_the_wall_clock_goes_wrong_as_a_time_sync_or_a_restart_leaves_it(self, tmp_path):
+        w = self._linked(tmp_path)
+        self._run(w, 2)
+        assert not w.clock_synced and w.wall_clock_ms() == w.loop.now  # counts from boot
+        w.set_wall_clock(1_700_000_000_000)
+        self._run(w, 1)
+        assert w.clock_synced and abs(w.wall_clock_ms() - 1_700_000_001_000) <= 100
+        w.set_wall_clock(None)
+        assert not w.clock_synced and w.wall_clock_ms() == w.loop.now

@@ -123,8 +123,10 @@ class AlertStore:
             if kept:
                 log.warning("alert journal %s holds %d change(s) not known to be stored; storing them",
                             self._journal.path, len(kept))
-            for write in kept:
-                self._pending.append(write)
+            # the changes saved since this process started are at the file's end and already
+            # queued; the older ones go first, so a newer change is never overwritten by an older
+            kept = kept[:len(kept) - len(self._pending)] if self._pending else kept
+            self._pending.extendleft(reversed(kept))
             self._metrics.alerts_pending_storage.set(len(self._pending))
             self._loaded = True
         stored = 0
@@ -137,9 +139,12 @@ class AlertStore:
             else:
                 stored += 1
             self._pending.popleft()
+            if write.stored is not None and not write.stored.done():  # a change made meanwhile
+                write.stored.set_result(None)
             self._metrics.alerts_pending_storage.set(len(self._pending))
         self._journal.clear()
         self._recovered = True
+        self._wake.set()  # the writer waited for this
         return stored
 
     async def flush(self, timeout_s: float) -> bool:

@@ -116,3 +116,36 @@ async def test_recover_stores_what_the_journal_holds_and_sets_aside_what_cannot_
     assert str(orphan.id) in (tmp_path / "j.alerts.refused").read_text()
     assert os.path.getsize(path) == 0 and after.pending == 0
     await engine.dispose()
+
+
+@pytest.mark.integration
+async def test_a_change_made_before_recovery_is_stored_once_recovery_is_done(database_url, agency, tmp_path):
+    """The writer waits for start-up recovery; a change saved meanwhile (queued, journaled) is
+    stored right after it, not at the next change."""
+    from backend.db import engine as db
+    from backend.identity import fleet
+    from tests.backend.conftest import backend_settings
+
+    settings = backend_settings(database_url, "127.0.0.1", 1883, agency)
+    db.upgrade(settings)
+    engine = db.create_engine(settings)
+    await fleet.ensure_agency(engine, agency)
+    await fleet.provision_device(engine, settings.secret_key.get_secret_value(), agency, 0x00AA0003)
+    store = AlertStore(engine, BackendMetrics(), AlertJournal(tmp_path / "j.alerts"))
+    stop = asyncio.Event()
+    writer = asyncio.create_task(store.run_retry(stop, 0.1))
+    try:
+        early = _alert(0x00AA0003, 9, agency)
+        await store.save(early, insert_only=True, wait=False)  # before recovery ran
+        await asyncio.sleep(0.2)
+        assert store.pending == 1  # the writer waits for recovery
+        await store.recover()
+        assert await store.flush(5)
+        async with engine.connect() as conn:
+            assert (await conn.execute(sa.select(sa.func.count()).select_from(t.alerts).where(t.alerts.c.id == early.id))).scalar() == 1
+    finally:
+        stop.set()
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        await engine.dispose()

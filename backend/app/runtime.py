@@ -181,7 +181,7 @@ class Runtime:
                       "next start", exc.__class__.__name__)
         try:  # a clean stop leaves nothing acknowledged unsaved
             await self.replay_state.save()
-        except (sa.exc.SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any database failure (asyncpg's own too)
             log.error("replay windows not saved at stop (%s): frames of the last %.0f s could be replayed once",
                       exc.__class__.__name__, self.settings.replay_save_interval_s)
         await self.engine.dispose()

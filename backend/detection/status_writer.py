@@ -19,7 +19,7 @@ from backend.app.waiting import wait_for_any
 from backend.db import schema as t
 from backend.detection.raw import RawHolds, utc
 from backend.detection.status import StatusBoard
-from backend.detection.store import _is_db_error
+from backend.detection.store import is_db_error
 from backend.detection.streams import DeviceStreams
 from backend.incidents.hub import LiveHub
 
@@ -94,7 +94,7 @@ class DeviceStatusWriter:
                         log.warning("device status writes recovered")
                         self._failing = False
             except Exception as exc:  # noqa: BLE001 - database errors only; others re-raised
-                if not _is_db_error(exc):
+                if not is_db_error(exc):
                     raise
                 next_write = now + self._retry_s
                 if not self._failing:

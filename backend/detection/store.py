@@ -29,7 +29,7 @@ log = logging.getLogger("vigil.detection.store")
 DB_ERRORS = (sa.exc.SQLAlchemyError, OSError, asyncio.TimeoutError, ConnectionError)
 
 
-def _is_db_error(exc: BaseException) -> bool:
+def is_db_error(exc: BaseException) -> bool:
     # asyncpg's own errors (PostgresError, InterfaceError) reach us unwrapped from COPY
     return isinstance(exc, DB_ERRORS) or type(exc).__module__.startswith("asyncpg")
 
@@ -182,7 +182,7 @@ class BatchWriter:
                 self._failing = self._dropping = False
                 delay = interval_s
             except Exception as exc:  # noqa: BLE001 - only database errors are expected; others re-raised
-                if not _is_db_error(exc):
+                if not is_db_error(exc):
                     raise
                 self._metrics.storage_failures.inc()
                 if not self._failing:
@@ -197,7 +197,7 @@ class BatchWriter:
         try:
             await self.flush()
         except Exception as exc:  # noqa: BLE001
-            if not _is_db_error(exc):
+            if not is_db_error(exc):
                 raise
             log.error("%s: %d rows not written at shutdown (database unavailable)", self.table, len(self._rows))
 

@@ -17,15 +17,14 @@ import logging
 from typing import Iterable
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from backend.db import schema as t
+from backend.detection.store import is_db_error
 from firmware import frame as F
 
 log = logging.getLogger("vigil.ingest")
 
-_STORAGE_ERRORS = (sa.exc.SQLAlchemyError, OSError, asyncio.TimeoutError)
 
 
 def encode(guard: F.ReplayGuard) -> tuple[int, bytes]:
@@ -47,6 +46,12 @@ async def load(conn: AsyncConnection, device_ids: Iterable[int] | None = None) -
     if device_ids is not None:
         query = query.where(t.device_replay.c.device_id.in_(list(device_ids)))
     return {row.device_id: decode(row.highest, row.seen) for row in (await conn.execute(query)).all()}
+
+
+# never back: an older snapshot (another writer, a clock) does not overwrite a newer one
+_UPSERT = ("insert into device_replay (device_id, highest, seen, updated_at) values ($1, $2, $3, $4) "
+           "on conflict (device_id) do update set highest = excluded.highest, seen = excluded.seen, "
+           "updated_at = excluded.updated_at where device_replay.highest <= excluded.highest")
 
 
 class ReplayStateWriter:
@@ -71,20 +76,19 @@ class ReplayStateWriter:
             if record is None:
                 continue
             highest, seen = encode(record.acked)
-            rows.append({"device_id": device_id, "highest": highest, "seen": seen, "updated_at": now})
+            rows.append((device_id, highest, seen, now))
         try:
             if rows:
-                async with self._engine.begin() as conn:
-                    stmt = pg_insert(t.device_replay).values(rows)
-                    stmt = stmt.on_conflict_do_update(
-                        index_elements=["device_id"],
-                        set_={"highest": stmt.excluded.highest, "seen": stmt.excluded.seen, "updated_at": stmt.excluded.updated_at},
-                        # never back: an older snapshot (another writer, a clock) does not overwrite a newer one
-                        where=t.device_replay.c.highest <= stmt.excluded.highest,
-                    )
-                    await conn.execute(stmt)
-        except _STORAGE_ERRORS as exc:
+                # one prepared statement run per row by the driver: compiling a multi-row VALUES
+                # of thousands of devices took the event loop for tens of milliseconds every save
+                async with self._engine.connect() as conn:
+                    driver = (await conn.get_raw_connection()).driver_connection
+                    async with driver.transaction():
+                        await driver.executemany(_UPSERT, rows)
+        except Exception as exc:  # noqa: BLE001 - database errors (asyncpg's own too) are kept; others raise
             self._registry.mark_acked_changed(dirty)
+            if not is_db_error(exc):
+                raise
             if not self._failing:
                 log.error("saving the replay windows failed (%s); kept and retried", exc.__class__.__name__)
                 self._failing = True
@@ -103,5 +107,7 @@ class ReplayStateWriter:
                 pass
             try:
                 await self.save()
-            except _STORAGE_ERRORS:
-                pass  # logged once in save(); the changes stay marked
+            except Exception as exc:  # noqa: BLE001
+                if not is_db_error(exc):
+                    raise
+                # logged once in save(); the changes stay marked

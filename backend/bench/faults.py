@@ -52,6 +52,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from backend.bench.processes import ChildProcess
 from backend.local import infra
 from firmware import frame as F
 
@@ -222,8 +223,10 @@ class SupervisorFeed:
 
 # ---- the gateway process ------------------------------------------------------------------------
 
-class GatewayProcess:
+class GatewayProcess(ChildProcess):
     """``vigil gateway run`` in a child process, talking to the virtual BlueZ's private bus."""
+
+    stop_wait_s = 15.0
 
     def __init__(self, env: dict[str, str], log_path: Path):
         self.env, self.log_path = env, log_path
@@ -235,19 +238,6 @@ class GatewayProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "gateway", "run", "--log-level", "WARNING"],
                                          cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
     async def metric(self, name: str) -> float | None:
         import httpx

@@ -34,7 +34,29 @@ def backend_env(*, database_url: str, mqtt_url: str, agencies: list[str], http_p
     return env
 
 
-class BackendProcess:
+class ChildProcess:
+    """A child process of ours (``proc``) that can be killed or stopped."""
+
+    proc: subprocess.Popen | None = None
+    stop_wait_s = 20.0
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as when the machine loses power."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not ended within ``stop_wait_s``."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(self.stop_wait_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class BackendProcess(ChildProcess):
     """``vigil backend run`` in a child process; its log goes to ``log_path``."""
 
     def __init__(self, env: dict[str, str], log_path: Path, *, migrate: bool = False, scheme: str = "http"):
@@ -79,20 +101,6 @@ class BackendProcess:
                 last = repr(exc)
             time.sleep(0.1)
         raise TimeoutError(f"backend not ready after {timeout} s ({last}); log ends with:\n{self.log_tail()}")
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, as when the machine loses power."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
     def rss_bytes(self) -> int:
         """Resident memory of the backend process (VmRSS)."""

@@ -195,6 +195,8 @@ class Wearable:
     def apply_command(self, code: int, arg: int, word: int, now_ms: int) -> None:
         if code == F.COMMAND_HELP_COMING:
             self.safety.help_coming(arg, now_ms)
+        elif code == F.COMMAND_MESSAGE:
+            self.safety.message(arg, word, now_ms)  # the kind was checked by decode_command
         elif code == F.COMMAND_SET_CONFIG:
             tunable = config.TUNABLES.get(arg)
             if tunable is None or not tunable[1] <= word <= tunable[2]:

@@ -39,6 +39,7 @@ EVENT_PREALERT_CANCELLED = const(3)
 EVENT_FALL_SUSPECTED = const(4)
 EVENT_MANDOWN_ALARM = const(5)
 EVENT_HELP_CONFIRMED = const(6)  # the officer felt the "help is coming" pattern
+EVENT_MESSAGE_CONFIRMED = const(7)  # the officer felt a message (detail = the message's word)
 EVENT_NAMES = {
     1: "sos",
     2: "prealert_started",
@@ -46,13 +47,32 @@ EVENT_NAMES = {
     4: "fall_suspected",
     5: "mandown_alarm",
     6: "help_confirmed",
+    7: "message_confirmed",
 }
 
 COMMAND_TIME_SYNC = const(1)
 COMMAND_HELP_COMING = const(2)
 COMMAND_EVENT_ACK = const(3)
 COMMAND_SET_CONFIG = const(4)
-COMMAND_NAMES = {1: "time_sync", 2: "help_coming", 3: "event_ack", 4: "set_config"}
+COMMAND_MESSAGE = const(5)  # arg = message kind (below), word = message id, echoed in the confirmation
+COMMAND_NAMES = {1: "time_sync", 2: "help_coming", 3: "event_ack", 4: "set_config", 5: "message"}
+
+# Messages to an officer's wearable (COMMAND_MESSAGE's arg); each plays its own haptic pattern
+# (firmware/safety.py MESSAGE_PATTERNS) and a press within the confirm window answers it.
+MESSAGE_HELP_COMING = const(1)
+MESSAGE_STAY_PUT = const(2)
+MESSAGE_FALL_BACK = const(3)
+MESSAGE_CHECK_IN = const(4)
+MESSAGE_ALL_CLEAR = const(5)
+MESSAGE_COLLEAGUE_NEEDS_HELP = const(6)  # sent by the backend to officers near a colleague's SOS
+MESSAGE_NAMES = {
+    1: "help_coming",
+    2: "stay_put",
+    3: "fall_back",
+    4: "check_in",
+    5: "all_clear",
+    6: "colleague_needs_help",
+}
 
 # version, type, flags, device_id, seq, time_ms, payload_len
 HEADER_FORMAT = "<BBBIIQB"
@@ -353,6 +373,8 @@ def encode_command(code, arg=0, word=0):
         raise FrameError("bad_payload", "command code %d" % code)
     if not (0 <= arg <= 0xFF and 0 <= word <= 0xFFFF):
         raise FrameError("out_of_range", "arg 0..255, word 0..65535")
+    if code == COMMAND_MESSAGE and arg not in MESSAGE_NAMES:
+        raise FrameError("bad_payload", "message kind %d" % arg)
     return struct.pack(COMMAND_FORMAT, code, arg, word)
 
 
@@ -363,6 +385,8 @@ def decode_command(payload):
     code, arg, word = struct.unpack(COMMAND_FORMAT, payload)
     if code not in COMMAND_NAMES:
         raise FrameError("bad_payload", "command code %d" % code)
+    if code == COMMAND_MESSAGE and arg not in MESSAGE_NAMES:
+        raise FrameError("bad_payload", "message kind %d" % arg)
     return code, arg, word
 
 

@@ -27,6 +27,17 @@ HELP_PATTERNS = {
     0: (150, 100, 150, 100, 150, 100, 600),  # three short, one long: "help is coming"
     1: (400, 200, 400, 200, 400),  # three long: "help is close"
 }
+# Messages from the supervisor (COMMAND_MESSAGE), one rhythm each, none like another pattern
+# here: an officer who cannot look at a screen tells them apart by feel.
+MESSAGE_PATTERNS = {
+    F.MESSAGE_HELP_COMING: HELP_PATTERNS[0],  # the same words, the same feel
+    F.MESSAGE_STAY_PUT: (1500,),  # one long steady buzz: "stay where you are"
+    F.MESSAGE_FALL_BACK: (100, 100, 100, 100, 100, 100, 100, 100, 100),  # five rapid: "move back to safety"
+    F.MESSAGE_CHECK_IN: (300, 700, 300),  # two, spaced: "are you OK? press"
+    F.MESSAGE_ALL_CLEAR: (600, 200, 150),  # long then short: "all clear"
+    # two bursts of three: "a colleague near you needs help"
+    F.MESSAGE_COLLEAGUE_NEEDS_HELP: (250, 100, 250, 100, 250, 500, 250, 100, 250, 100, 250),
+}
 
 # Who wins the one motor: an alarm is never masked by a lesser pattern.
 _PRIO_TICK = const(0)
@@ -56,6 +67,7 @@ PRIORITY = {
     F.EVENT_PREALERT_STARTED: 2,
     F.EVENT_PREALERT_CANCELLED: 3,
     F.EVENT_HELP_CONFIRMED: 3,
+    F.EVENT_MESSAGE_CONFIRMED: 3,
 }
 
 
@@ -321,6 +333,8 @@ class SafetyMonitor:
         self._press_at = -1
         self._sos_sent = False
         self._help_until = -1
+        self._message_id = -1  # the message a press would confirm (its word), -1 when none
+        self._message_until = -1
         self._events: list = []
 
     def _emit(self, code: int, detail: int, now_ms: int) -> None:
@@ -348,10 +362,19 @@ class SafetyMonitor:
             if cancelled:
                 self.haptic.stop()
                 self.haptic.play(PATTERN_CANCELLED, now_ms, _PRIO_TICK)
-            elif self._help_until >= 0 and now_ms <= self._help_until:
-                self._help_until = -1
-                self._emit(F.EVENT_HELP_CONFIRMED, 0, now_ms)
-                self.haptic.play(PATTERN_CONFIRMED, now_ms, _PRIO_TICK)
+            else:
+                # one press answers whatever the officer was asked to confirm
+                confirmed = False
+                if self._help_until >= 0 and now_ms <= self._help_until:
+                    self._help_until = -1
+                    self._emit(F.EVENT_HELP_CONFIRMED, 0, now_ms)
+                    confirmed = True
+                if self._message_id >= 0 and now_ms <= self._message_until:
+                    self._emit(F.EVENT_MESSAGE_CONFIRMED, self._message_id, now_ms)
+                    self._message_id = -1
+                    confirmed = True
+                if confirmed:
+                    self.haptic.play(PATTERN_CONFIRMED, now_ms, _PRIO_TICK)
         elif edge == -1:
             self._press_at = -1
         if (self.button.pressed and not self._sos_sent and self._press_at >= 0
@@ -383,3 +406,15 @@ class SafetyMonitor:
         """The backend says help is on the way: play the pattern, open the confirm window."""
         self.haptic.play(HELP_PATTERNS.get(pattern_id, HELP_PATTERNS[0]), now_ms, _PRIO_HELP)
         self._help_until = now_ms + self.settings.help_confirm_ms
+
+    def message(self, kind: int, message_id: int, now_ms: int) -> bool:
+        """A message from the supervisor (COMMAND_MESSAGE): play its pattern and open the confirm
+        window; a press within it sends EVENT_MESSAGE_CONFIRMED with ``message_id``. A newer
+        message replaces an unconfirmed one. Returns whether the pattern plays now (an alarm or
+        pre-alert of the officer's own is never masked)."""
+        pattern = MESSAGE_PATTERNS.get(kind)
+        if pattern is None:
+            raise ValueError("message kind %d" % kind)
+        self._message_id = message_id & 0xFFFF
+        self._message_until = now_ms + self.settings.help_confirm_ms
+        return self.haptic.play(pattern, now_ms, _PRIO_HELP)

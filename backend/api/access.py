@@ -61,6 +61,9 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/alerts/{{alert_id}}"): Rule(frozenset({"supervisor", "auditor", "officer"}), purpose_checked=True),
     ("POST", f"{API}/alerts/{{alert_id}}/acknowledge"): _r("supervisor"),
     ("POST", f"{API}/alerts/{{alert_id}}/resolve"): _r("supervisor"),
+    ("POST", f"{API}/alerts/{{alert_id}}/escalate"): _r("supervisor"),
+    ("POST", f"{API}/alerts/{{alert_id}}/notes"): _r("supervisor"),
+    ("PUT", f"{API}/alerts/{{alert_id}}/responder"): _r("supervisor"),
     ("GET", f"{API}/live/officers"): _r("supervisor"),
     ("POST", f"{API}/live/ticket"): _r("supervisor"),  # opens the WebSocket below (no token in its URL)
     ("GET", f"{API}/meta/labels"): Rule(PEOPLE),  # every page's words for priorities, states, outcomes
@@ -80,6 +83,7 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/aggregates/vitals"): POLICY_GATED,
     ("GET", f"{API}/audit"): POLICY_GATED,
     ("GET", f"{API}/audit/verify"): POLICY_GATED,
+    ("GET", f"{API}/audit/incidents/{{alert_id}}"): POLICY_GATED,
 }
 
 

@@ -23,9 +23,9 @@ from backend.detection.status import StatusBoard
 from backend.exceptions import Conflict, NotFound
 from backend.incidents import events as ev
 from backend.incidents.hub import LiveHub
-from backend.incidents.model import Alert, add_transition, incident_key, on_board
-from backend.incidents.rules import (ALERT_TYPES, CANCELLABLE, EVENT_CANCEL, EVENT_TRANSITIONS, OUTCOMES,
-                                     alert_id, outranks)
+from backend.incidents.model import Alert, add_transition, escalation_standing, incident_key, on_board, workflow
+from backend.incidents.rules import (ALERT_TYPES, CANCELLABLE, ESCALATED, EVENT_CANCEL, EVENT_TRANSITIONS, NOTE,
+                                     OUTCOMES, RESPONDER_ASSIGNED, alert_id, outranks)
 from backend.incidents.store import AlertStore
 
 log = logging.getLogger("vigil.alerts")
@@ -149,6 +149,41 @@ class AlertService:
             raise ValueError(f"outcome {outcome!r} is not one of {', '.join(OUTCOMES)}")
         incident = self._open_for(alert, agency_id)
         self._close(incident, actor, outcome, note)
+        await self.store.save(incident, insert_only=False)
+        return incident
+
+    # ---- a supervisor's steps (issue 21): each one a transition, journaled and stored like the rest
+
+    async def escalate(self, alert: uuid.UUID, actor: str, agency_id: str, reason: str) -> Alert:
+        """A supervisor escalates an open incident by hand, saying why: every supervisor on duty
+        sees it at the top of the queue and dispatch is told, as when nobody acknowledged in time."""
+        incident = self._open_for(alert, agency_id)
+        if escalation_standing(incident):
+            raise Conflict(f"alert {alert} is already escalated and not acknowledged since")
+        incident.escalated = True
+        self._transition(incident, ESCALATED, actor, reason, self._now())
+        self._publish(incident, ESCALATED)
+        log.warning("incident %s escalated by %s: %s", incident.id, actor, reason)
+        self._events.emit(ev.ESCALATED, incident)
+        await self.store.save(incident, insert_only=False)
+        return incident
+
+    async def add_note(self, alert: uuid.UUID, actor: str, agency_id: str, text: str) -> Alert:
+        """Append a note to an open incident (notes are never edited: a correction is a new note)."""
+        incident = self._open_for(alert, agency_id)
+        self._transition(incident, NOTE, actor, text, self._now())
+        self._publish(incident, NOTE)
+        await self.store.save(incident, insert_only=False)
+        return incident
+
+    async def assign_responder(self, alert: uuid.UUID, actor: str, agency_id: str, responder: str) -> Alert:
+        """Name who goes to the officer (a person, a unit); a later assignment replaces it."""
+        incident = self._open_for(alert, agency_id)
+        current = workflow(incident.transitions)["responder"]
+        if current is not None and current["name"] == responder:
+            raise Conflict(f"alert {alert} already has {responder!r} as its responder")
+        self._transition(incident, RESPONDER_ASSIGNED, actor, responder, self._now())
+        self._publish(incident, RESPONDER_ASSIGNED)
         await self.store.save(incident, insert_only=False)
         return incident
 
@@ -280,6 +315,4 @@ class AlertService:
         rows = await self.store.list_alerts(agency_id, 1, officer_id=officer_id, alert=alert)
         if not rows:
             raise NotFound(f"alert {alert}")
-        match = rows[0]
-        match["transitions"] = await self.store.transitions(alert)
-        return match
+        return rows[0]

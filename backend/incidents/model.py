@@ -10,7 +10,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 
 from backend.detection.status import OpenIncident
-from backend.incidents.rules import ALERT_TYPES
+from backend.incidents.rules import ALERT_TYPES, ESCALATED, NOTE, RESPONDER_ASSIGNED
 
 
 @dataclass(slots=True)
@@ -45,6 +45,7 @@ class Alert:
             d[k] = d[k].isoformat() if d[k] else None
         d["transitions"] = [{k: (v.isoformat() if k == "at" else v) for k, v in tr.items() if k != "_queued"}
                             for tr in d["transitions"]]
+        d.update(workflow(d["transitions"]))
         return d
 
     def row(self) -> dict:
@@ -69,6 +70,37 @@ def add_transition(incident: Alert, state: str, actor: str, note: str, at: dt.da
     incident.updated_at = at
 
 
+def workflow(transitions: list[dict]) -> dict:
+    """What a supervisor's steps make of an incident, read from its transitions (the one record):
+    its notes, its responder, and its latest escalation, which stands until someone acknowledges
+    the incident after it."""
+    notes, responder, escalation, acknowledged = [], None, None, None
+    for tr in transitions:
+        state, at = tr["state"], tr["at"]
+        at = at.isoformat() if isinstance(at, dt.datetime) else at
+        if state == NOTE:
+            notes.append({"at": at, "author": tr["actor"], "text": tr["note"]})
+        elif state == RESPONDER_ASSIGNED:
+            responder = {"name": tr["note"], "at": at, "by": tr["actor"]}
+        elif state == ESCALATED:
+            escalation = {"at": at, "by": tr["actor"], "reason": tr["note"], "manual": tr["actor"].startswith("user:")}
+        elif state == "acknowledged":
+            acknowledged = at
+    if escalation is not None:
+        escalation["standing"] = acknowledged is None or _instant(acknowledged) < _instant(escalation["at"])
+    return {"notes": notes, "responder": responder, "escalation": escalation}
+
+
+def _instant(at: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(at)
+
+
+def escalation_standing(incident: Alert) -> bool:
+    """Escalated, and nobody acknowledged the incident since (a second escalation would add nothing)."""
+    found = workflow(incident.transitions)["escalation"]
+    return bool(found and found["standing"])
+
+
 def on_board(incident: Alert) -> OpenIncident | None:
     """What the officer status board shows of an incident (nothing once it is resolved)."""
     if not incident.is_open:
@@ -76,11 +108,14 @@ def on_board(incident: Alert) -> OpenIncident | None:
     return OpenIncident(str(incident.id), incident.kind, incident.priority, incident.state, incident.escalated)
 
 
-def row_public(r) -> dict:
-    """A stored alert row (with ``officer_name`` and ``escalated``) as the API shows it."""
+def row_public(r, transitions: list[dict]) -> dict:
+    """A stored alert row (with ``officer_name`` and ``escalated``) and its stored transitions
+    (times as ISO text) as the API shows it: as :meth:`Alert.public` does."""
     d = dict(r)
     d["id"] = str(d["id"])
     d["title"] = ALERT_TYPES[d["kind"]].title
     for k in ("raised_at", "device_time", "updated_at"):
         d[k] = d[k].isoformat() if d[k] else None
+    d["transitions"] = transitions
+    d.update(workflow(transitions))
     return d

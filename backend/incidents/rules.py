@@ -67,16 +67,22 @@ def alert_id(device_id: int, seq: int, kind: str) -> uuid.UUID:
 # own SOS first, then the device's full alarm, then detections.
 ESCALATION_RANK = ("physiological_strain", "extreme_heart_rate", "fall", "man_down", "device_alarm", "sos")
 
+# A supervisor's steps besides acknowledging and resolving (issue 21); see TRANSITIONS.
+ESCALATED, NOTE, RESPONDER_ASSIGNED = "escalated", "note", "responder_assigned"
+
 # Steps recorded in alert_transitions besides the states: who did what to an incident, when.
 TRANSITIONS = ALERT_STATES + (
     "upgraded",        # a more serious alert joined the incident (kind and priority raised)
     "merged",          # a further alert of no higher rank joined it
-    "escalated",       # unacknowledged too long: every supervisor on duty, dispatch flagged
+    ESCALATED,         # unacknowledged too long (actor "system"), or by a supervisor with a reason:
+                       # every supervisor on duty, dispatch flagged
     "dispatch_notified",  # the computer-aided-dispatch webhook accepted it
     "prealert_started",   # the device began its pre-alert (no motion)
     "help_sent",       # "help is coming" published to the device's gateway
     "help_result",     # the gateway's answer: written to the device or not
     "help_confirmed",  # the officer felt the haptic pattern
+    NOTE,              # a supervisor's note (append-only; the text is the step's note)
+    RESPONDER_ASSIGNED,  # a supervisor named who goes (the note); the latest one stands
 )
 
 # Device events that change an open incident rather than raise one.

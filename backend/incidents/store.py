@@ -257,12 +257,18 @@ class AlertStore:
             query = query.where(t.alerts.c.id == alert)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return [row_public(r) for r in rows]
+            steps = await self._transitions(conn, [r["id"] for r in rows])
+        return [row_public(r, steps.get(r["id"], [])) for r in rows]
 
-    async def transitions(self, alert: uuid.UUID) -> list[dict]:
-        async with self._engine.connect() as conn:
-            steps = (await conn.execute(
-                sa.select(t.alert_transitions.c.state, t.alert_transitions.c.at, t.alert_transitions.c.actor, t.alert_transitions.c.note)
-                .where(t.alert_transitions.c.alert_id == alert).order_by(t.alert_transitions.c.at)
-            )).mappings().all()
-        return [{**s, "at": s["at"].isoformat()} for s in steps]
+    @staticmethod
+    async def _transitions(conn, ids: list[uuid.UUID]) -> dict[uuid.UUID, list[dict]]:
+        """The stored steps of these alerts, each oldest first, times as ISO text."""
+        out: dict[uuid.UUID, list[dict]] = collections.defaultdict(list)
+        if not ids:
+            return out
+        c = t.alert_transitions.c
+        for s in (await conn.execute(
+            sa.select(c.alert_id, c.state, c.at, c.actor, c.note).where(c.alert_id.in_(ids)).order_by(c.alert_id, c.at)
+        )).mappings():
+            out[s["alert_id"]].append({"state": s["state"], "at": s["at"].isoformat(), "actor": s["actor"], "note": s["note"]})
+        return out

@@ -98,6 +98,24 @@ async def drain_outbox(engine: AsyncEngine, limit: int = 1000) -> int:
     return len(rows)
 
 
+# Data classes of the officer's body: a read of one of these about an incident is who saw what and why.
+BIOMETRIC_READS = ("alert_evidence", "derived_features", "raw_waveforms")
+
+
+async def incident_entries(conn: AsyncConnection, alert_id: str, agency_id: str, *,
+                           biometric_reads_only: bool = False) -> list[dict]:
+    """The entries of one agency about one incident, oldest first: its transitions (subject
+    ``alert:<id>``), reads of its record and evidence (``details.alert``, ``details.alerts``), and
+    reads of the officer's vitals its open span granted (``details.incidents``)."""
+    d = audit_log.c.details
+    about = sa.or_(audit_log.c.subject == f"alert:{alert_id}", d["alert"].astext == alert_id,
+                   d["alerts"].has_key(alert_id), d["incidents"].has_key(alert_id))  # noqa: W601 (JSONB ?)
+    q = sa.select(audit_log).where(audit_log.c.agency_id == agency_id, about).order_by(audit_log.c.seq)
+    if biometric_reads_only:
+        q = q.where(audit_log.c.action == "access", d["data_class"].astext.in_(BIOMETRIC_READS))
+    return [{**dict(r), "at": r["at"].isoformat()} for r in (await conn.execute(q)).mappings().all()]
+
+
 @dataclass(slots=True)
 class Verification:
     entries: int = 0

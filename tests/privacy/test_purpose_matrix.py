@@ -34,6 +34,7 @@ GRANTED = {
     },
     "auditor": {
         "/reports/transparency": {AGG, OVR}, "/aggregates/vitals": {AGG, OVR}, "/audit": {OVR}, "/audit/verify": {OVR},
+        "/audit/incidents/{alert_id}": {OVR},
     },
     "fleet_admin": {},
 }

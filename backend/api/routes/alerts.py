@@ -13,17 +13,18 @@ import datetime as dt
 import json
 import logging
 import uuid
-from typing import Literal
+from typing import Annotated, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Header, HTTPException, Query, Request, WebSocket, WebSocketDisconnect
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from backend.exceptions import NotFound
 from backend.incidents.hub import FellBehind
 from backend.incidents.rules import OUTCOMES
 from backend.api.access import API
 from backend.api.deps import CallerDep, RuntimeDep
+from backend.api.routes.audit import labelled
 from backend.api.routes.health import problems
 from backend.privacy import access as gate
 from backend.privacy import audit
@@ -40,6 +41,28 @@ class AcknowledgeIn(BaseModel):
 class ResolveIn(BaseModel):
     outcome: Literal[OUTCOMES]  # type: ignore[valid-type]
     note: str = Field("", max_length=500)
+
+
+def _text(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be blank")
+    return value
+
+
+class EscalateIn(BaseModel):
+    reason: Annotated[str, Field(min_length=1, max_length=500, description="why, in words every supervisor on duty and dispatch read"),
+                      AfterValidator(_text)]
+
+
+class NoteIn(BaseModel):
+    text: Annotated[str, Field(min_length=1, max_length=2000, description="the note; notes are never edited (add another)"),
+                    AfterValidator(_text)]
+
+
+class ResponderIn(BaseModel):
+    responder: Annotated[str, Field(min_length=1, max_length=120, description="who goes: a person, a unit, a call sign"),
+                         AfterValidator(_text)]
 
 
 RECORD, EVIDENCE = "alerts_incidents", "alert_evidence"
@@ -113,7 +136,9 @@ async def list_alerts(request: Request, runtime: RuntimeDep, caller: CallerDep, 
     return out
 
 
-@router.get("/alerts/{alert_id}", summary="One alert with every transition (who, when); its evidence with a declared purpose",
+@router.get("/alerts/{alert_id}", summary="One alert with every transition (who, when), its notes, responder and "
+                                         "escalation, and who read the officer's evidence for it and why; its evidence with a "
+                                         "declared purpose",
             responses={503: {"description": "the database is down: alert history is unavailable"}})
 async def get_alert(request: Request, runtime: RuntimeDep, caller: CallerDep, alert_id: uuid.UUID,
                     purpose: str | None = PurposeQuery, x_vigil_purpose: str | None = PurposeHeader) -> dict:
@@ -128,11 +153,27 @@ async def get_alert(request: Request, runtime: RuntimeDep, caller: CallerDep, al
     declared, used, decision, policy = await _gate_record(request, caller, subject, facts, found.officer_id, str(alert_id))
     alert = await runtime.alerts.get_alert(caller.agency_id, alert_id, _own(caller))
     await gate.record(request, caller, policy, used, RECORD, decision, subject, found.agency_id, alert=str(alert_id))
+    alert["evidence_reads"] = await _evidence_reads(runtime, alert_id, found.agency_id)
     if not declared:
         return _withhold(alert, {"rule": "purpose.required", "reason": "the evidence is biometric data: declare a purpose to read it"})
     evidence = await _evidence(request, runtime, caller, policy, declared, found, request.app.state.runtime.privacy.now())
     await gate.record(request, caller, policy, declared, EVIDENCE, evidence, subject, found.agency_id, alert=str(alert_id))
     return alert if evidence.granted else _withhold(alert, evidence.refusal())
+
+
+async def _evidence_reads(runtime, alert_id: uuid.UUID, agency_id: str) -> list[dict] | None:
+    """Who read the officer's body data for this incident (its evidence, vitals, raw windows), when, for
+    what purpose and whether it was granted: from the audit log, part of the incident's record. None
+    (not an empty list) while the log cannot be read."""
+    try:
+        async with runtime.engine.connect() as conn:
+            rows = await labelled(conn, await audit.incident_entries(conn, str(alert_id), agency_id, biometric_reads_only=True),
+                                  agency_id)
+    except (sa.exc.SQLAlchemyError, OSError):
+        return None
+    return [{"seq": r["seq"], "at": r["at"], "actor": r["actor"], "actor_label": r["actor_label"], "purpose": r["purpose"],
+             "outcome": r["outcome"], "data_class": r["details"].get("data_class"), "path": r["details"].get("path"),
+             "rule": r["details"].get("rule")} for r in rows]
 
 
 async def _not_found(request: Request, runtime, caller, alert_id: uuid.UUID) -> NotFound:
@@ -159,6 +200,41 @@ async def acknowledge(request: Request, runtime: RuntimeDep, caller: CallerDep, 
 async def resolve(request: Request, runtime: RuntimeDep, caller: CallerDep, alert_id: uuid.UUID, body: ResolveIn) -> dict:
     try:
         incident = await runtime.alerts.resolve(alert_id, f"user:{caller.subject}", caller.agency_id, body.outcome, body.note)
+    except NotFound:
+        raise await _not_found(request, runtime, caller, alert_id) from None
+    return incident.public()
+
+
+_OPEN_CHANGE = {404: {"description": "no such alert in the caller's agency (the refusal is audited)"},
+                409: {"description": "the alert is already resolved"}}
+
+
+@router.post("/alerts/{alert_id}/escalate", summary="Escalate an open incident by hand, with a reason: top of every supervisor's "
+                                                  "queue, dispatch told (supervisors of its agency)",
+             responses={**_OPEN_CHANGE, 409: {"description": "the alert is resolved, or already escalated and not acknowledged since"}})
+async def escalate(request: Request, runtime: RuntimeDep, caller: CallerDep, alert_id: uuid.UUID, body: EscalateIn) -> dict:
+    try:
+        incident = await runtime.alerts.escalate(alert_id, f"user:{caller.subject}", caller.agency_id, body.reason)
+    except NotFound:
+        raise await _not_found(request, runtime, caller, alert_id) from None
+    return incident.public()
+
+
+@router.post("/alerts/{alert_id}/notes", summary="Add a note to an open incident (append-only: author and time recorded)",
+             responses=_OPEN_CHANGE)
+async def add_note(request: Request, runtime: RuntimeDep, caller: CallerDep, alert_id: uuid.UUID, body: NoteIn) -> dict:
+    try:
+        incident = await runtime.alerts.add_note(alert_id, f"user:{caller.subject}", caller.agency_id, body.text)
+    except NotFound:
+        raise await _not_found(request, runtime, caller, alert_id) from None
+    return incident.public()
+
+
+@router.put("/alerts/{alert_id}/responder", summary="Name who goes to the officer (set or change; every change recorded)",
+            responses={**_OPEN_CHANGE, 409: {"description": "the alert is resolved, or this responder is already assigned"}})
+async def assign_responder(request: Request, runtime: RuntimeDep, caller: CallerDep, alert_id: uuid.UUID, body: ResponderIn) -> dict:
+    try:
+        incident = await runtime.alerts.assign_responder(alert_id, f"user:{caller.subject}", caller.agency_id, body.responder)
     except NotFound:
         raise await _not_found(request, runtime, caller, alert_id) from None
     return incident.public()

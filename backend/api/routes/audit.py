@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 
 from backend.db import schema as t
 from backend.privacy import audit
-from backend.privacy.access import Grant, require_access
+from backend.privacy.access import Grant, refuse_not_found, require_access
 
 router = APIRouter(tags=["audit"])
 
@@ -34,7 +34,36 @@ async def list_audit(request: Request, grant: AgencyAudit, after_seq: int = Quer
         q = q.where(t.audit_log.c.action == action)
     async with request.app.state.runtime.engine.connect() as conn:
         rows = [{**dict(r), "at": r["at"].isoformat()} for r in (await conn.execute(q)).mappings().all()]
-        names = await _names(conn, rows, access.caller.agency_id)
+        return await labelled(conn, rows, access.caller.agency_id)
+
+
+@router.get("/audit/incidents/{alert_id}",
+            summary="One incident's audit timeline, oldest first: its transitions (who, when, notes) and every read of "
+                    "its record, its evidence and the officer's vitals it opened, with the purpose declared "
+                    "(auditors; purpose oversight_audit)",
+            responses={404: {"description": "no such incident in the caller's agency (the refusal is audited)"}})
+async def incident_timeline(request: Request, grant: AgencyAudit, alert_id: uuid.UUID) -> dict:
+    access = await grant.audited()
+    agency = access.caller.agency_id
+    async with request.app.state.runtime.engine.connect() as conn:
+        found = (await conn.execute(
+            sa.select(t.alerts.c.id, t.alerts.c.kind, t.alerts.c.state, t.alerts.c.outcome, t.alerts.c.raised_at,
+                      t.alerts.c.officer_id, t.officers.c.name.label("officer_name"))
+            .select_from(t.alerts.outerjoin(t.officers, t.officers.c.id == t.alerts.c.officer_id))
+            .where(t.alerts.c.id == alert_id, t.alerts.c.agency_id == agency))).mappings().first()
+        if found is None:
+            raise await refuse_not_found(request, access.caller, "alert", alert_id, data_class="audit_records")
+        entries = await labelled(conn, await audit.incident_entries(conn, str(alert_id), agency), agency)
+    names = {"alert": {str(found["id"]): (found["kind"], found["raised_at"], found["officer_name"])}}
+    return {"alert": {"id": str(found["id"]), "label": subject_label(f"alert:{alert_id}", names), "kind": found["kind"],
+                      "state": found["state"], "outcome": found["outcome"], "raised_at": found["raised_at"].isoformat(),
+                      "officer_id": found["officer_id"], "officer_name": found["officer_name"]},
+            "entries": entries}
+
+
+async def labelled(conn, rows: list[dict], agency_id: str) -> list[dict]:
+    """Audit entries with who and what in words (``actor_label``, ``subject_label``)."""
+    names = await _names(conn, rows, agency_id)
     return [{**r, "actor_label": actor_label(r["actor"], names), "subject_label": subject_label(r["subject"], names)}
             for r in rows]
 

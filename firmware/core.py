@@ -29,6 +29,12 @@ EVENT_OUTBOX_LEN = const(16)
 # matters most in its first seconds, then capped so a lost link does not flood the radio.
 EVENT_RESEND_MS = (1000, 2000, 4000, 8000)
 COMMAND_REPLAY_WINDOW = const(64)
+# Telemetry frames the radio took in the last RESEND_RECENT_MS before a link went are sent again,
+# unchanged (same sequence number), when the next link comes up: the radio taking a notification
+# is no proof the gateway stored it (it may die with the frame in memory, or the controller drop
+# its queue with the link). The backend's replay window refuses the copies that did arrive.
+RESEND_RECENT_MS = const(2000)
+RESEND_RECENT_MAX = const(8)
 _TIME_FORMAT = "<Q"  # record prefix: uptime of the block's first sample
 
 
@@ -115,8 +121,11 @@ class DeviceCore:
         self._removed = 0  # records removed from the ring's head (sent or overwritten)
         self._cache_id = -1  # which head record _cache holds sealed
         self._cache = b""
-        self._pending: tuple | None = None  # what next_uplink returned: ("e", entry) / ("s", None) / ("t", id)
+        self._pending: tuple | None = None  # what next_uplink returned: ("e", entry) / ("s", None) / ("t", id) / ("r", frame)
+        self._recent: list = []  # [sent_ms, frame] of the telemetry frames the radio last took
+        self._resend: list = []  # those frames again, queued by link_up ahead of the ring
         self.sent_frames = 0
+        self.resent_frames = 0
 
     # ---- time ------------------------------------------------------------------------------
 
@@ -174,6 +183,12 @@ class DeviceCore:
     def link_up(self, now_ms: int) -> None:
         self.outbox.link_up(now_ms)
         self._cache_id = -1  # re-seal the head block: its backfill flag may have changed
+        if self._recent:
+            last = self._recent[-1][0]
+            for sent_ms, frame in self._recent:
+                if last - sent_ms <= RESEND_RECENT_MS and frame not in self._resend:
+                    self._resend.append(frame)
+            self._recent = []
 
     def next_uplink(self, now_ms: int):
         """(channel, frame) to send next, or None: due events, then status, then telemetry
@@ -186,6 +201,9 @@ class DeviceCore:
         if self._status is not None:
             self._pending = ("s", None)
             return CH_TELEMETRY, self._status
+        if self._resend:
+            self._pending = ("r", self._resend[0])
+            return CH_TELEMETRY, self._resend[0]
         if len(self.ring) == 0:
             self._pending = None
             return None
@@ -209,9 +227,21 @@ class DeviceCore:
                 self.outbox.sent(p[1], now_ms)
         elif p[0] == "s":
             self._status = None
+        elif p[0] == "r":
+            if self._resend and self._resend[0] is p[1]:
+                self._resend.pop(0)
+                self.resent_frames += 1
+                self._remember(p[1], now_ms)
         elif p[1] == self._removed and len(self.ring):
             self.ring.pop()
             self._removed += 1
+            self._remember(self._cache, now_ms)
+
+    def _remember(self, frame: bytes, now_ms: int) -> None:
+        recent = self._recent
+        while recent and (len(recent) >= RESEND_RECENT_MAX or now_ms - recent[0][0] > RESEND_RECENT_MS):
+            recent.pop(0)
+        recent.append([now_ms, frame])
 
     def _block_ms(self) -> int:
         return self.block_samples * 1000 // self.rate_hz

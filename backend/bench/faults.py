@@ -18,7 +18,7 @@ Per fault, one row:
 - **pushed**: how many reached the supervisor's WebSocket (a 'raised' alert of kind sos);
 - **duplicates**: a press with more than one alert row, a page repeated (the same alert raised
   twice, or a second alert for one press), a telemetry sample stored twice;
-- **telemetry sent/stored**: telemetry frames the wearables handed to the radio vs frames whose
+- **telemetry sent/stored**: distinct telemetry frames the wearables handed to the radio vs frames whose
   samples are in ``raw_windows`` (20 samples per frame; samples covered twice count as duplicates);
 - **recovery**: the slowest SOS, from the moment it could have been served (the later of the
   SOS going on air and the broken part's return) to its arrival on the supervisor's screen.
@@ -524,7 +524,8 @@ class FaultRunner:
         for p in presses:
             p.stored = await _until(lambda: rig.sos_rows(p.device_id), 10 if p.on_screen else 1) or 0
         await asyncio.sleep(1.0)  # a late second page or row still counts
-        sent = {d: sum(1 for s in rig.fleet.wearables[d].sent if rig.fleet.wearables[d].produced.get(s) == "telemetry")
+        # distinct frames: the firmware sends its last seconds of telemetry again on a new link
+        sent = {d: sum(1 for s in set(rig.fleet.wearables[d].sent) if rig.fleet.wearables[d].produced.get(s) == "telemetry")
                 for d in group}
         stored = await self._settled_coverage(group, sent)
         for d in group:

@@ -216,7 +216,7 @@ class FirmwareWearable:
         self._tasks: set[asyncio.Task] = set()
         # what went over the radio, for tests and the demo (the device's own state is in .firmware)
         self.produced: dict[int, str] = {}  # seq -> kind of every distinct frame notified
-        self.sent: list[int] = []  # seqs in the order the radio took them (resent events repeat)
+        self.sent: list[int] = []  # seqs in the order the radio took them (resent events and telemetry repeat)
         self.commands: list[tuple[int, int, int, int]] = []  # (seq, code, arg, word) written to the device
         self.help_coming = asyncio.Event()
         self.help_coming_count = 0

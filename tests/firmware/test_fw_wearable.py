@@ -120,7 +120,13 @@ def test_man_down_while_out_of_range_is_delivered_first_after_reconnect(tmp_path
     assert r.ble.advertising[-1][0] in (ADV_FAST_US, ADV_SLOW_US)
     r.connect()
     r.run(2000)
-    new = r.frames()[len([1 for c, h, d in r.ble.notifications[:before] if h in (r.h_tele, r.h_event)]):]
+    old = r.frames()[:len([1 for c, h, d in r.ble.notifications[:before] if h in (r.h_tele, r.h_event)])]
+    new = r.frames()[len(old):]
+    # the telemetry the radio took just before the link went comes again, unchanged (core.RESEND_RECENT_MS)
+    sent_before = {h.seq for _, h, _ in old}
+    resent = [h for _, h, _ in new if h.seq in sent_before]
+    assert resent and all(h.frame_type == F.TYPE_TELEMETRY for h in resent)
+    new = [f for f in new if f[1].seq not in sent_before]
     kinds = [h.frame_type for _, h, _ in new]
     n_events = kinds.index(F.TYPE_STATUS) if kinds[0] == F.TYPE_EVENT else 0
     events = [F.decode_event(p)[0] for _, h, p in new[:n_events]]
@@ -130,6 +136,33 @@ def test_man_down_while_out_of_range_is_delivered_first_after_reconnect(tmp_path
     backfill = [h for _, h, _ in new if h.frame_type == F.TYPE_TELEMETRY]
     assert backfill and all(h.flags & F.FLAG_BACKFILL for h in backfill[:5])
     assert [h.time_ms for h in backfill] == sorted(h.time_ms for h in backfill)  # oldest first
+
+
+def test_telemetry_taken_by_the_radio_just_before_a_link_went_is_sent_again_unchanged(tmp_path):
+    """The radio taking a notification is no proof the gateway stored it: the frames of the last
+    RESEND_RECENT_MS before the link went go out again on the next link, same bytes and seq,
+    before the ring's backlog; older ones do not."""
+    from firmware import core
+    r = Rig(tmp_path, [("walk", 60)])
+    r.connect()
+    r.run(6000)
+    before = list(r.ble.notifications)
+    tele = [(h, d) for c, h, d in before if h == r.h_tele and F.open_frame(d, KEYS)[0].frame_type == F.TYPE_TELEMETRY]
+    last_ms = F.open_frame(tele[-1][1], KEYS)[0].time_ms
+    r.ble.central_disconnect(GATEWAY)
+    r.run(3000)
+    r.connect()
+    r.run(2000)
+    after = [d for c, h, d in r.ble.notifications[len(before):] if h == r.h_tele]
+    old_bytes = {d for _, d in tele}
+    again = [d for d in after if d in old_bytes]
+    assert again, "nothing sent again after the new link"
+    times = [F.open_frame(d, KEYS)[0].time_ms for d in again]
+    block_ms = 400
+    assert min(times) >= last_ms - core.RESEND_RECENT_MS - block_ms  # only the recent ones
+    assert len(again) >= core.RESEND_RECENT_MS // block_ms - 1
+    assert after[:len(again)] == again  # ahead of the ring's backlog
+    assert len(set(again)) == len(again)  # each once
 
 
 def test_events_repeat_until_acknowledged(tmp_path):

@@ -50,7 +50,7 @@ def parse_id(raw: str | None, name: str) -> int | None:
     if raw is None:
         return None
     if not _ASCII_ID.fullmatch(raw):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, [{"loc": ["path", name], "msg": _ID_RULE, "type": "value_error"}])
+        raise HTTPException(422, [{"loc": ["path", name], "msg": _ID_RULE, "type": "value_error"}])
     return int(raw)
 
 

@@ -87,8 +87,11 @@ class MqttBridge:
             self._lanes["events"].set()
 
     def _state_payload(self, state: str) -> bytes:
-        return json.dumps({"state": state, "agency": self.settings.agency,
-                           "gateway": self.settings.gateway_id, "at": round(time.time(), 3)}).encode()
+        payload = {"state": state, "agency": self.settings.agency, "gateway": self.settings.gateway_id,
+                   "at": round(time.time(), 3)}
+        if self.settings.location is not None:  # where its officers are, for the backend's map and nearby alerts
+            payload["lat"], payload["lon"] = self.settings.location
+        return json.dumps(payload).encode()
 
     def _client(self) -> aiomqtt.Client:
         s = self.settings

@@ -64,6 +64,13 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("POST", f"{API}/alerts/{{alert_id}}/escalate"): _r("supervisor"),
     ("POST", f"{API}/alerts/{{alert_id}}/notes"): _r("supervisor"),
     ("PUT", f"{API}/alerts/{{alert_id}}/responder"): _r("supervisor"),
+    # messages felt on officers' wearables, and where officers are (backend/api/routes/messages.py)
+    ("GET", f"{API}/messages/kinds"): _r("supervisor"),
+    ("POST", f"{API}/officers/{{officer_id}}/messages"): _r("supervisor"),
+    ("GET", f"{API}/officers/{{officer_id}}/messages"): _r("supervisor"),
+    ("POST", f"{API}/alerts/{{alert_id}}/messages"): _r("supervisor"),
+    ("GET", f"{API}/alerts/{{alert_id}}/messages"): _r("supervisor"),
+    ("GET", f"{API}/live/positions"): _r("supervisor"),
     ("GET", f"{API}/live/officers"): _r("supervisor"),
     ("POST", f"{API}/live/ticket"): _r("supervisor"),  # opens the WebSocket below (no token in its URL)
     ("GET", f"{API}/meta/labels"): Rule(PEOPLE),  # every page's words for priorities, states, outcomes

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from backend.api.deps import Authorized, WebSocketRefused
 from backend.api.middleware import LoginThrottle, SecureHeaders
-from backend.api.routes import alerts, auth, devices, events, gateways, health, live, meta, officers, users
+from backend.api.routes import alerts, auth, devices, events, gateways, health, live, messages, meta, officers, users
 from backend.exceptions import Conflict, NotFound
 from backend import dashboard
 from backend.app.config import BackendSettings
@@ -48,7 +48,7 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
     app = FastAPI(title="Vigil", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Officer-safety alerts. Biometric data serves officer safety only.")
     # Every router goes through ``authorize``: the access table (backend/api/access.py) decides.
-    for module in (health, auth, users, officers, devices, gateways, alerts, events, live, meta):
+    for module in (health, auth, users, officers, devices, gateways, alerts, messages, events, live, meta):
         app.include_router(module.router, dependencies=Authorized, responses=REFUSALS)  # paths carry /api/v1 themselves
     for router in (privacy.router, vitals.router, audit_routes.router):  # purpose-checked by require_access
         app.include_router(router, prefix="/api/v1", responses=REFUSALS)

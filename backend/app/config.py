@@ -71,6 +71,9 @@ class BackendSettings(BaseSettings):
     cancel_grace_s: float = Field(60.0, gt=0, description="how long after a fall the officer's cancel still ends it")
     cad_webhook_url: str | None = Field(None, description="computer-aided dispatch: escalated incidents are POSTed here")
     cad_retry_base_s: float = Field(0.5, gt=0, description="first retry delay of the dispatch webhook (doubles, capped)")
+    nearby_radius_m: float = Field(2000.0, ge=0, le=100_000, description=(
+        "when an officer's SOS or man-down alarm raises an incident, officers on shift whose device was last heard "
+        "through a gateway within this distance of them feel 'colleague needs help' on their wearables; 0 turns it off"))
     # hardening: TLS and sign-in throttling
     mqtt_ca_file: str | None = Field(None, description="CA bundle that signed the broker's certificate (mqtts://); None: the system's")
     ssl_certfile: str | None = Field(None, description="serve HTTPS with this certificate chain (PEM); None: plain HTTP")

@@ -194,6 +194,32 @@ downlink_commands = sa.Table(
     sa.Column("result_at", sa.DateTime(timezone=True)),
 )
 
+# officer_messages
+#     Messages felt on an officer's wearable (backend/incidents/messages.py): a supervisor's, or
+#     "colleague needs help" to officers near a colleague's SOS or man-down (alert_id: that
+#     incident). Each time is one step of its progress: sent to the gateway, written to the
+#     device, confirmed by the officer's press; failed_at/error when it was not sent or not
+#     delivered. No physiological data.
+officer_messages = sa.Table(
+    "officer_messages", metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("agency_id", sa.Text, sa.ForeignKey("agencies.id"), nullable=False),
+    sa.Column("officer_id", sa.Integer, sa.ForeignKey("officers.id"), nullable=False, index=True),
+    sa.Column("device_id", sa.BigInteger, sa.ForeignKey("devices.id"), nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("sent_by", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("alert_id", UUID(as_uuid=True), sa.ForeignKey("alerts.id"), index=True),
+    sa.Column("distance_m", sa.Float),
+    sa.Column("gateway_id", sa.Text),
+    sa.Column("command_seq", sa.BigInteger),
+    sa.Column("sent_at", sa.DateTime(timezone=True)),
+    sa.Column("delivered_at", sa.DateTime(timezone=True)),
+    sa.Column("confirmed_at", sa.DateTime(timezone=True)),
+    sa.Column("failed_at", sa.DateTime(timezone=True)),
+    sa.Column("error", sa.Text),
+)
+
 
 # --- ingest and detection ----------------------------------------------------------------
 # raw_windows

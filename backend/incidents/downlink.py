@@ -1,7 +1,9 @@
 """Commands to a wearable: "help is coming" when a supervisor acknowledges its incident,
 EVENT_ACK once an event's alert is stored (the device stops resending it), TIME_SYNC when a
 device's clock is unsynced or off by more than a second (at most once per device per
-TIME_SYNC_INTERVAL_S).
+TIME_SYNC_INTERVAL_S), and messages felt as haptic patterns (COMMAND_MESSAGE): a supervisor's,
+or "colleague needs help" to officers near a colleague's SOS or man-down (nearby.py), each
+followed from sent to delivered to confirmed (messages.py).
 
 The command frame is sealed with the device's own keys (the gateway cannot forge one) and a
 per-device sequence number that only grows, across restarts: numbers are reserved from the
@@ -31,7 +33,9 @@ from backend.ingest.registry import DeviceRegistry
 from backend.app.waiting import wait_for_any
 from firmware import frame as F
 from backend.incidents import events as ev
+from backend.incidents import messages as msg
 from backend.incidents.model import Alert
+from backend.incidents.nearby import GatewayPositions, NearbyColleagues
 from gateway import topics
 
 log = logging.getLogger("vigil.downlink")
@@ -63,6 +67,7 @@ class Command:
     arg: int = 0
     word: int = 0
     attempts: int = 0
+    message: msg.OfficerMessage | None = None  # COMMAND_MESSAGE: the message it carries
 
 
 class DownlinkService:
@@ -85,7 +90,12 @@ class DownlinkService:
         self._tasks: set[asyncio.Task] = set()
         self.results: dict[tuple[int, int], dict] = {}
         self.connected = asyncio.Event()
+        self.messages = msg.MessageBook(engine)
+        self.positions = GatewayPositions()  # from the gateways' retained state messages
+        self._steps: collections.deque[tuple[uuid.UUID, str, str, str]] = collections.deque()
         events.subscribe(self._on_incident)
+        self.nearby = NearbyColleagues(settings, registry, status, self.positions, self.send_message, self.note_step,
+                                       events, wall_clock=wall_clock)
 
     # ---- incident events ----------------------------------------------------------------------
 
@@ -142,6 +152,39 @@ class DownlinkService:
         self._wake.set()
         return True
 
+    def send_message(self, agency_id: str, officer_id: int, officer_name: str | None, device_id: int, kind: str,
+                     sent_by: str, alert_id: uuid.UUID | None = None, distance_m: float | None = None) -> msg.OfficerMessage:
+        """Queue a message to the officer's wearable (kind: messages.MESSAGE_KINDS); returns it,
+        its progress kept in ``messages``."""
+        code = msg.MESSAGE_KINDS[kind]  # KeyError for a kind the frame format does not know
+        message = self.messages.add(msg.OfficerMessage(
+            id=uuid.uuid4(), agency_id=agency_id, officer_id=officer_id, officer_name=officer_name,
+            device_id=device_id, kind=kind, sent_by=sent_by, created_at=dt.datetime.now(dt.timezone.utc),
+            alert_id=alert_id, distance_m=distance_m))
+        self._queue.append(Command(None, agency_id, device_id, self._status.last_gateway(device_id), F.COMMAND_MESSAGE,
+                                   arg=code, message=message))
+        if alert_id is not None and kind != msg.COLLEAGUE_KIND:
+            self.note_step(alert_id, msg.STEP_MESSAGE_SENT, sent_by, f"{kind} to {officer_name or officer_id}")
+        self._wake.set()
+        return message
+
+    def message_confirmed(self, device_id: int, word: int) -> msg.OfficerMessage | None:
+        """The device's EVENT_MESSAGE_CONFIRMED (detail = the message's word): the officer pressed."""
+        message = self.messages.confirmed(device_id, word, dt.datetime.now(dt.timezone.utc))
+        if message is None:
+            return None
+        log.info("message %s (%s) confirmed by officer %s", message.id, message.kind, message.officer_id)
+        if message.alert_id is not None:
+            step = msg.STEP_COLLEAGUE_CONFIRMED if message.kind == msg.COLLEAGUE_KIND else msg.STEP_MESSAGE_CONFIRMED
+            self.note_step(message.alert_id, step, f"device:{device_id}", f"{message.kind}: {message.officer_name or message.officer_id}")
+        self._wake.set()  # written behind by the sender's loop
+        return message
+
+    def note_step(self, alert_id: uuid.UUID, step: str, actor: str, note: str) -> None:
+        """A step for an incident's timeline, recorded by the sender's loop (callers only queue)."""
+        self._steps.append((alert_id, step, actor, note))
+        self._wake.set()
+
     @property
     def pending(self) -> int:
         return len(self._queue)
@@ -188,12 +231,16 @@ class DownlinkService:
         if cmd.seq is None:
             cmd.seq = await self.next_seq(cmd.device_id)
             arg = HELP_PATTERN if cmd.code == F.COMMAND_HELP_COMING else cmd.arg
+            if cmd.code == F.COMMAND_MESSAGE:
+                cmd.word = cmd.seq & 0xFFFF  # the message id the device echoes when the officer confirms
             body = F.encode_command(cmd.code, arg, cmd.word)
             # sealed now, just before it goes out: a time sync's time is this moment
             cmd.payload = F.seal(device.keys, F.TYPE_COMMAND, cmd.device_id, cmd.seq, int(self._wall_clock() * 1000), body)
         return True
 
     async def _note(self, cmd: Command, why: str) -> None:
+        if cmd.message is not None:
+            self.messages.failed(cmd.message, why, dt.datetime.now(dt.timezone.utc))
         if cmd.alert_id is not None:
             await self._record(cmd.alert_id, "help_result", "system", why)
         else:
@@ -201,6 +248,7 @@ class DownlinkService:
 
     async def _publish_queued(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            await self._record_steps()
             if not self._queue:
                 self._wake.clear()
                 await wait_for_any(stop, self._wake, timeout=self._settings.db_retry_interval_s)
@@ -221,15 +269,28 @@ class DownlinkService:
                          cmd.gateway)
                 self._records.append(("sent", dict(device_id=cmd.device_id, seq=cmd.seq, command=F.COMMAND_NAMES[cmd.code],
                                                    alert_id=cmd.alert_id, gateway_id=cmd.gateway, sent_at=cmd.sent_at)))
+                if cmd.message is not None:
+                    self.messages.sent(cmd.message, cmd.gateway, cmd.seq, cmd.sent_at)
                 if cmd.alert_id is not None:
                     await self._record(cmd.alert_id, "help_sent", "system", f"gateway {cmd.gateway}, command seq {cmd.seq}")
             self._queue.popleft()
             await self._flush_records()
 
+    async def _record_steps(self) -> None:
+        while self._steps:
+            alert_id, step, actor, note = self._steps.popleft()
+            try:
+                await self._record(alert_id, step, actor, note)
+            except Exception:  # a step that cannot be recorded must not stop the commands
+                log.exception("incident %s: step %s not recorded", alert_id, step)
+
     async def _read_results(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             try:
                 where = topics.parse(str(message.topic))
+                if where.direction == "state":  # a gateway's retained state: its position, if it states one
+                    self.positions.state_message(where.agency, where.gateway, bytes(message.payload), self._wall_clock())
+                    continue
                 result = json.loads(bytes(message.payload))
                 key = (int(result["device_id"]), int(result["command_seq"]))
             except (topics.TopicError, ValueError, KeyError, TypeError):
@@ -241,6 +302,12 @@ class DownlinkService:
             cmd = self._sent.pop(key, None)
             if cmd is None:
                 continue
+            if cmd.message is not None:
+                at = dt.datetime.now(dt.timezone.utc)
+                if result.get("ok"):
+                    self.messages.delivered(cmd.message, at)
+                else:
+                    self.messages.failed(cmd.message, f"not delivered: {result.get('error')}", at)
             note = "written to the device" if result.get("ok") else f"not delivered: {result.get('error')}"
             self._records.append(("result", dict(device_id=key[0], seq=key[1], result_ok=bool(result.get("ok")),
                                                  result_error=result.get("error"), result_at=dt.datetime.now(dt.timezone.utc))))
@@ -263,6 +330,10 @@ class DownlinkService:
 
     async def _flush_records_locked(self) -> None:
         try:
+            await self.messages.flush()
+        except _STORAGE_ERRORS:
+            pass  # kept; written on a later pass
+        try:
             while self._records:
                 what, values = self._records[0]
                 async with self._engine.begin() as conn:
@@ -284,6 +355,7 @@ class DownlinkService:
                 async with client_for(self._settings.mqtt_url, identifier, ca_file=self._settings.mqtt_ca_file) as client:
                     for agency in self._settings.agencies:
                         await client.subscribe(f"{topics.ROOT}/{agency}/gw/+/result/+", qos=1)
+                        await client.subscribe(f"{topics.ROOT}/{agency}/gw/+/state", qos=1)  # retained: positions
                     self.connected.set()
                     attempt = 0
                     async with asyncio.TaskGroup() as tg:

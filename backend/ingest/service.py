@@ -337,6 +337,8 @@ class IngestService:
         d = frame.device
         kind = EVENT_ALERTS.get(code)
         if kind is None:  # cancel, pre-alert, help confirmed: they act on the open incident
+            if code == F.EVENT_MESSAGE_CONFIRMED and self._downlink is not None:
+                self._downlink.message_confirmed(d.device_id, detail)  # the officer felt a message
             await self._alerts.device_event(device_id=d.device_id, officer_id=d.officer_id, seq=frame.header.seq, code=code)
             self._ack(frame)
             return

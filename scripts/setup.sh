@@ -16,6 +16,12 @@ have dbus-daemon || missing+=(dbus)
 have node || missing+=(nodejs)
 have npm || missing+=(npm)
 "$PYTHON" -c "import venv, ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
+# the compiled ingest path (backend/ingest/_fastpath.pyx, built by pip install -e .): a C compiler,
+# Python's headers and libcrypto's
+have gcc || missing+=(gcc)
+"$PYTHON" -c "import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" \
+  >/dev/null 2>&1 || missing+=(python3-dev)
+[ -f /usr/include/openssl/sha.h ] || missing+=(libssl-dev)
 if [ "${VIGIL_BROWSER_TESTS:-1}" = "1" ]; then
   have chromium || missing+=(chromium)
 fi
@@ -39,7 +45,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.vigil-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+built=$(ls backend/ingest/_fastpath.*.so 2>/dev/null | head -n 1 || true)
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] || [ -z "$built" ] \
+   || [ backend/ingest/_fastpath.pyx -nt "$built" ]; then
   echo "setup: installing the project and its test, evaluation and firmware tools"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[test,eval,firmware]"

@@ -16,6 +16,8 @@ class BackendMetrics:
                                        "their samples were stored", registry=self.registry)
         self.frames_poisoned = Counter("vigil_frames_poisoned", "Uplink messages whose handling raised (refused, "
                                        "acknowledged, kept in dead_letters), by stage", ["stage"], registry=self.registry)
+        self.ingest_compiled = Gauge("vigil_ingest_compiled", "1: frames are verified on ingest's compiled path; 0: on "
+                                     "the pure-Python reference (not built; the log says why)", registry=self.registry)
         self.dead_letters_dropped = Counter("vigil_dead_letters_dropped", "Dead letters dropped while the database was away",
                                             registry=self.registry)
         self.task_failures = Counter("vigil_task_failures", "Long-running tasks of the backend that crashed and were restarted",

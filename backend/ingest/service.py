@@ -25,6 +25,7 @@ from backend.detection.service import DetectionService
 from backend.exceptions import FrameRejected
 from backend.app.metrics import BackendMetrics
 from backend.ingest.clock import believable
+from backend.ingest import fastpath
 from backend.ingest.dead_letters import DeadLetters
 from backend.ingest.mqtt import EVENTS_RECONNECT_CAP_S, RECONNECT_CAP_S, UplinkSubscriber, reconnect_delay
 from backend.ingest.journal import TelemetryJournal
@@ -68,48 +69,65 @@ def is_recorded(guard: F.ReplayGuard, seq: int) -> bool:
 
 
 class FrameVerifier:
-    def __init__(self, registry: DeviceRegistry):
+    """Verifies one read's messages. ``compiled``: the compiled path (backend/ingest/_fastpath.pyx)
+    when True, the pure-Python reference when False, the compiled one when it is built when None."""
+
+    def __init__(self, registry: DeviceRegistry, compiled: bool | None = None):
         self._registry = registry
+        self._compiled = None
+        if compiled or (compiled is None and fastpath.AVAILABLE):
+            self._compiled = fastpath.module().CompiledVerifier(self, registry, _COMPILED_NAMES)
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled is not None
 
     def verify(self, messages: list[tuple], replaying: bool = False) -> list[VerifiedFrame | FrameRejected | Poisoned]:
         """Messages (topic, payload, user properties, ...): each checked in the order above (its
         seq consumed when the tag is good), the telemetry payloads among them decoded together
         (:func:`decode_telemetry_batch`). Returns, in order, each message's verified frame or
-        why it was refused."""
-        results: list[VerifiedFrame | FrameRejected | Poisoned] = []
-        telemetry: list[tuple[int, DeviceRecord, str, F.Header, bytes]] = []
-        for topic, payload, props, *_ in messages:
-            try:
-                device, gateway, header, body = self._open(topic, payload, replaying)
-                decoded = None
-                if header.frame_type != F.TYPE_TELEMETRY:
-                    try:
-                        decoded = F.decode_payload(header.frame_type, body)
-                    except F.FrameError as exc:
-                        raise FrameRejected(exc.reason, exc.detail) from exc
-                if device.officer_id is None:
-                    raise FrameRejected("unassigned_device", str(header.device_id))
-            except FrameRejected as exc:
-                results.append(exc)
-                continue
-            except Exception as exc:  # a message that makes verification raise: refused alone
-                results.append(Poisoned(exc))
-                continue
-            if decoded is None:
-                telemetry.append((len(results), device, gateway, header, body))
+        why it was refused. The compiled path and :meth:`verify_reference` give the same."""
+        if self._compiled is not None:
+            return self._compiled.verify(messages, replaying)
+        return self.verify_reference(messages, replaying)
+
+    def verify_reference(self, messages: list[tuple], replaying: bool = False) -> list[VerifiedFrame | FrameRejected | Poisoned]:
+        """:meth:`verify` in pure Python: the definition the compiled path is tested against."""
+        results: list = []
+        telemetry: list[tuple[int, PendingTelemetry]] = []
+        for message in messages:
+            result = self.check_one(message, replaying)
+            if isinstance(result, PendingTelemetry):
+                telemetry.append((len(results), result))
                 results.append(None)  # decoded below, with the rest of the batch's telemetry
             else:
-                location = _location(props) if header.frame_type == F.TYPE_EVENT else None
-                results.append(VerifiedFrame(device, gateway, header, decoded, location))
+                results.append(result)
         if telemetry:
-            for (i, device, gateway, header, _), decoded in zip(telemetry, _decode_contained([body for *_, body in telemetry])):
-                if isinstance(decoded, Exception) and not isinstance(decoded, F.FrameError):
-                    results[i] = Poisoned(decoded)
-                elif isinstance(decoded, F.FrameError):
-                    results[i] = FrameRejected(decoded.reason, decoded.detail)
-                else:
-                    results[i] = VerifiedFrame(device, gateway, header, decoded, None)
+            finish_telemetry(results, telemetry)
         return results
+
+    def check_one(self, message: tuple, replaying: bool = False) -> VerifiedFrame | FrameRejected | Poisoned | PendingTelemetry:
+        """One message's checks: its verified frame, its refusal, or, for telemetry, what is
+        left for the batch's decode."""
+        topic, payload, props, *_ = message
+        try:
+            device, gateway, header, body = self._open(topic, payload, replaying)
+            decoded = None
+            if header.frame_type != F.TYPE_TELEMETRY:
+                try:
+                    decoded = F.decode_payload(header.frame_type, body)
+                except F.FrameError as exc:
+                    raise FrameRejected(exc.reason, exc.detail) from exc
+            if device.officer_id is None:
+                raise FrameRejected("unassigned_device", str(header.device_id))
+        except FrameRejected as exc:
+            return exc
+        except Exception as exc:  # a message that makes verification raise: refused alone
+            return Poisoned(exc)
+        if decoded is None:
+            return PendingTelemetry(device, gateway, header, body)
+        location = _location(props) if header.frame_type == F.TYPE_EVENT else None
+        return VerifiedFrame(device, gateway, header, decoded, location)
 
     def acknowledged(self, frames: list) -> None:
         self._registry.acknowledged(frames)
@@ -203,6 +221,27 @@ class Poisoned:
         self.error = error
 
 
+@dataclass(slots=True)
+class PendingTelemetry:
+    """A telemetry message whose checks passed, its payload decrypted, waiting for the batch's decode."""
+    device: DeviceRecord
+    gateway: str
+    header: F.Header
+    body: bytes
+
+
+def finish_telemetry(results: list, pending: list[tuple[int, PendingTelemetry]]) -> None:
+    """Decode the pending telemetry together (:func:`decode_telemetry_batch`) into
+    ``results[index]``: the verified frame, or the payload's refusal."""
+    for (i, p), decoded in zip(pending, _decode_contained([p.body for _, p in pending])):
+        if isinstance(decoded, Exception) and not isinstance(decoded, F.FrameError):
+            results[i] = Poisoned(decoded)
+        elif isinstance(decoded, F.FrameError):
+            results[i] = FrameRejected(decoded.reason, decoded.detail)
+        else:
+            results[i] = VerifiedFrame(p.device, p.gateway, p.header, decoded, None)
+
+
 def _decode_contained(payloads: list[bytes]) -> list:
     """:func:`decode_telemetry_batch`, or, if that raises, each payload alone, so one payload
     that makes decoding raise is that payload's failure only."""
@@ -239,6 +278,10 @@ class IngestService:
         self._downlink = downlink  # EVENT_ACK once an event's alert is stored; TIME_SYNC for unsynced clocks
         self._dead_letters = dead_letters  # messages whose handling raised
         self._verifier = FrameVerifier(registry)
+        metrics.ingest_compiled.set(int(self._verifier.compiled))
+        if not self._verifier.compiled:
+            log.warning("ingest runs on the pure-Python reference path, several times the CPU per frame: %s",
+                        fastpath.UNAVAILABLE)
         self._alerts = alerts
         self._metrics = metrics
         self.connected = asyncio.Event()  # both uplink connections are up
@@ -411,3 +454,12 @@ class IngestService:
                     lost_logged = True
                 await asyncio.sleep(reconnect_delay(attempt, cap_s=EVENTS_RECONNECT_CAP_S if name == "events" else RECONNECT_CAP_S))
                 attempt += 1
+
+
+# what the compiled path builds and calls: the same objects as the reference's
+_COMPILED_NAMES = {
+    "parse_topic": _parse_topic, "kind_by_type": _KIND_BY_TYPE, "location": _location, "Header": F.Header,
+    "decode_payload": F.decode_payload, "FrameError": F.FrameError, "FrameRejected": FrameRejected,
+    "Poisoned": Poisoned, "VerifiedFrame": VerifiedFrame, "Pending": PendingTelemetry,
+    "finish_telemetry": finish_telemetry,
+}

@@ -1,0 +1,250 @@
+"""Ingest's compiled path (backend/ingest/_fastpath.pyx) gives what the pure-Python reference
+gives: the same verified frames (header, samples, gateway, location), the same refusals with the
+same reasons and details, the same replay windows after, on random reads of valid and damaged
+frames (bit flips, truncation, wrong key, replays, wrong topics, bad payloads)."""
+from __future__ import annotations
+
+import hmac
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from backend.app.metrics import BackendMetrics
+from backend.exceptions import FrameRejected
+from backend.ingest import fastpath
+from backend.ingest.service import FrameVerifier, Poisoned, VerifiedFrame  # before registry: its import cycle
+from backend.ingest.registry import DeviceRecord, DeviceRegistry
+from firmware import frame as F
+from gateway import topics
+
+AGENCY, OTHER_AGENCY = "fast", "elsewhere"
+GATEWAY = "gw-a"
+T0_MS = 1_800_000_000_000
+
+
+def test_compiled_path_is_built():
+    # scripts/setup.sh (pip install -e .) builds it; ingest would fall back to the reference
+    assert fastpath.AVAILABLE, fastpath.UNAVAILABLE
+    assert fastpath.module().REVISION == fastpath.REVISION
+
+
+# ---- a fleet: (device id, agency, status, officer, gateways) ------------------------------------------
+
+_FLEET = [
+    (101, AGENCY, "active", 1, frozenset()),
+    (102, AGENCY, "active", 2, frozenset()),
+    (103, AGENCY, "active", 3, frozenset({GATEWAY})),     # served by registered gateways
+    (104, AGENCY, "active", 4, frozenset({"gw-other"})),  # ... of which ours is not one
+    (105, AGENCY, "retired", 5, frozenset()),
+    (106, AGENCY, "active", None, frozenset()),           # unassigned
+    (107, OTHER_AGENCY, "active", 7, frozenset()),
+]
+_KEYS = {device: os.urandom(F.KEY_LEN) for device, *_ in _FLEET}
+_UNKNOWN = 999
+
+
+def _registry() -> DeviceRegistry:
+    registry = DeviceRegistry(engine=None, secret="unused: no database in these tests")
+    for device, agency, status, officer, gateways in _FLEET:
+        registry.devices[device] = DeviceRecord(device, agency, F.DeviceKeys(_KEYS[device]), status, "chest", officer,
+                                                None if officer is None else f"Officer {officer}", None, gateways=gateways)
+    return registry
+
+
+# ---- random reads --------------------------------------------------------------------------------------
+
+_KIND = {F.TYPE_TELEMETRY: "telemetry", F.TYPE_EVENT: "event", F.TYPE_STATUS: "status", F.TYPE_COMMAND: "status"}
+
+
+@st.composite
+def _payload(draw, frame_type):
+    if draw(st.integers(0, 9)) == 0:  # anything at all: the tag is good, the payload is not (mostly)
+        return draw(st.binary(max_size=F.MAX_PAYLOAD_LEN))
+    if frame_type == F.TYPE_TELEMETRY:
+        n = draw(st.integers(1, F.MAX_SAMPLES))
+        ppg = draw(st.lists(st.integers(0, F.PPG_LIMIT), min_size=n, max_size=n))
+        accel = draw(st.lists(st.tuples(*[st.integers(-F.ACCEL_LIMIT_MG, F.ACCEL_LIMIT_MG)] * 3), min_size=n, max_size=n))
+        payload = bytearray(F.encode_telemetry(draw(st.sampled_from([25, 50])), ppg, accel, draw(st.integers(0, 255))))
+        damage = draw(st.sampled_from(["none"] * 6 + ["rate0", "count", "cut"]))
+        if damage == "rate0":
+            payload[0] = 0
+        elif damage == "count":
+            payload[1] = draw(st.sampled_from([0, n + 1, F.MAX_SAMPLES + 1]))
+        elif damage == "cut":
+            payload = payload[:draw(st.integers(0, len(payload) - 1))]
+        return bytes(payload)
+    if frame_type == F.TYPE_EVENT:
+        return F.encode_event(draw(st.sampled_from(sorted(F.EVENT_NAMES))), draw(st.integers(0, 0xFFFF)),
+                              draw(st.integers(0, 3)))
+    if frame_type == F.TYPE_STATUS:
+        return F.encode_status(draw(st.integers(0, 100)), draw(st.integers(0, 0xFFFF)), (1, 2, 3),
+                               draw(st.integers(0, 7)), draw(st.integers(0, 1000)))
+    return F.encode_command(F.COMMAND_TIME_SYNC)
+
+
+@st.composite
+def _message(draw, sent):
+    """One message of a read; ``sent`` holds what was sent before (for replays)."""
+    if sent and draw(st.integers(0, 7)) == 0:
+        return draw(st.sampled_from(sent))  # the same bytes again: a replay (or a redelivery)
+    device = draw(st.sampled_from([d for d, *_ in _FLEET] + [_UNKNOWN]))
+    frame_type = draw(st.sampled_from([F.TYPE_TELEMETRY] * 4 + [F.TYPE_EVENT, F.TYPE_STATUS, F.TYPE_COMMAND]))
+    flags = draw(st.sampled_from([F.FLAG_ENCRYPTED] * 4 + [0, F.FLAG_ENCRYPTED | F.FLAG_BACKFILL,
+                                                           F.FLAG_ENCRYPTED | F.FLAG_CLOCK_UNSYNCED]))
+    seq = draw(st.integers(0, 40) | st.integers(0, 0xFFFFFFFF))
+    time_ms = draw(st.just(T0_MS) | st.integers(0, 2**64 - 1))
+    key = _KEYS.get(device, _KEYS[101])
+    if draw(st.integers(0, 11)) == 0:
+        key = os.urandom(F.KEY_LEN)  # a wrong key
+    frame = bytearray(F.seal(F.DeviceKeys(key), frame_type, device, seq, time_ms, draw(_payload(frame_type)), flags))
+    damage = draw(st.sampled_from(["none"] * 10 + ["flip", "cut", "extend", "garbage", "bytearray"]))
+    if damage == "flip":
+        i = draw(st.integers(0, len(frame) - 1))
+        frame[i] ^= 1 << draw(st.integers(0, 7))
+    elif damage == "cut":
+        frame = frame[:draw(st.integers(0, len(frame) - 1))]
+    elif damage == "extend":
+        frame += draw(st.binary(min_size=1, max_size=40))
+    elif damage == "garbage":
+        frame = bytearray(draw(st.binary(max_size=300)))
+    payload = bytearray(frame) if damage == "bytearray" else bytes(frame)
+    topic_damage = draw(st.sampled_from(["none"] * 10 + ["kind", "device", "gateway", "agency", "down", "nonsense"]))
+    kind = _KIND[frame_type]
+    topic_device, gateway, agency = device, GATEWAY, AGENCY if device != 107 else OTHER_AGENCY
+    if topic_damage == "kind":
+        kind = draw(st.sampled_from(topics.UPLINK_KINDS))
+    elif topic_damage == "device":
+        topic_device = draw(st.sampled_from([101, 102, _UNKNOWN]))
+    elif topic_damage == "gateway":
+        gateway = "gw-other"
+    elif topic_damage == "agency":
+        agency = OTHER_AGENCY if agency == AGENCY else AGENCY
+    topic = topics.uplink(agency, gateway, topic_device, kind)
+    if topic_damage == "down":
+        topic = topics.downlink(agency, gateway, topic_device)
+    elif topic_damage == "nonsense":
+        topic = draw(st.sampled_from(["", "vigil", "vigil/x/gw/y/up/notanumber/telemetry", "a/b/c/d/e/f/g"]))
+    props = draw(st.sampled_from([None, {"lat": "51.5", "lon": "-0.12"}, {"lat": "x", "lon": "1"},
+                                  {"lat": "91", "lon": "0", "loc_source": "gps"}]))
+    message = (topic, payload, props, draw(st.integers(0, 65535)))
+    sent.append(message)
+    return message
+
+
+@st.composite
+def _reads(draw):
+    sent: list = []
+    return [draw(st.lists(_message(sent), min_size=1, max_size=30)) for _ in range(draw(st.integers(1, 4)))]
+
+
+# ---- comparison ----------------------------------------------------------------------------------------
+
+
+def _same(a, b) -> None:
+    assert type(a) is type(b), (a, b)
+    if isinstance(a, FrameRejected):
+        assert (a.reason, a.detail) == (b.reason, b.detail)
+    elif isinstance(a, Poisoned):
+        assert (type(a.error), str(a.error)) == (type(b.error), str(b.error))
+    else:
+        assert isinstance(a, VerifiedFrame)
+        assert a.device.device_id == b.device.device_id and a.device is not b.device  # each path its own registry
+        assert (a.gateway, a.location) == (b.gateway, b.location)
+        assert vars(a.header) == vars(b.header)
+        if a.header.frame_type == F.TYPE_TELEMETRY:
+            assert a.decoded[:2] == b.decoded[:2]
+            for x, y in zip(a.decoded[2:], b.decoded[2:]):
+                assert (x.dtype, x.shape) == (y.dtype, y.shape)
+                assert np.array_equal(x, y)
+        else:
+            assert a.decoded == b.decoded
+
+
+def _windows(registry: DeviceRegistry) -> dict:
+    return {device: record.replay.state() for device, record in registry.devices.items()}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(_reads(), st.booleans())
+def test_compiled_path_equals_the_reference(reads, replaying):
+    reference, compiled = FrameVerifier(_registry(), compiled=False), FrameVerifier(_registry(), compiled=True)
+    assert compiled.compiled and not reference.compiled
+    for read in reads:
+        want = reference.verify(read, replaying)
+        got = compiled.verify(read, replaying)
+        assert len(got) == len(want) == len(read)
+        for a, b in zip(want, got):
+            _same(a, b)
+        assert _windows(compiled._registry) == _windows(reference._registry)
+
+
+def test_the_random_reads_cover_acceptance_and_every_refusal():
+    # the property above would pass vacuously if the strategy never produced these
+    seen: dict[str, int] = {}
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(_reads())
+    def run(reads):
+        verifier = FrameVerifier(_registry(), compiled=True)
+        for read in reads:
+            for result in verifier.verify(read):
+                key = result.reason if isinstance(result, FrameRejected) else type(result).__name__
+                seen[key] = seen.get(key, 0) + 1
+
+    run()
+    for reason in ("VerifiedFrame", "bad_tag", "replayed", "bad_payload", "truncated", "bad_length", "topic_mismatch",
+                   "unknown_device", "wrong_agency", "retired_device", "unassigned_device", "gateway_not_serving",
+                   "bad_topic"):
+        assert seen.get(reason), (reason, seen)
+
+
+def test_a_new_key_for_a_device_is_used_at_once():
+    # the compiled path keeps each device's hashed key pads; a registry reload with a new key replaces them
+    registry = _registry()
+    verifier = FrameVerifier(registry, compiled=True)
+    topic = topics.uplink(AGENCY, GATEWAY, 101, "event")
+    event = F.encode_event(F.EVENT_SOS)
+    [first] = verifier.verify([(topic, F.seal(F.DeviceKeys(_KEYS[101]), F.TYPE_EVENT, 101, 1, T0_MS, event), None)])
+    assert isinstance(first, VerifiedFrame)
+    new_key = os.urandom(F.KEY_LEN)
+    registry.devices[101].keys = F.DeviceKeys(new_key)
+    old, new = verifier.verify([(topic, F.seal(F.DeviceKeys(_KEYS[101]), F.TYPE_EVENT, 101, 2, T0_MS, event), None),
+                                (topic, F.seal(F.DeviceKeys(new_key), F.TYPE_EVENT, 101, 3, T0_MS, event), None)])
+    assert isinstance(old, FrameRejected) and old.reason == "bad_tag"
+    assert isinstance(new, VerifiedFrame) and new.header.seq == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=32, max_size=32), st.binary(max_size=300))
+def test_compiled_hmac_is_hmac_sha256(key, msg):
+    keys = F.DeviceKeys(key)
+    pads = fastpath.module().KeyPads(keys)
+    assert pads.mac(msg) == hmac.digest(keys.mac_key, msg, "sha256")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=32, max_size=32), st.binary(max_size=F.MAX_PAYLOAD_LEN), st.sampled_from([0, F.FLAG_ENCRYPTED]),
+       st.integers(0, 0xFFFFFFFF))
+def test_compiled_open_frame_is_the_codecs(key, payload, flags, seq):
+    keys = F.DeviceKeys(key)
+    frame = F.seal(keys, F.TYPE_STATUS, 7, seq, T0_MS, payload, flags)
+    pads = fastpath.module().KeyPads(keys)
+    assert fastpath.module().open_frame(frame, pads) == F.open_frame(frame, keys)[1] == payload
+    forged = frame[:-1] + bytes([frame[-1] ^ 0x80])
+    assert fastpath.module().open_frame(forged, pads) is None
+    with pytest.raises(F.FrameError):
+        F.open_frame(forged, keys)
+
+
+def test_ingest_says_which_path_it_runs_on(caplog):
+    # the gauge in /metrics (and a warning at start-up when it is 0: the reference path)
+    from backend.app.config import BackendSettings
+    from backend.ingest.service import IngestService
+
+    metrics = BackendMetrics()
+    settings_ = BackendSettings(database_url="postgresql+asyncpg://vigil@127.0.0.1:1/none", mqtt_url="mqtt://127.0.0.1:1")
+    IngestService(settings_, _registry(), alerts=None, metrics=metrics)
+    assert metrics.registry.get_sample_value("vigil_ingest_compiled") == 1
+    assert "reference path" not in caplog.text

@@ -136,7 +136,7 @@ function renderLog() {
   fill($("log"), ...shown.map((e) => el("tr", { class: e.outcome === "refused" ? "refused" : "", dataset: { seq: e.seq } },
     el("td", {}, String(e.seq)), el("td", {}, when(e.at)),
     el("td", { title: e.actor }, e.actor_label || e.actor), el("td", {}, actionText(e.action)),
-    el("td", { title: e.subject || "" }, e.subject_label || e.subject || "—"), el("td", {}, e.purpose || "—"),
+    el("td", { title: e.subject || "" }, e.subject_label || e.subject || "—", incidentLink(e)), el("td", {}, e.purpose || "—"),
     el("td", {}, e.outcome === "refused" ? "✕ refused" : e.outcome === "granted" ? "✓ granted" : e.outcome),
     el("td", { class: "small" }, details(e.details)))));
   const page = pages.length + 1;
@@ -152,6 +152,65 @@ function actionText(a) {
   if (ACTIONS[a]) return ACTIONS[a];
   const m = /^provisioning\.([a-z_]+)\.(insert|update|delete)$/.exec(a || "");
   return m ? `${m[1].replaceAll("_", " ")} ${m[2] === "insert" ? "created" : m[2] === "update" ? "changed" : "deleted"}` : a;
+}
+
+// ---- one incident's timeline: its steps and every read about it, in words ----------------
+
+const DATA_WORDS = { alert_evidence: "why the alert fired (its evidence)", derived_features: "heart rate and activity",
+  raw_waveforms: "raw sensor waveforms", alerts_incidents: "the incident record", audit_records: "the audit log" };
+const STEP_WORDS = { raised: "Raised", delivered: "Delivered to a supervisor's screen", upgraded: "Upgraded", merged: "Another alert joined",
+  escalated: "Escalated", acknowledged: "Acknowledged", note: "Note", responder_assigned: "Responder assigned",
+  dispatch_notified: "Dispatch notified", help_sent: "“Help is coming” sent", help_result: "Wearable told",
+  help_confirmed: "Officer confirmed on the wearable", prealert_started: "Pre-alert started", resolved: "Resolved" };
+
+/** The incident an entry is about (its transitions, reads of its record or evidence, vitals it opened). */
+function incidentOf(e) {
+  const d = e.details || {};
+  if ((e.subject || "").startsWith("alert:")) return e.subject.slice(6);
+  if (typeof d.alert === "string") return d.alert;
+  if (Array.isArray(d.incidents) && d.incidents.length === 1) return d.incidents[0];
+  return null;
+}
+
+function incidentLink(e) {
+  const id = incidentOf(e);
+  if (!id) return null;
+  return [" ", el("button", { type: "button", class: "linkish incident-link", title: `incident ${id}`,
+    onclick: () => showIncident(id) }, "incident timeline")];
+}
+
+function entryText(e) {
+  const d = e.details || {};
+  const who = e.actor_label || e.actor;
+  if (e.action === "alert.transition") {
+    const said = d.state === "escalated" && e.actor === "system" ? "Escalated automatically" : STEP_WORDS[d.state] || String(d.state).replaceAll("_", " ");
+    return [el("strong", {}, said), ` — ${who}`, d.note ? ` (${d.note})` : ""];
+  }
+  if (e.action === "access") {
+    const what = DATA_WORDS[d.data_class] || d.data_class;
+    const via = d.path === "/api/v1/ws" ? " on the live feed" : "";
+    return [el("strong", {}, e.outcome === "refused" ? "✕ Refused read" : "Read"), ` — ${who} read ${what}${via} for ${e.purpose || "no declared purpose"}`,
+      e.outcome === "refused" && d.reason ? ` (${d.reason})` : ""];
+  }
+  return [el("strong", {}, actionText(e.action)), ` — ${who}`];
+}
+
+async function showIncident(id) {
+  const box = $("incident-box");
+  try {
+    const t = await api(`/audit/incidents/${encodeURIComponent(id)}`, { query: { purpose: PURPOSE } });
+    $("incident-title").textContent = `${t.alert.label} — ${t.alert.outcome ? `resolved (${t.alert.outcome.replaceAll("_", " ")})` : t.alert.state}`;
+    fill($("incident-entries"), ...t.entries.map((e) => el("li", { class: e.outcome === "refused" ? "refused" : "", dataset: { seq: e.seq } },
+      el("time", { datetime: e.at }, when(e.at)), " ", entryText(e), el("span", { class: "muted" }, ` · entry #${e.seq}`))));
+    if (!t.entries.length) fill($("incident-entries"), el("li", { class: "muted" }, "No audit entries about this incident yet."));
+    $("incident-id").value = id;
+    box.hidden = false;
+    notify("");
+    box.scrollIntoView({ block: "start" });
+    box.focus({ preventScroll: true });
+  } catch (err) {
+    notify(explain(err, "The incident's timeline"));
+  }
 }
 
 function details(d) {
@@ -172,6 +231,8 @@ async function main() {
   });
   $("log-newer").addEventListener("click", () => { if (pages.length) loadLog(pages.pop()); });
   $("f-outcome").addEventListener("change", renderLog);
+  $("incident-form").addEventListener("submit", (e) => { e.preventDefault(); showIncident($("incident-id").value.trim()); });
+  $("incident-close").addEventListener("click", () => { $("incident-box").hidden = true; });
   await Promise.all([verifyChain(), loadPolicy(), loadReport(), loadLog()]);
   notify("");
 }

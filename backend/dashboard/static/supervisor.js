@@ -11,6 +11,9 @@ const DEVICE_EVENTS = {
 };
 const VITALS_PURPOSE = "safety_response";
 const VITALS_REFRESH_MS = 3000;
+// The heart-rate panel shows the window around the alert: from this long before it (the policy
+// opens up to 10 min before; the minutes just before are what explains it) until now.
+const HR_BEFORE_MS = 2 * 60 * 1000;
 // Reconnect delays: doubling from 0.5 s, capped, with full jitter so supervisors' browsers
 // do not all return in the same instant after an outage.
 const RECONNECT_BASE_MS = 500;
@@ -62,8 +65,16 @@ export function reasonsOf(a) {
   };
 }
 
-// Escalation stands out until someone acknowledges: then dispatch has an owner for it.
-const escalatedNow = (a) => a.escalated && a.state !== "acknowledged" && a.state !== "resolved";
+// Escalation stands out until someone acknowledges after it: then dispatch has an owner for it.
+// (A supervisor may escalate an acknowledged incident again, by hand: that one stands.)
+const escalatedNow = (a) => a.state !== "resolved" &&
+  (a.escalation ? a.escalation.standing : a.escalated && a.state !== "acknowledged");
+
+function escalationTag(a) {
+  const e = a.escalation;
+  if (e && e.manual) return `⚠ ESCALATED by ${actorText(e.by)}: ${e.reason}`;
+  return "⚠ ESCALATED — not acknowledged in time; dispatch flagged";
+}
 
 function locationText(loc) {
   if (!loc || loc.lat == null || loc.lon == null) return null;
@@ -114,7 +125,7 @@ function alertCard(a) {
   el("header", {},
     priorityBadge(a.priority),
     el("span", { class: "title" }, a.title || a.kind),
-    escalatedNow(a) ? el("span", { class: "tag escalated" }, "⚠ ESCALATED — not acknowledged in time; dispatch flagged") : null,
+    escalatedNow(a) ? el("span", { class: "tag escalated" }, escalationTag(a)) : null,
     a.escalated && open && !escalatedNow(a) ? el("span", { class: "tag escalated-earlier" }, "escalated earlier, since acknowledged") : null,
     el("span", { class: "state" }, words.states[a.state] || a.state)),
   el("div", { class: "who-line" },
@@ -128,9 +139,12 @@ function alertCard(a) {
     el("span", {}, "Raised ", el("time", { datetime: a.raised_at, class: "ago", title: when(a.raised_at) }, ago(a.raised_at))),
     el("span", {}, "Device ", deviceHex(a.device_id)),
     el("span", {}, where ? `Location: ${where}` : "Location unknown"),
-    a.outcome ? el("span", {}, `Outcome: ${words.outcomes[a.outcome] || a.outcome}`) : null),
+    a.outcome ? el("span", {}, `Outcome: ${words.outcomes[a.outcome] || a.outcome}`) : null,
+    a.responder ? el("span", { class: "responder" }, `Responder: ${a.responder.name}`) : null,
+    a.notes && a.notes.length ? el("span", {}, `${a.notes.length} note${a.notes.length === 1 ? "" : "s"}`) : null),
   timeline(a),
-  open ? actions(a) : null);
+  open ? actions(a) : null,
+  el("button", { type: "button", class: "detail", onclick: () => openIncident(a.id) }, open ? "Details · escalate · notes · responder" : "Details"));
   return card;
 }
 
@@ -230,6 +244,152 @@ function pickAlert(id) {
   if (button) button.focus();
 }
 
+// ---- incident detail: escalate, notes, responder, the timeline with who read the evidence --
+
+const DETAIL_REFRESH_MS = 30000;  // the reads of others come from the audit log, not the feed
+const STEP_WORDS = {
+  raised: "Raised", delivered: "Delivered to a supervisor's screen", upgraded: "Upgraded", merged: "Another alert joined",
+  escalated: "Escalated", acknowledged: "Acknowledged — help is coming", note: "Note", responder_assigned: "Responder assigned",
+  dispatch_notified: "Dispatch notified", prealert_started: "Pre-alert started on the wearable", help_sent: "“Help is coming” sent",
+  help_result: "Wearable told", help_confirmed: "Officer confirmed on the wearable", resolved: "Resolved",
+};
+const DATA_WORDS = { alert_evidence: "why the alert fired (its evidence)", derived_features: "heart rate and activity",
+  raw_waveforms: "raw sensor waveforms" };
+let detailFor = null;  // {id, reads, timer}
+
+function openIncident(id, { focus = true } = {}) {
+  if (detailFor && detailFor.timer) clearTimeout(detailFor.timer);
+  detailFor = { id, reads: null, timer: null };
+  history.replaceState(null, "", `#incident=${encodeURIComponent(id)}`);  // a reload reopens it
+  for (const f of ["esc-reason", "responder-name", "note-text"]) $(f).value = "";
+  $("incident").hidden = false;
+  renderDetail();
+  refreshDetail();
+  if (focus) {
+    $("incident").scrollIntoView({ block: "start" });
+    $("incident-h").focus({ preventScroll: true });
+  }
+}
+
+function closeIncident() {
+  if (detailFor && detailFor.timer) clearTimeout(detailFor.timer);
+  detailFor = null;
+  $("incident").hidden = true;
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
+async function refreshDetail() {
+  const target = detailFor;
+  if (!target) return;
+  if (target.timer) clearTimeout(target.timer);
+  try {
+    // the record only (no purpose: the evidence read is not repeated); the evidence stays as the feed gave it
+    const { evidence_reads: reads, evidence_withheld: _, explanation: __, ...record } = await api(`/alerts/${target.id}`);
+    if (detailFor !== target) return;
+    target.reads = reads;
+    upsert(record, false);
+  } catch (err) {
+    if (detailFor !== target) return;
+    notify(explain(err, "The incident"));
+  }
+  if (detailFor === target) target.timer = setTimeout(refreshDetail, DETAIL_REFRESH_MS);
+}
+
+function renderDetail() {
+  if (!detailFor) return;
+  const a = alerts.get(detailFor.id);
+  if (!a) { fill($("incident-head"), el("p", { class: "muted" }, "Loading…")); return; }
+  const open = a.state !== "resolved";
+  const e = a.escalation;
+  $("incident-h").textContent = `${a.title || a.kind} — ${a.officer_name || `device ${deviceHex(a.device_id)}`}`;
+  fill($("incident-head"),
+    el("p", {}, priorityBadge(a.priority), " ", el("span", { class: "state" }, words.states[a.state] || a.state),
+      ` · raised ${when(a.raised_at)}`, a.outcome ? ` · outcome: ${words.outcomes[a.outcome] || a.outcome}` : ""),
+    escalatedNow(a) ? el("p", { class: "tag escalated" }, escalationTag(a)) : null,
+    e && !escalatedNow(a) ? el("p", { class: "small" }, `Escalated ${when(e.at)} by ${actorText(e.by)}${e.reason ? `: ${e.reason}` : ""} (since acknowledged)`) : null,
+    el("p", { id: "incident-responder" }, a.responder
+      ? [el("strong", {}, "Responder: "), a.responder.name, el("span", { class: "muted small" }, ` — assigned by ${actorText(a.responder.by)}, ${when(a.responder.at)}`)]
+      : el("span", { class: "muted" }, "No responder assigned yet.")));
+  $("incident-acts").hidden = !open;
+  $("esc-form").hidden = escalatedNow(a);
+  $("responder-form").querySelector("button").textContent = a.responder ? "Change responder" : "Assign responder";
+  $("incident-hr").hidden = !(open && a.officer_id != null);
+  fill($("incident-timeline"), ...incidentSteps(a, detailFor.reads).map(stepItem));
+}
+
+/** Transitions and reads of the officer's body data, one list in time order; repeated reads by the
+ * same person for the same purpose (the feed and the page re-read) are shown once with a count. */
+export function incidentSteps(a, reads) {
+  const steps = (a.transitions || []).map((t) => ({ kind: "step", at: t.at, t }));
+  const grouped = [];
+  for (const r of reads || []) {
+    const last = grouped[grouped.length - 1];
+    const key = [r.actor, r.data_class, r.purpose, r.outcome, r.path].join("|");
+    if (last && last.key === key) { last.count += 1; last.lastAt = r.at; continue; }
+    grouped.push({ kind: "read", at: r.at, key, count: 1, lastAt: r.at, r });
+  }
+  return [...steps, ...grouped].sort((x, y) => Date.parse(x.at) - Date.parse(y.at));
+}
+
+function stepItem(s) {
+  const time = el("time", { datetime: s.at, title: when(s.at) }, new Date(s.at).toLocaleTimeString());
+  if (s.kind === "read") {
+    const r = s.r;
+    const what = DATA_WORDS[r.data_class] || r.data_class;
+    const via = r.path === "/api/v1/ws" ? " (live feed)" : "";
+    return el("li", { class: `read ${r.outcome}`, dataset: { kind: "read", dataClass: r.data_class } }, time, " ",
+      el("strong", {}, r.outcome === "granted" ? "Read" : "Refused read"), ` — ${r.actor_label || r.actor} read ${what}${via}`,
+      ` for ${r.purpose || "no declared purpose"}`, s.count > 1 ? ` (${s.count}×, last ${new Date(s.lastAt).toLocaleTimeString()})` : "");
+  }
+  const t = s.t;
+  const who = actorText(t.actor);
+  const said = t.state === "escalated" && t.actor === "system" ? "Escalated automatically" : STEP_WORDS[t.state] || t.state.replaceAll("_", " ");
+  return el("li", { class: `step ${t.state}`, dataset: { kind: t.state } }, time, " ", el("strong", {}, said), ` — ${who}`,
+    t.note ? (t.state === "note" ? [": ", el("q", {}, t.note)] : ` (${t.note})`) : "");
+}
+
+async function detailAct(form, verb, method, body, what) {
+  const target = detailFor;
+  const button = form.querySelector("button");
+  button.disabled = true;
+  try {
+    const updated = await api(`/alerts/${target.id}/${verb}`, { method, body });
+    notify("");
+    form.reset();
+    upsert(updated, false);
+    announce(`${what} recorded.`);
+  } catch (err) {
+    notify(explain(err, what));
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function wireDetail() {
+  $("incident-close").addEventListener("click", closeIncident);
+  $("esc-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    detailAct(e.currentTarget, "escalate", "POST", { reason: $("esc-reason").value }, "Escalating");
+  });
+  $("responder-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    detailAct(e.currentTarget, "responder", "PUT", { responder: $("responder-name").value }, "Assigning the responder");
+  });
+  $("note-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    detailAct(e.currentTarget, "notes", "POST", { text: $("note-text").value }, "Adding the note");
+  });
+  $("incident-hr").addEventListener("click", () => {
+    const a = detailFor && alerts.get(detailFor.id);
+    if (a) openVitals({ officerId: a.officer_id, alertId: a.id, name: a.officer_name, raisedAt: a.raised_at });
+  });
+}
+
+function incidentFromUrl() {
+  const m = /^#incident=(.+)$/.exec(location.hash);
+  if (m) openIncident(decodeURIComponent(m[1]), { focus: false });
+}
+
 // ---- sound and announcements -------------------------------------------------------------
 
 let audio = null;
@@ -279,6 +439,10 @@ function upsert(a, live) {
   }
   if (vitalsFor && vitalsFor.alertId === a.id && a.state === "resolved") closeVitals("The incident was resolved; its vitals are closed.");
   renderFeed();
+  if (detailFor && detailFor.id === a.id) {
+    renderDetail();
+    if (live) refreshDetail();
+  }
 }
 
 // Why an alert fired follows its alert on the live feed, once the purpose gate granted it (audited).
@@ -324,7 +488,7 @@ function renderBoard() {
       batteryCell(r),
       el("td", {}, el("span", { class: `status ${st.cls}` }, el("span", { "aria-hidden": "true" }, st.icon), st.text),
         reasons ? el("small", {}, reasons) : null,
-        r.incident ? el("button", { type: "button", class: "vitals-open", onclick: () => openVitals(r) },
+        r.incident ? el("button", { type: "button", class: "vitals-open", onclick: () => boardVitals(r) },
           "Open vitals for this incident") : null));
   }));
   $("board-empty").hidden = officers.size > 0;
@@ -350,13 +514,17 @@ async function loadBoard() {
 
 // ---- vitals for an open incident ----------------------------------------------------------
 
-async function openVitals(row) {
-  closeVitals();
+function boardVitals(row) {
   const incident = row.incident && alerts.get(row.incident.id);
-  vitalsFor = { officerId: row.officer_id, alertId: row.incident && row.incident.id, name: row.officer_name, timer: null,
-    raisedAt: incident ? incident.raised_at : null };
+  return openVitals({ officerId: row.officer_id, alertId: row.incident && row.incident.id, name: row.officer_name,
+    raisedAt: incident ? incident.raised_at : null });
+}
+
+async function openVitals({ officerId, alertId, name, raisedAt }) {
+  closeVitals();
+  vitalsFor = { officerId, alertId, name, timer: null, raisedAt };
   $("vitals").hidden = false;
-  $("vitals-h").textContent = `Live vitals — ${row.officer_name || "officer #" + row.officer_id}`;
+  $("vitals-h").textContent = `Live vitals — ${name || "officer #" + officerId}`;
   $("vitals-purpose").textContent = `Purpose declared: ${VITALS_PURPOSE} (getting help to an officer in distress). Loading…`;
   fill($("vitals-body"));
   await refreshVitals();
@@ -368,7 +536,9 @@ async function refreshVitals() {
   if (!vitalsFor) return;
   const target = vitalsFor;
   try {
-    const v = await api(`/officers/${target.officerId}/vitals`, { query: { purpose: VITALS_PURPOSE, limit: 2000 } });
+    const raised = target.raisedAt ? Date.parse(target.raisedAt) : NaN;
+    const start = isFinite(raised) ? new Date(raised - HR_BEFORE_MS).toISOString() : undefined;
+    const v = await api(`/officers/${target.officerId}/vitals`, { query: { purpose: VITALS_PURPOSE, start, limit: 20000 } });
     if (vitalsFor !== target) return;
     $("vitals-purpose").textContent = `Purpose declared: ${v.purpose} · granted by rule ${v.rule} (policy ${v.policy}) · ` +
       `incident span ${when(v.start)} – ${when(v.end)} · this read is audit entry #${v.audit_seq}`;
@@ -391,12 +561,15 @@ async function refreshVitals() {
 
 const hhmm = (t) => new Date(t).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 
-/** Heart rate over the incident's span: bpm on the left axis, clock time below, the alert's time marked. */
+/** Heart rate around the alert: bpm on the left axis, clock time below, the alert's instant marked
+ * (the time axis always takes it in, also before the first measurement after it arrives). */
 export function hrChart(rows, raisedAt) {
   const pts = rows.map((r) => [Date.parse(r.time), r.heart_rate]).filter(([t, v]) => isFinite(t) && v != null);
   if (pts.length < 2) return null;
   const w = 460, h = 170, left = 40, right = 10, top = 10, bottom = 28;
-  const t0 = pts[0][0], t1 = Math.max(pts[pts.length - 1][0], t0 + 1000);
+  const raised = raisedAt ? Date.parse(raisedAt) : NaN;
+  const t0 = isFinite(raised) ? Math.min(pts[0][0], raised) : pts[0][0];
+  const t1 = Math.max(pts[pts.length - 1][0], isFinite(raised) ? raised : 0, t0 + 1000);
   const values = pts.map(([, v]) => v);
   const lo = Math.floor((Math.min(...values) - 5) / 10) * 10, hi = Math.ceil((Math.max(...values) + 5) / 10) * 10;
   const x = (t) => left + ((t - t0) / (t1 - t0)) * (w - left - right);
@@ -405,7 +578,6 @@ export function hrChart(rows, raisedAt) {
   const yTicks = [];
   for (let v = lo; v <= hi; v += yStep) yTicks.push(v);
   const xTicks = [0, 1, 2, 3, 4].map((k) => t0 + (k / 4) * (t1 - t0));
-  const raised = raisedAt ? Date.parse(raisedAt) : NaN;
   return svg("svg", { class: "hr-chart", viewBox: `0 0 ${w} ${h}`, role: "img",
     "aria-label": `Heart rate from ${hhmm(t0)} to ${hhmm(t1)}, ${Math.round(Math.min(...values))} to ${Math.round(Math.max(...values))} bpm` },
   yTicks.map((v) => svg("g", { class: "tick y" },
@@ -549,9 +721,11 @@ async function main() {
   setMuted(muted);
   $("mute").addEventListener("click", () => setMuted(!muted));
   $("vitals-close").addEventListener("click", () => closeVitals("Vitals closed."));
+  wireDetail();
   [words] = await Promise.all([labels(), loadBoard(), loadUnits()]);
   await connect();  // the socket first, so nothing raised while the history loads is missed
   await loadAlerts();
+  incidentFromUrl();
   setInterval(() => {
     for (const t of document.querySelectorAll("time.ago")) t.textContent = ago(t.getAttribute("datetime"));
     watchHeartbeat();

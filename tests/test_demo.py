@@ -50,6 +50,9 @@ class TestAlertLines:
 
     def test_escalated_upgraded_and_quiet_changes(self):
         assert self.line("escalated").startswith("ESCALATED: SOS of Officer Rivera")
+        by_hand = self.line("escalated", escalation={"manual": True, "reason": "no answer on the radio", "by": "user:sup-2"},
+                            transitions=[{"state": "escalated", "actor": "user:sup-2"}])
+        assert by_hand == "ESCALATED by sup-2: SOS of Officer Rivera — no answer on the radio; every supervisor told", by_hand
         assert self.line("upgraded", title="Device man-down alarm").startswith("UPGRADED to priority 1 (life threat): now Device man-down alarm")
         assert self.line("delivered") is None and self.line("merged") is None
 

@@ -162,6 +162,8 @@ def alert_line(msg: dict) -> str | None:
         return f"ALERT {prio}: {title} — {who}{where}"
     if change == "upgraded":
         return f"UPGRADED to {prio}: now {title} — {who}"
+    if change == "escalated" and (a.get("escalation") or {}).get("manual"):  # by a supervisor, with a reason
+        return f"ESCALATED by {_actor(a)}: {title} of {who} — {a['escalation'].get('reason')}; every supervisor told"
     if change == "escalated":
         return f"ESCALATED: {title} of {who} not acknowledged in time; every supervisor told"
     if change == "acknowledged":

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from backend.app.metrics import BackendMetrics
 from backend.app.server import serve
+from backend.db import engine as db
 from backend.db import schema as t
 from backend.detection.status import StatusBoard
 from backend.incidents.alerts import AlertService
@@ -160,6 +161,11 @@ async def test_escalate_note_and_assign_a_responder(database_url, mqtt_broker, a
         blank = await http.post(f"{url}/notes", headers=sup, json={"text": "   "})
         assert blank.status_code == 422 and "must not be blank" in blank.text
         assert (await http.post(f"{url}/escalate", headers=sup, json={})).status_code == 422
+        nul = await http.post(f"{url}/notes", headers=sup, json={"text": "a\u0000b"})  # PostgreSQL refuses NUL in text
+        assert nul.status_code == 422 and "control characters" in nul.text
+        assert (await http.post(f"{url}/notes", headers=sup, json={"text": "line one\nline two"})).status_code == 200
+        # the same for the notes of acknowledging and resolving (a refused change would hold up the store's writer)
+        assert (await http.post(f"{url}/resolve", headers=sup, json={"outcome": "other", "note": "x\u0000"})).status_code == 422
         assert (await http.get(f"/api/v1/audit/incidents/{alert.id}", headers=sup, params={"purpose": "oversight_audit"})).status_code == 403
         assert (await http.get(f"/api/v1/audit/incidents/{alert.id}", headers=_auth(b.tokens["auditor"]),
                                params={"purpose": "oversight_audit"})).status_code == 404
@@ -180,7 +186,6 @@ async def test_escalate_note_and_assign_a_responder(database_url, mqtt_broker, a
 
 async def test_notes_and_responder_survive_a_restart(database_url, mqtt_broker, agency):
     settings = backend_settings(database_url, *mqtt_broker, agency, escalate_after_s=600)
-    from backend.db import engine as db
     db.upgrade(settings)
     a = await seed(settings, agency, 0x0A0000F1)
     async with serve(settings) as backend, httpx.AsyncClient(base_url=backend.url, timeout=30) as http:

@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import re
 import uuid
 from typing import Annotated, Literal
 
@@ -34,20 +35,32 @@ router = APIRouter(prefix=API, tags=["alerts"])
 log = logging.getLogger("vigil.api")
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _text(value: str) -> str:
+    """Words a person typed: not blank, no control characters (PostgreSQL refuses NUL, and a
+    change it refuses would hold up the alert store's writer)."""
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be blank")
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters (only text, line breaks and tabs)")
+    return value
+
+
+def _plain(value: str) -> str:
+    """An optional note: may be empty, never control characters."""
+    return _text(value) if value.strip() else ""
+
+
 class AcknowledgeIn(BaseModel):
-    note: str = Field("", max_length=500)
+    note: Annotated[str, Field(max_length=500), AfterValidator(_plain)] = ""
 
 
 class ResolveIn(BaseModel):
     outcome: Literal[OUTCOMES]  # type: ignore[valid-type]
-    note: str = Field("", max_length=500)
-
-
-def _text(value: str) -> str:
-    value = value.strip()
-    if not value:
-        raise ValueError("must not be blank")
-    return value
+    note: Annotated[str, Field(max_length=500), AfterValidator(_plain)] = ""
 
 
 class EscalateIn(BaseModel):

@@ -117,6 +117,7 @@ class AlertService:
             self._transition(incident, "upgraded", f"device:{device_id}", note, now)
             self._publish(incident, "upgraded")
             log.warning("incident %s upgraded: %s", incident.id, note)
+            self._events.emit(ev.UPGRADED, incident)  # colleagues nearby are told of a man-down that began as a fall
         else:
             self._transition(incident, "merged", f"device:{device_id}", kind, now)
             self._publish(incident, "merged")

@@ -17,6 +17,7 @@ log = logging.getLogger("vigil.incidents")
 RAISED = "raised"              # a new incident began (not a join to an open one)
 ACKNOWLEDGED = "acknowledged"  # a supervisor took it: help is coming
 ESCALATED = "escalated"        # unacknowledged in time
+UPGRADED = "upgraded"          # a more serious alert joined an open incident (e.g. a fall, then a man-down alarm)
 
 # record(alert id, state, actor, note): how a reacting part adds a side step to an incident
 # (help sent and its result, dispatch notified): AlertService.record

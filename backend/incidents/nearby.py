@@ -13,6 +13,7 @@ backend/incidents/messages.py, through the downlink); the incident records who w
 later who confirmed. Never the officer in distress, never an unassigned or retired device."""
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import json
 import logging
@@ -33,6 +34,8 @@ log = logging.getLogger("vigil.nearby")
 
 # The alerts that tell colleagues: the officer's own SOS, a man-down (device alarm or detected).
 NEARBY_KINDS = ("sos", "device_alarm", "man_down")
+# Incidents remembered as told (an upgrade, e.g. a man-down alarm then an SOS, tells no one twice).
+TOLD_REMEMBERED = 10_000
 EARTH_RADIUS_M = 6_371_008.8  # mean radius (IUGG)
 
 
@@ -151,6 +154,7 @@ class NearbyColleagues:
         self._send = send
         self._note_step = note_step
         self._wall_clock = wall_clock
+        self._told: collections.OrderedDict[uuid.UUID, bool] = collections.OrderedDict()  # incidents whose colleagues were told
         events.subscribe(self._on_incident)
 
     @property
@@ -158,7 +162,13 @@ class NearbyColleagues:
         return self._settings.nearby_radius_m
 
     def _on_incident(self, event: ev.IncidentEvent) -> None:
-        if event.change == ev.RAISED and event.incident.kind in NEARBY_KINDS:
+        # raised as an SOS or man-down, or a fall upgraded to one; once per incident
+        if event.change in (ev.RAISED, ev.UPGRADED) and event.incident.kind in NEARBY_KINDS:
+            if event.incident.id in self._told:
+                return
+            self._told[event.incident.id] = True
+            while len(self._told) > TOLD_REMEMBERED:
+                self._told.popitem(last=False)
             self.notify(event.incident)
 
     def origin(self, incident: Alert) -> GatewayFix | None:

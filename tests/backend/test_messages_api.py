@@ -117,3 +117,48 @@ async def test_message_refusals_are_typed(database_url, mqtt_broker, agency):
         spec = (await http.get("/openapi.json")).json()["paths"]
         for route, method in (("/api/v1/officers/{officer_id}/messages", "post"), ("/api/v1/alerts/{alert_id}/messages", "post")):
             assert {"202", "401", "403", "404", "409", "422"} <= set(spec[route][method]["responses"]), route
+
+
+async def test_a_fall_upgraded_to_a_man_down_alarm_tells_the_colleague_nearby(database_url, mqtt_broker, agency):
+    """Through the real lifecycle (AlertService): a fall tells no one; the man-down alarm that
+    joins it (the incident upgraded) tells the officer on shift at the same gateway, once."""
+    from backend.db import engine as db
+    from backend.identity import fleet
+    from tests.gateway.conftest import device_key
+
+    async with two_agencies(database_url, mqtt_broker, agency) as (backend, http, settings, a, _):
+        rt = backend.runtime
+        colleague_device = 0x0A0000C2
+        engine = db.create_engine(settings)
+        try:
+            await fleet.provision_device(engine, settings.secret_key.get_secret_value(), a.name, colleague_device,
+                                         key=device_key(colleague_device))
+            await fleet.assign_device(engine, colleague_device, a.other_officer_id)
+        finally:
+            await engine.dispose()
+        await rt.registry.refresh()
+        gw = a.gateway.gateway_id
+        await asyncio.wait_for(rt.downlink.connected.wait(), 10)
+        await asyncio.wait_for(rt.ingest.connected.wait(), 10)
+        async with aiomqtt.Client(*mqtt_broker) as mqtt:
+            state_topic = topics.gateway_state(a.name, gw)
+            try:
+                await mqtt.publish(state_topic, json.dumps({"state": "online", "at": time.time(), "lat": 48.8566,
+                                                            "lon": 2.3522}), qos=1, retain=True)
+                status = F.encode_status(80, 3900, (1, 0, 0), F.STATUS_WORN | F.STATUS_SKIN_CONTACT)
+                for device, key in ((a.device_id, a.device_key), (colleague_device, device_key(colleague_device))):
+                    await mqtt.publish(topics.uplink(a.name, gw, device, "status"), _frame(key, device, 1, F.TYPE_STATUS, status), qos=1)
+                await wait_until(lambda: rt.status.last_gateway(colleague_device) == gw and rt.status.last_gateway(a.device_id) == gw
+                                 and rt.downlink.positions.get(a.name, gw), 10, what="both devices heard at a known gateway")
+                where = {"lat": 48.8566, "lon": 2.3522, "source": "gateway"}
+                common = dict(agency_id=a.name, device_id=a.device_id, officer_id=a.officer_id, officer_name="Officer One",
+                              location=where)
+                fall = await rt.alerts.raise_alert(seq=10, kind="fall", explanation={"detector": "device"}, **common)
+                await asyncio.sleep(0.3)
+                assert rt.downlink.messages.in_memory(a.name) == []  # a fall alone tells no one
+                await rt.alerts.raise_alert(seq=11, kind="device_alarm", explanation={"detector": "device"}, **common)
+                await rt.alerts.raise_alert(seq=12, kind="sos", explanation={"detector": "device"}, **common)
+                told = rt.downlink.messages.in_memory(a.name)
+                assert [(m.officer_id, m.kind, m.alert_id) for m in told] == [(a.other_officer_id, "colleague_needs_help", fall.id)]
+            finally:
+                await mqtt.publish(state_topic, b"", qos=1, retain=True)

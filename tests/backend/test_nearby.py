@@ -104,7 +104,7 @@ def test_never_the_officer_in_distress_nor_off_shift_unassigned_retired_or_silen
     assert w.steps[0][3] == "no colleague on shift within 2000 m"
 
 
-def test_only_sos_and_man_down_tell_colleagues_and_radius_zero_turns_it_off():
+def test_only_sos_and_man_down_tell_colleagues_once_per_incident_and_radius_zero_turns_it_off():
     w = World(records=[_device(1, 11), _device(2, 12)])
     w.heard(1, "gw-a")
     w.heard(2, "gw-a")
@@ -115,6 +115,16 @@ def test_only_sos_and_man_down_tell_colleagues_and_radius_zero_turns_it_off():
     for kind in ("sos", "device_alarm", "man_down"):
         w.events.emit(ev.RAISED, _incident(1, 11, kind))
     assert [m.device_id for m in w.sent] == [2, 2, 2]
+    # a fall tells no one; once upgraded to a man-down alarm it does, and a later SOS not again
+    fall = _incident(1, 11, "fall")
+    w.events.emit(ev.RAISED, fall)
+    assert len(w.sent) == 3
+    fall.kind = "device_alarm"
+    w.events.emit(ev.UPGRADED, fall)
+    fall.kind = "sos"
+    w.events.emit(ev.UPGRADED, fall)
+    w.events.emit(ev.RAISED, fall)
+    assert [m.alert_id for m in w.sent[3:]] == [fall.id]
     off = World(radius_m=0, records=[_device(1, 11), _device(2, 12)])
     off.heard(1, "gw-a")
     off.heard(2, "gw-a")

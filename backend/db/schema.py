@@ -314,6 +314,7 @@ audit_log = sa.Table(
     sa.Column("details", JSONB, nullable=False),
     sa.Column("prev_hash", sa.Text, nullable=False),
     sa.Column("hash", sa.Text, nullable=False),
+    sa.Index("audit_log_at", "at"),  # one incident's entries are read from its time on (migration 0011)
 )
 
 audit_outbox = sa.Table(

@@ -102,15 +102,23 @@ async def drain_outbox(engine: AsyncEngine, limit: int = 1000) -> int:
 BIOMETRIC_READS = ("alert_evidence", "derived_features", "raw_waveforms")
 
 
-async def incident_entries(conn: AsyncConnection, alert_id: str, agency_id: str, *,
+# Entries about an incident are written after it was raised; this much earlier is still read, for
+# a database clock behind the backend's (the incident's time is the backend's, an entry's the database's).
+INCIDENT_CLOCK_MARGIN = dt.timedelta(minutes=10)
+
+
+async def incident_entries(conn: AsyncConnection, alert_id: str, agency_id: str, raised_at: dt.datetime, *,
                            biometric_reads_only: bool = False) -> list[dict]:
     """The entries of one agency about one incident, oldest first: its transitions (subject
     ``alert:<id>``), reads of its record and evidence (``details.alert``, ``details.alerts``), and
-    reads of the officer's vitals its open span granted (``details.incidents``)."""
+    reads of the officer's vitals its open span granted (``details.incidents``). Only entries
+    since the incident was raised are looked at (index ``audit_log_at``)."""
     d = audit_log.c.details
     about = sa.or_(audit_log.c.subject == f"alert:{alert_id}", d["alert"].astext == alert_id,
                    d["alerts"].has_key(alert_id), d["incidents"].has_key(alert_id))  # noqa: W601 (JSONB ?)
-    q = sa.select(audit_log).where(audit_log.c.agency_id == agency_id, about).order_by(audit_log.c.seq)
+    q = (sa.select(audit_log)
+         .where(audit_log.c.at >= _utc(raised_at) - INCIDENT_CLOCK_MARGIN, audit_log.c.agency_id == agency_id, about)
+         .order_by(audit_log.c.seq))
     if biometric_reads_only:
         q = q.where(audit_log.c.action == "access", d["data_class"].astext.in_(BIOMETRIC_READS))
     return [{**dict(r), "at": r["at"].isoformat()} for r in (await conn.execute(q)).mappings().all()]

@@ -166,7 +166,7 @@ async def get_alert(request: Request, runtime: RuntimeDep, caller: CallerDep, al
     declared, used, decision, policy = await _gate_record(request, caller, subject, facts, found.officer_id, str(alert_id))
     alert = await runtime.alerts.get_alert(caller.agency_id, alert_id, _own(caller))
     await gate.record(request, caller, policy, used, RECORD, decision, subject, found.agency_id, alert=str(alert_id))
-    alert["evidence_reads"] = await _evidence_reads(runtime, alert_id, found.agency_id)
+    alert["evidence_reads"] = await _evidence_reads(runtime, found)
     if not declared:
         return _withhold(alert, {"rule": "purpose.required", "reason": "the evidence is biometric data: declare a purpose to read it"})
     evidence = await _evidence(request, runtime, caller, policy, declared, found, request.app.state.runtime.privacy.now())
@@ -174,14 +174,14 @@ async def get_alert(request: Request, runtime: RuntimeDep, caller: CallerDep, al
     return alert if evidence.granted else _withhold(alert, evidence.refusal())
 
 
-async def _evidence_reads(runtime, alert_id: uuid.UUID, agency_id: str) -> list[dict] | None:
+async def _evidence_reads(runtime, alert: gate.AlertFacts) -> list[dict] | None:
     """Who read the officer's body data for this incident (its evidence, vitals, raw windows), when, for
     what purpose and whether it was granted: from the audit log, part of the incident's record. None
     (not an empty list) while the log cannot be read."""
     try:
         async with runtime.engine.connect() as conn:
-            rows = await labelled(conn, await audit.incident_entries(conn, str(alert_id), agency_id, biometric_reads_only=True),
-                                  agency_id)
+            entries = await audit.incident_entries(conn, str(alert.id), alert.agency_id, alert.raised_at, biometric_reads_only=True)
+            rows = await labelled(conn, entries, alert.agency_id)
     except (sa.exc.SQLAlchemyError, OSError):
         return None
     return [{"seq": r["seq"], "at": r["at"], "actor": r["actor"], "actor_label": r["actor_label"], "purpose": r["purpose"],

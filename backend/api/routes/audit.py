@@ -53,7 +53,7 @@ async def incident_timeline(request: Request, grant: AgencyAudit, alert_id: uuid
             .where(t.alerts.c.id == alert_id, t.alerts.c.agency_id == agency))).mappings().first()
         if found is None:
             raise await refuse_not_found(request, access.caller, "alert", alert_id, data_class="audit_records")
-        entries = await labelled(conn, await audit.incident_entries(conn, str(alert_id), agency), agency)
+        entries = await labelled(conn, await audit.incident_entries(conn, str(alert_id), agency, found["raised_at"]), agency)
     names = {"alert": {str(found["id"]): (found["kind"], found["raised_at"], found["officer_name"])}}
     return {"alert": {"id": str(found["id"]), "label": subject_label(f"alert:{alert_id}", names), "kind": found["kind"],
                       "state": found["state"], "outcome": found["outcome"], "raised_at": found["raised_at"].isoformat(),

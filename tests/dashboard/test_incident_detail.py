@@ -89,6 +89,14 @@ async def test_supervisor_escalates_notes_assigns_and_sees_the_timeline(database
         assert 118 <= points <= 124, points  # 120 s before until the alert; it drew 601 (from 10 min before)
         assert await chart.locator(".tick.x").count() == 5 and "bpm" in await chart.text_content()
         await shot(page, "supervisor-incident-detail")
+        # the alert's instant stays on the axis when the measurements begin only after it
+        marked = await page.evaluate("""async () => {
+          const { hrChart } = await import("/static/supervisor.js");
+          const t0 = Date.parse("2026-12-04T03:10:00Z");
+          const rows = [1, 2, 3].map((k) => ({ time: new Date(t0 + k * 10000).toISOString(), heart_rate: 90 + k }));
+          return hrChart(rows, new Date(t0).toISOString()).querySelectorAll(".alert-time").length;
+        }""")
+        assert marked == 1
 
         # acknowledging ends the escalation's banner; the escalation stays in the history
         await card.get_by_role("button", name="Acknowledge").click()

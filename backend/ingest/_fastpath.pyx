@@ -13,11 +13,14 @@ equal on random and damaged frames (tests/backend/test_fastpath.py). Built by ``
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int16_t, int32_t
 from libc.string cimport memcpy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
 
 import numpy as np
 
+from firmware.frame import FrameError as _FrameError
+
 # what backend/ingest/fastpath.py expects: a build of an older source is refused there, loudly
-REVISION = 1
+REVISION = 2
 
 cdef extern from "openssl/sha.h" nogil:
     # The low-level SHA-256 API: its context is a plain struct, so a key's two hashed pads are
@@ -200,6 +203,127 @@ def decode_telemetry(list payloads):
     return out
 
 
+cdef class ReplayWindow:
+    """``firmware.frame.ReplayGuard`` (check, accept, state, restore, window, highest) over a C
+    bitmap: bit i set means highest - i was accepted. The guard's own big integer is shifted and
+    masked at each accept; here that is a few machine words. Sequence numbers are int64."""
+    cdef readonly Py_ssize_t window
+    cdef readonly long long highest
+    cdef uint64_t *_words
+    cdef Py_ssize_t _nwords
+
+    def __cinit__(self, Py_ssize_t window=4096, long long highest=-1):
+        if window < 1:
+            raise ValueError("a replay window holds at least one sequence number")
+        self.window = window
+        self.highest = highest
+        self._nwords = (window + 63) // 64
+        self._words = <uint64_t *>PyMem_Malloc(self._nwords * sizeof(uint64_t))
+        if self._words is NULL:
+            raise MemoryError()
+        self._clear()
+
+    def __dealloc__(self):
+        PyMem_Free(self._words)
+
+    cdef inline void _clear(self) noexcept:
+        cdef Py_ssize_t k
+        for k in range(self._nwords):
+            self._words[k] = 0
+
+    cdef inline bint _bit(self, long long age) noexcept:
+        return (self._words[age >> 6] >> (age & 63)) & 1
+
+    cdef int _check(self, long long seq) except -1:
+        cdef long long age
+        if seq > self.highest:
+            return 0
+        age = self.highest - seq
+        if age >= self.window:
+            raise _FrameError("replayed", "seq %d is older than the window (highest %d)" % (seq, self.highest))
+        if self._bit(age):
+            raise _FrameError("replayed", "seq %d was already accepted" % seq)
+        return 0
+
+    cdef int _accept(self, long long seq) except -1:
+        cdef long long shift, age
+        cdef Py_ssize_t k, words, bits, src
+        cdef uint64_t v
+        self._check(seq)
+        if seq > self.highest:
+            shift = seq - self.highest
+            if shift >= self.window:
+                self._clear()
+            else:  # every bit moves up by shift: bit i (highest - i) becomes bit i + shift
+                words, bits = shift >> 6, shift & 63
+                for k in range(self._nwords - 1, -1, -1):
+                    src = k - words
+                    v = 0
+                    if src >= 0:
+                        v = self._words[src] << bits
+                        if bits and src >= 1:
+                            v |= self._words[src - 1] >> (64 - bits)
+                    self._words[k] = v
+                if self.window & 63:  # bits at or beyond the window fall off
+                    self._words[self._nwords - 1] &= (<uint64_t>1 << (self.window & 63)) - 1
+            self._words[0] |= 1
+            self.highest = seq
+        else:
+            age = self.highest - seq
+            self._words[age >> 6] |= <uint64_t>1 << (age & 63)
+        return 0
+
+    def check(self, long long seq):
+        """Raise FrameError('replayed') unless seq is new; does not record it."""
+        self._check(seq)
+
+    def accept(self, long long seq):
+        """Record seq as accepted (call after the frame's tag verified)."""
+        self._accept(seq)
+
+    def state(self):
+        """(highest, bitmap) to save: bit i set means highest - i was accepted."""
+        cdef bytearray raw = bytearray(self._nwords * 8)
+        cdef Py_ssize_t k, b
+        for k in range(self._nwords):
+            for b in range(8):
+                raw[8 * k + b] = (self._words[k] >> (8 * b)) & 0xFF
+        return self.highest, int.from_bytes(raw, "little")
+
+    def restore(self, long long highest, seen):
+        """Continue from a saved state (bits beyond the window are dropped)."""
+        cdef object window = self.window  # a Python int: the mask is window bits wide
+        cdef bytes raw = (seen & ((1 << window) - 1)).to_bytes(self._nwords * 8, "little")
+        cdef const uint8_t *p = <const uint8_t *>PyBytes_AS_STRING(raw)
+        cdef Py_ssize_t k, b
+        cdef uint64_t v
+        for k in range(self._nwords):
+            v = 0
+            for b in range(8):
+                v |= (<uint64_t>p[8 * k + b]) << (8 * b)
+            self._words[k] = v
+        self.highest = highest
+
+
+def acknowledge(frames, set changed):
+    """``DeviceRegistry.acknowledged``: each verified frame's seq into its device's ``acked``
+    window (older than the window: nothing to add), its device into ``changed``."""
+    cdef object frame, record, acked
+    for frame in frames:
+        if frame is None:
+            continue
+        record = frame.device
+        acked = record.acked
+        try:
+            if type(acked) is ReplayWindow:
+                (<ReplayWindow>acked)._accept(frame.header.seq)
+            else:
+                acked.accept(frame.header.seq)
+        except _FrameError:
+            continue
+        changed.add(record.device_id)
+
+
 cdef class CompiledVerifier:
     """``FrameVerifier.verify`` over one read. ``reference`` is the FrameVerifier whose
     ``check_one`` (the reference's step for one message) takes every message this path does not
@@ -296,7 +420,10 @@ cdef class CompiledVerifier:
                 return None
             guard = device.replay
             if not replaying:
-                guard.check(seq)
+                if type(guard) is ReplayWindow:
+                    (<ReplayWindow>guard)._check(seq)
+                else:
+                    guard.check(seq)
             body = _open(self._pads_of(device), p, n)
         except Exception:
             return None  # the reference raises the same and says why
@@ -305,7 +432,10 @@ cdef class CompiledVerifier:
         # the tag is good: from here on this message is this road's to finish
         try:
             try:
-                guard.accept(seq)
+                if type(guard) is ReplayWindow:
+                    (<ReplayWindow>guard)._accept(seq)
+                else:
+                    guard.accept(seq)
             except self._FrameError as exc:
                 if not replaying:  # (never: it was checked just now)
                     raise self._FrameRejected(exc.reason, exc.detail) from exc

@@ -7,7 +7,7 @@ from backend.exceptions import VigilBackendError
 from firmware import frame as F
 
 # the _fastpath source revision this code calls (its REVISION); a build of another is not used
-REVISION = 1
+REVISION = 2
 
 try:
     from backend.ingest import _fastpath
@@ -40,3 +40,11 @@ def module():
     if _fastpath is None:
         raise CompiledPathUnavailable(UNAVAILABLE)
     return _fastpath
+
+
+def replay_window(window: int = F.REPLAY_WINDOW, highest: int = -1):
+    """A new replay window: the compiled ``ReplayWindow`` when built, else the reference
+    ``firmware.frame.ReplayGuard`` (the same methods and results: tests/backend/test_fastpath.py)."""
+    if _fastpath is None:
+        return F.ReplayGuard(window, highest)
+    return _fastpath.ReplayWindow(window, highest)

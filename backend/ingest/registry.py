@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.db import schema as t
 from backend.identity.security import unwrap_device_key
-from backend.ingest import replay_state
+from backend.ingest import fastpath, replay_state
 from firmware import frame as F
 
 log = logging.getLogger("vigil.registry")
@@ -29,9 +29,10 @@ class DeviceRecord:
     officer_id: int | None
     officer_name: str | None
     officer_unit: str | None
-    replay: F.ReplayGuard = field(default_factory=F.ReplayGuard)
+    # replay windows: firmware.frame.ReplayGuard's methods, compiled when built (fastpath.replay_window)
+    replay: F.ReplayGuard = field(default_factory=fastpath.replay_window)
     # the frames acknowledged to the broker: saved, and what a restart refuses (ingest/replay_state.py)
-    acked: F.ReplayGuard = field(default_factory=F.ReplayGuard)
+    acked: F.ReplayGuard = field(default_factory=fastpath.replay_window)
     # Registered gateways that serve this device; empty: none registered (the broker's ACL alone
     # decides who may publish for it).
     gateways: frozenset[str] = frozenset()
@@ -39,7 +40,7 @@ class DeviceRecord:
 
 def _seeded(saved: F.ReplayGuard | None) -> F.ReplayGuard:
     """A fresh window, or a copy of the saved one."""
-    guard = F.ReplayGuard()
+    guard = fastpath.replay_window()
     if saved is not None:
         guard.restore(*saved.state())
     return guard
@@ -56,6 +57,13 @@ class DeviceRegistry:
 
     def acknowledged(self, frames) -> None:
         """These verified frames were acknowledged to the broker: it will never hand them back."""
+        if fastpath.AVAILABLE:
+            fastpath.module().acknowledge(frames, self._acked_changed)
+        else:
+            self.acknowledged_reference(frames)
+
+    def acknowledged_reference(self, frames) -> None:
+        """:meth:`acknowledged` in pure Python (the compiled one is tested against it)."""
         for frame in frames:
             if frame is None:
                 continue

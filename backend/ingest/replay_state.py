@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from backend.db import schema as t
 from backend.detection.store import is_db_error
+from backend.ingest import fastpath
 from firmware import frame as F
 
 log = logging.getLogger("vigil.ingest")
@@ -35,7 +36,7 @@ def encode(guard: F.ReplayGuard) -> tuple[int, bytes]:
 
 def decode(highest: int, seen: bytes) -> F.ReplayGuard:
     """A window as stored, restored (bits beyond the window are dropped)."""
-    guard = F.ReplayGuard()
+    guard = fastpath.replay_window()
     guard.restore(int(highest), int.from_bytes(seen, "little"))
     return guard
 

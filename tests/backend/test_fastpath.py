@@ -45,11 +45,14 @@ _KEYS = {device: os.urandom(F.KEY_LEN) for device, *_ in _FLEET}
 _UNKNOWN = 999
 
 
-def _registry() -> DeviceRegistry:
+def _registry(compiled: bool = True) -> DeviceRegistry:
+    """The fleet, its replay windows the compiled ones or (``compiled=False``) firmware.frame's."""
+    window = fastpath.module().ReplayWindow if compiled else F.ReplayGuard
     registry = DeviceRegistry(engine=None, secret="unused: no database in these tests")
     for device, agency, status, officer, gateways in _FLEET:
         registry.devices[device] = DeviceRecord(device, agency, F.DeviceKeys(_KEYS[device]), status, "chest", officer,
-                                                None if officer is None else f"Officer {officer}", None, gateways=gateways)
+                                                None if officer is None else f"Officer {officer}", None,
+                                                replay=window(), acked=window(), gateways=gateways)
     return registry
 
 
@@ -163,13 +166,14 @@ def _same(a, b) -> None:
 
 
 def _windows(registry: DeviceRegistry) -> dict:
-    return {device: record.replay.state() for device, record in registry.devices.items()}
+    return {device: (record.replay.state(), record.acked.state()) for device, record in registry.devices.items()}
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(_reads(), st.booleans())
 def test_compiled_path_equals_the_reference(reads, replaying):
-    reference, compiled = FrameVerifier(_registry(), compiled=False), FrameVerifier(_registry(), compiled=True)
+    reference = FrameVerifier(_registry(compiled=False), compiled=False)
+    compiled = FrameVerifier(_registry(), compiled=True)
     assert compiled.compiled and not reference.compiled
     for read in reads:
         want = reference.verify(read, replaying)
@@ -177,7 +181,12 @@ def test_compiled_path_equals_the_reference(reads, replaying):
         assert len(got) == len(want) == len(read)
         for a, b in zip(want, got):
             _same(a, b)
+        # then acknowledged to the broker (as handle_batch hands them: None where refused): the acked
+        # windows and the devices to save
+        reference._registry.acknowledged_reference([r if isinstance(r, VerifiedFrame) else None for r in want])
+        compiled._registry.acknowledged([r if isinstance(r, VerifiedFrame) else None for r in got])
         assert _windows(compiled._registry) == _windows(reference._registry)
+        assert compiled._registry.take_acked_changes() == reference._registry.take_acked_changes()
 
 
 def test_the_random_reads_cover_acceptance_and_every_refusal():
@@ -214,6 +223,45 @@ def test_a_new_key_for_a_device_is_used_at_once():
                                 (topic, F.seal(F.DeviceKeys(new_key), F.TYPE_EVENT, 101, 3, T0_MS, event), None)])
     assert isinstance(old, FrameRejected) and old.reason == "bad_tag"
     assert isinstance(new, VerifiedFrame) and new.header.seq == 3
+
+
+_SEQ = st.integers(-1, 300) | st.integers(0, 0xFFFFFFFF)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from([1, 63, 64, 65, 200, F.REPLAY_WINDOW]), st.integers(-1, 100),
+       st.lists(st.tuples(st.sampled_from(["check", "accept", "accept", "accept", "restore"]), _SEQ,
+                          st.integers(-1, 2**4200)), max_size=60))
+def test_compiled_replay_window_is_the_guard(window, highest, ops):
+    want, got = F.ReplayGuard(window, highest), fastpath.module().ReplayWindow(window, highest)
+    for op, seq, seen in ops:
+        if op == "restore":
+            want.restore(seq, seen)
+            got.restore(seq, seen)
+        else:
+            outcomes = []
+            for guard in (want, got):
+                try:
+                    getattr(guard, op)(seq)
+                    outcomes.append(None)
+                except F.FrameError as exc:
+                    outcomes.append((exc.reason, exc.detail))
+            assert outcomes[0] == outcomes[1]
+        assert want.state() == got.state()
+        assert (want.window, want.highest) == (got.window, got.highest)
+
+
+def test_the_registry_makes_compiled_windows():
+    # a device first seen by this process, or seeded from the saved window, gets the compiled one
+    from backend.ingest import replay_state
+
+    record = DeviceRecord(1, AGENCY, F.DeviceKeys(_KEYS[101]), "active", "chest", 1, "Officer", None)
+    assert type(record.replay) is type(record.acked) is fastpath.module().ReplayWindow
+    saved = F.ReplayGuard()
+    for seq in (5, 9, 700):
+        saved.accept(seq)
+    restored = replay_state.decode(*replay_state.encode(saved))
+    assert type(restored) is fastpath.module().ReplayWindow and restored.state() == saved.state()
 
 
 @settings(max_examples=200, deadline=None)

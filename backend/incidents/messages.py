@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.db import schema as t
+from backend.incidents import rules
 from firmware import frame as F
 
 # kind name -> the COMMAND_MESSAGE argument; the names are the frame format's (firmware/frame.py)
@@ -42,12 +43,12 @@ KIND_LABELS = {
     "colleague_needs_help": ("A colleague near you needs help", "two bursts of three"),
 }
 STATES = ("queued", "sent", "delivered", "confirmed", "not_sent", "not_delivered")
-# Side steps these messages add to an incident's timeline (AlertService.record), besides the
-# steps listed in backend/incidents/rules.py TRANSITIONS.
-STEP_MESSAGE_SENT = "message_sent"            # a supervisor's message about this incident queued
-STEP_MESSAGE_CONFIRMED = "message_confirmed"  # the officer pressed to confirm it
-STEP_COLLEAGUES_TOLD = "colleagues_told"      # who near the officer was sent "colleague needs help"
-STEP_COLLEAGUE_CONFIRMED = "colleague_confirmed"  # one of them pressed to confirm
+# Side steps these messages add to an incident's timeline (AlertService.record); listed with the
+# others in backend/incidents/rules.py TRANSITIONS.
+STEP_MESSAGE_SENT = rules.MESSAGE_SENT
+STEP_MESSAGE_CONFIRMED = rules.MESSAGE_CONFIRMED
+STEP_COLLEAGUES_TOLD = rules.COLLEAGUES_TOLD
+STEP_COLLEAGUE_CONFIRMED = rules.COLLEAGUE_CONFIRMED
 # Messages kept in memory; older ones are answered from the database.
 BOOK_SIZE = 5000
 

@@ -69,6 +69,9 @@ ESCALATION_RANK = ("physiological_strain", "extreme_heart_rate", "fall", "man_do
 
 # A supervisor's steps besides acknowledging and resolving (issue 21); see TRANSITIONS.
 ESCALATED, NOTE, RESPONDER_ASSIGNED = "escalated", "note", "responder_assigned"
+# Messages felt on wearables about the incident (backend/incidents/messages.py); see TRANSITIONS.
+MESSAGE_SENT, MESSAGE_CONFIRMED = "message_sent", "message_confirmed"
+COLLEAGUES_TOLD, COLLEAGUE_CONFIRMED = "colleagues_told", "colleague_confirmed"
 
 # Steps recorded in alert_transitions besides the states: who did what to an incident, when.
 TRANSITIONS = ALERT_STATES + (
@@ -83,6 +86,10 @@ TRANSITIONS = ALERT_STATES + (
     "help_confirmed",  # the officer felt the haptic pattern
     NOTE,              # a supervisor's note (append-only; the text is the step's note)
     RESPONDER_ASSIGNED,  # a supervisor named who goes (the note); the latest one stands
+    MESSAGE_SENT,      # a supervisor's message to the officer's wearable (the note: which, to whom)
+    MESSAGE_CONFIRMED,  # the officer pressed to confirm it
+    COLLEAGUES_TOLD,   # "colleague needs help" sent to officers nearby (the note: who, how far), or why none
+    COLLEAGUE_CONFIRMED,  # one of them pressed to confirm
 )
 
 # Device events that change an open incident rather than raise one.

@@ -52,6 +52,10 @@ TIME_SYNC_INTERVAL_S = 30.0
 # An EVENT_ACK the gateway could not write (link down) is sent again, this many times at most;
 # the device resends the event meanwhile, and the backend refuses those copies as replays.
 ACK_ATTEMPTS = 20
+# A message the gateway could not write (the device out of its reach for the gateway's downlink
+# TTL, or served by another gateway now) is sealed again and sent to the device's latest
+# gateway, this many times in all; then it stands as not delivered, with the gateway's reason.
+MESSAGE_ATTEMPTS = 3
 
 
 @dataclass(slots=True)
@@ -306,6 +310,11 @@ class DownlinkService:
                 at = dt.datetime.now(dt.timezone.utc)
                 if result.get("ok"):
                     self.messages.delivered(cmd.message, at)
+                elif cmd.attempts + 1 < MESSAGE_ATTEMPTS and cmd.message.confirmed_at is None:
+                    self.messages.retrying(cmd.message, f"attempt {cmd.attempts + 1} not delivered ({result.get('error')}); sending again")
+                    self._queue.append(Command(None, cmd.agency_id, cmd.device_id, self._status.last_gateway(cmd.device_id),
+                                               cmd.code, arg=cmd.arg, message=cmd.message, attempts=cmd.attempts + 1))
+                    self._wake.set()
                 else:
                     self.messages.failed(cmd.message, f"not delivered: {result.get('error')}", at)
             note = "written to the device" if result.get("ok") else f"not delivered: {result.get('error')}"

@@ -163,6 +163,11 @@ class MessageBook:
         message.failed_at, message.error = at, why
         self._touch(message)
 
+    def retrying(self, message: OfficerMessage, why: str) -> None:
+        """Not delivered yet; sent again (the state stays "sent", the reason is shown)."""
+        message.error = why
+        self._touch(message)
+
     def delivered(self, message: OfficerMessage, at: dt.datetime) -> None:
         message.delivered_at = at
         message.failed_at = message.error = None  # delivered after all (a late result)

@@ -74,6 +74,16 @@ async def test_a_supervisors_message_is_sent_delivered_and_confirmed(database_ur
                 sent = await _until_state(http, sup, a.officer_id, "sent")
                 assert sent["gateway_id"] == gw and sent["delivered_at"] is None
 
+                # the gateway could not reach the device in time: sealed again, sent again
+                await mqtt.publish(topics.downlink_result(a.name, gw, device), json.dumps(
+                    {"device_id": device, "command_seq": header.seq, "ok": False, "error": "device_unreachable"}), qos=1)
+                again = await asyncio.wait_for(anext(aiter(mqtt.messages)), 10)
+                first_seq = header.seq
+                header, payload = F.open_frame(bytes(again.payload), F.DeviceKeys(a.device_key))
+                assert header.seq > first_seq
+                assert F.decode_command(payload) == (F.COMMAND_MESSAGE, F.MESSAGE_STAY_PUT, header.seq & 0xFFFF)
+                retried = await _state_of(http, sup, a.officer_id)
+                assert retried["state"] == "sent" and "device_unreachable" in retried["error"], retried
                 # the gateway wrote it to the device; the officer pressed
                 await mqtt.publish(topics.downlink_result(a.name, gw, device),
                                    json.dumps({"device_id": device, "command_seq": header.seq, "ok": True}), qos=1)
@@ -81,7 +91,23 @@ async def test_a_supervisors_message_is_sent_delivered_and_confirmed(database_ur
                 confirm = F.encode_event(F.EVENT_MESSAGE_CONFIRMED, header.seq & 0xFFFF, 3)
                 await mqtt.publish(topics.uplink(a.name, gw, device, "event"), _frame(a.device_key, device, 2, F.TYPE_EVENT, confirm), qos=1)
                 done = await _until_state(http, sup, a.officer_id, "confirmed")
-                assert done["sent_at"] <= done["delivered_at"] <= done["confirmed_at"]
+                assert done["sent_at"] <= done["delivered_at"] <= done["confirmed_at"] and done["error"] is None
+                # written behind to the database: what a restarted backend answers from
+                import sqlalchemy as sa
+                from backend.db import schema as t
+
+                async def stored():
+                    async with rt.engine.connect() as conn:
+                        return (await conn.execute(sa.select(t.officer_messages).where(
+                            t.officer_messages.c.id == uuid.UUID(done["id"])))).first()
+                for _ in range(100):
+                    row = await stored()
+                    if row is not None and row.confirmed_at is not None:
+                        break
+                    await asyncio.sleep(0.05)
+                assert (row.kind, row.officer_id, row.device_id, row.command_seq, row.gateway_id) == (
+                    "stay_put", a.officer_id, device, header.seq, gw)
+                assert row.confirmed_at.isoformat() == done["confirmed_at"]
                 assert rt.metrics.rejected_count("bad_payload") == 0
             finally:
                 await mqtt.publish(state_topic, b"", qos=1, retain=True)  # no retained state left on the broker

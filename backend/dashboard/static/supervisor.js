@@ -559,14 +559,14 @@ async function refreshVitals() {
   }
 }
 
-const hhmm = (t) => new Date(t).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+const hhmm = (t) => new Date(t).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
 
 /** Heart rate around the alert: bpm on the left axis, clock time below, the alert's instant marked
  * (the time axis always takes it in, also before the first measurement after it arrives). */
 export function hrChart(rows, raisedAt) {
   const pts = rows.map((r) => [Date.parse(r.time), r.heart_rate]).filter(([t, v]) => isFinite(t) && v != null);
   if (pts.length < 2) return null;
-  const w = 460, h = 170, left = 40, right = 10, top = 10, bottom = 28;
+  const w = 460, h = 180, left = 40, right = 10, top = 20, bottom = 28;
   const raised = raisedAt ? Date.parse(raisedAt) : NaN;
   const t0 = isFinite(raised) ? Math.min(pts[0][0], raised) : pts[0][0];
   const t1 = Math.max(pts[pts.length - 1][0], isFinite(raised) ? raised : 0, t0 + 1000);
@@ -583,14 +583,17 @@ export function hrChart(rows, raisedAt) {
   yTicks.map((v) => svg("g", { class: "tick y" },
     svg("line", { x1: left, x2: w - right, y1: y(v), y2: y(v), class: "gridline" }),
     svg("text", { x: left - 4, y: y(v) + 4, "text-anchor": "end" }, String(v)))),
-  xTicks.map((t) => svg("text", { x: x(t), y: h - 10, "text-anchor": "middle", class: "tick x" }, hhmm(t))),
+  // the last time ends at the right edge (centred, it was cut off)
+  xTicks.map((t, i) => svg("text", { x: x(t), y: h - 10, "text-anchor": i === xTicks.length - 1 ? "end" : "middle", class: "tick x" }, hhmm(t))),
   svg("g", { class: "axis" },
     svg("line", { x1: left, x2: left, y1: top, y2: h - bottom }),
     svg("line", { x1: left, x2: w - right, y1: h - bottom, y2: h - bottom })),
-  svg("text", { x: 4, y: top + 2 }, "bpm"),
+  svg("text", { x: 4, y: 11 }, "bpm"),
   isFinite(raised) && raised >= t0 && raised <= t1
     ? svg("g", {}, svg("line", { x1: x(raised), x2: x(raised), y1: top, y2: h - bottom, class: "alert-time" }),
-      svg("text", { x: x(raised) + 3, y: top + 10 }, "alert"))
+      // the label on the side with room: left of the line when the alert is at the right edge (now)
+      x(raised) > w - right - 40 ? svg("text", { x: x(raised) - 3, y: top + 10, "text-anchor": "end" }, "alert")
+        : svg("text", { x: x(raised) + 3, y: top + 10 }, "alert"))
     : null,
   svg("polyline", { points: pts.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ") }));
 }

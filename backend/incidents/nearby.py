@@ -195,7 +195,11 @@ class NearbyColleagues:
             d = distance_m(origin.lat, origin.lon, p.gateway.lat, p.gateway.lon)
             if d <= self.radius_m:
                 out.append((p, d))
-        return sorted(out, key=lambda x: x[1])
+        out.sort(key=lambda x: x[1])
+        nearest: dict[int, tuple[OfficerPosition, float]] = {}  # an officer wearing two devices: the nearer one
+        for p, d in out:
+            nearest.setdefault(p.officer_id, (p, d))
+        return list(nearest.values())
 
     def notify(self, incident: Alert) -> list[msg.OfficerMessage]:
         if self.radius_m <= 0:

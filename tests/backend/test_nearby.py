@@ -89,6 +89,15 @@ def test_officers_within_the_radius_are_told_nearest_first_and_the_step_names_th
     assert w.steps == [(incident.id, msg.STEP_COLLEAGUES_TOLD, "system", "Officer 13 (0 m), Officer 12 (1112 m)")]
 
 
+def test_an_officer_wearing_two_devices_is_told_once_on_the_nearer():
+    w = World(records=[_device(1, 11), _device(2, 12), _device(3, 12)])
+    w.heard(1, "gw-a")
+    w.heard(2, "gw-b")
+    w.heard(3, "gw-a")
+    w.events.emit(ev.RAISED, _incident(1, 11))
+    assert [(m.officer_id, m.device_id) for m in w.sent] == [(12, 3)]
+
+
 def test_never_the_officer_in_distress_nor_off_shift_unassigned_retired_or_silent_devices():
     w = World(records=[_device(1, 11), _device(5, 11),  # the officer in distress wears a second device
                        _device(2, None),  # unassigned (no shift now)

@@ -44,6 +44,8 @@ async def test_supervisor_escalates_notes_assigns_and_sees_the_timeline(database
     async with serve(settings) as backend, chromium(tmp_path) as browser:
         page = await _signed_in(browser, backend.url, f"{agency}-sup1", "/supervisor", errors)
         await page.locator("#feed-state.live").wait_for(timeout=10_000)
+        colleague = await _signed_in(browser, backend.url, f"{agency}-sup2", "/supervisor", errors)  # another tab, another person
+        await colleague.locator("#feed-state.live").wait_for(timeout=10_000)
         alert = await backend.runtime.alerts.raise_alert(
             agency_id=agency, device_id=DEVICE, seq=1, kind="sos", officer_id=seeded["okafor"], officer_name="Officer Okafor",
             explanation={"detector": "device", "event": "sos"})
@@ -79,6 +81,11 @@ async def test_supervisor_escalates_notes_assigns_and_sees_the_timeline(database
         await detail.get_by_role("button", name="Assign responder").click()
         await page.locator("#incident-responder").get_by_text("Unit 7").wait_for(timeout=10_000)
         assert "Responder: Unit 7" in await card.inner_text()
+        # the colleague's queue heard all of it on the live feed, without reloading
+        theirs = _card(colleague, "sos")
+        await theirs.get_by_text("Responder: Unit 7").wait_for(timeout=10_000)
+        said = await theirs.inner_text()
+        assert f"ESCALATED by {agency}-sup1: {REASON}" in said and "1 note" in said, said
 
         # the heart rate around the alert: from 2 min before it, the alert's instant marked
         await detail.get_by_role("button", name="Heart rate around the alert").click()

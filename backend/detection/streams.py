@@ -57,7 +57,7 @@ class DeviceStreams:
         if stream is None:
             stream = self.by_device[d.device_id] = DeviceStream(d.device_id, self.config)
         c = stream.counters
-        before = (c.gaps_filled, c.restarts, c.late_frames, c.clock_jumps)
+        before = (c.gaps_filled, c.restarts, c.late_frames, c.clock_jumps, c.jitter_frames)
         self._raw_rows.released(d.device_id, stream.push(chunk, now), now)
         self._count(stream, before)
 
@@ -70,12 +70,12 @@ class DeviceStreams:
             known = offsets[device_id] = int(now * 1000) - time_ms
         return known
 
-    def _count(self, stream: DeviceStream, before: tuple[int, int, int, int]) -> None:
+    def _count(self, stream: DeviceStream, before: tuple[int, ...]) -> None:
         c = stream.counters
-        if before == (c.gaps_filled, c.restarts, c.late_frames, c.clock_jumps):
+        after = (c.gaps_filled, c.restarts, c.late_frames, c.clock_jumps, c.jitter_frames)
+        if before == after:
             return  # nothing happened to the stream: the usual case
-        for kind, old, new in zip(("gap_filled", "restart", "late_frame", "clock_jump"), before,
-                                  (c.gaps_filled, c.restarts, c.late_frames, c.clock_jumps)):
+        for kind, old, new in zip(("gap_filled", "restart", "late_frame", "clock_jump", "time_jitter"), before, after):
             if new > old:
                 self._metrics.detection_stream.labels(kind).inc(new - old)
 

@@ -14,6 +14,9 @@ time:
   sample and counted;
 * a longer gap (link lost without backfill, clock changed, rate changed) restarts the stream:
   the windows refill from the next chunk, and the restart is counted;
+* the next frame (a newer sequence number) dated up to ``TIME_JITTER_SAMPLES`` samples early
+  continues the stream: the device dates a block at the poll that completed it, and its sampler
+  drops a sample when its oscillators drift apart;
 * a chunk older than what was already released arrives too late to be analysed; it is
   counted and dropped (from detection and from the raw store).
 
@@ -69,6 +72,11 @@ class TelemetryChunk:
     wall_offset_ms: int = 0     # add to device time for wall time (non-zero when the clock is unsynced)
 
 
+# How early (in sample periods) the next frame of a device may start and still continue its stream:
+# block times are estimated at the device's FIFO poll, and a sampler slip drops one sample.
+TIME_JITTER_SAMPLES = 5
+
+
 @dataclass(slots=True)
 class StreamCounters:
     gaps_filled: int = 0
@@ -76,6 +84,7 @@ class StreamCounters:
     restarts: int = 0
     late_frames: int = 0
     clock_jumps: int = 0        # restarts because the device's clock went back (a newer frame, an earlier time)
+    jitter_frames: int = 0      # the next frame up to TIME_JITTER_SAMPLES early, taken as continuing the stream
     skipped_windows: int = 0
 
 
@@ -188,6 +197,12 @@ class DeviceStream:
             self.wall_offset_ms = chunk.wall_offset_ms
         else:
             delta = chunk.time_ms - self.expected_ms
+            if delta < -period / 2 and chunk.seq > self._last_seq() and delta >= -TIME_JITTER_SAMPLES * period:
+                # the next frame, a little early: the device dates a block at the poll that completed
+                # it, and its sampler drops a sample when its two oscillators drift apart (a slip):
+                # the stream goes on, nothing is late
+                self.counters.jitter_frames += 1
+                delta = 0
             if delta < -period / 2:
                 if chunk.backfill or chunk.seq <= self._last_seq():
                     self.counters.late_frames += 1  # an older frame: it arrived too late

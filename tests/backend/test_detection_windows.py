@@ -77,6 +77,38 @@ class TestDeviceStream:
         assert s.total == 3 * N
         assert s.push(chunk(1), 1.1) == [] and s.counters.late_frames == 1
 
+    @pytest.mark.parametrize("backfill", [False, True])
+    def test_next_frame_a_little_early_continues_the_stream(self, backfill):
+        # a sampler slip: the device dates its next block one sample (20 ms) early. Found by the
+        # fault bench: such a backfill frame was dropped as late (its samples never stored), a
+        # live one restarted the windows as if the clock had jumped.
+        s = DeviceStream(1, WindowConfig(reorder_frames=0))
+        for k in range(5):
+            s.push(chunk(k), 0.0)
+        early = chunk(5, backfill=backfill)
+        early = TelemetryChunk(early.seq, early.time_ms - 20, RATE, early.ppg, early.accel_mg, backfill)
+        assert s.push(early, 0.0) == [early]
+        assert s.total == 6 * N
+        assert s.counters.late_frames == 0 and s.counters.restarts == 0 and s.counters.jitter_frames == 1
+        s.push(chunk(6), 0.0)  # and the one after it, on time, is no gap
+        assert s.counters.gaps_filled == 0 and s.total == 7 * N
+
+    def test_an_old_frame_a_little_early_is_still_late(self):
+        s = DeviceStream(1, WindowConfig(reorder_frames=0))
+        for k in range(5):
+            s.push(chunk(k), 0.0)
+        again = chunk(4)  # seq already in the stream: late, whatever its time
+        assert s.push(again, 0.0) == [] and s.counters.late_frames == 1 and s.total == 5 * N
+
+    def test_a_newer_frame_far_earlier_is_a_clock_jump(self):
+        s = DeviceStream(1, WindowConfig(reorder_frames=0))
+        for k in range(5):
+            s.push(chunk(k), 0.0)
+        jumped = chunk(5)
+        jumped = TelemetryChunk(5, jumped.time_ms - 3_600_000, RATE, jumped.ppg, jumped.accel_mg, False)
+        assert s.push(jumped, 0.0) == [jumped]
+        assert s.counters.clock_jumps == 1 and s.counters.jitter_frames == 0
+
     def test_long_gap_restarts_the_window(self):
         s = DeviceStream(1, WindowConfig(reorder_frames=0))
         for k in range(30):

@@ -14,13 +14,14 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, int16_t, int32_t
 from libc.string cimport memcpy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE, PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.unicode cimport PyUnicode_DecodeASCII
 
 import numpy as np
 
 from firmware.frame import FrameError as _FrameError
 
 # what backend/ingest/fastpath.py expects: a build of an older source is refused there, loudly
-REVISION = 2
+REVISION = 3
 
 cdef extern from "openssl/sha.h" nogil:
     # The low-level SHA-256 API: its context is a plain struct, so a key's two hashed pads are
@@ -322,6 +323,58 @@ def acknowledge(frames, set changed):
         except _FrameError:
             continue
         changed.add(record.device_id)
+
+
+def take_publishes(bytes buf, Py_ssize_t pos, list out):
+    """From ``pos`` in a read of the broker's stream, the whole MQTT 5 PUBLISH packets with an
+    ASCII topic and no properties (what a gateway's frame is) appended to ``out`` as
+    (topic, payload, None, packet id), as ``UplinkSubscriber.feed`` makes them. Stops at the
+    first packet that is anything else or not complete, and returns its position: the
+    reference parser (backend/ingest/mqtt.py) takes it from there."""
+    cdef const uint8_t *b = <const uint8_t *>PyBytes_AS_STRING(buf)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf), start, end, length, tlen, p, k
+    cdef int shift
+    cdef uint8_t first, byte
+    cdef bint plain
+    cdef unsigned int packet_id
+    while pos + 2 <= n:
+        first = b[pos]
+        if first >> 4 != 3:
+            return pos
+        length, shift, start = 0, 0, pos + 1
+        while True:  # the remaining length: at most 4 bytes
+            if start >= n or shift > 21:
+                return pos
+            byte = b[start]
+            start += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+        end = start + length
+        if end > n or length < 2:
+            return pos
+        tlen = (b[start] << 8) | b[start + 1]
+        p = start + 2 + tlen
+        packet_id = 0
+        if first & 0x06:
+            if p + 2 > end:
+                return pos
+            packet_id = (b[p] << 8) | b[p + 1]
+            p += 2
+        if p >= end or b[p] != 0:  # properties (or none of their length): the reference reads them
+            return pos
+        plain = True
+        for k in range(start + 2, start + 2 + tlen):
+            if b[k] >= 0x80:
+                plain = False
+                break
+        if not plain:
+            return pos
+        out.append((PyUnicode_DecodeASCII(<const char *>b + start + 2, tlen, NULL),
+                    PyBytes_FromStringAndSize(<const char *>b + p + 1, end - p - 1), None, packet_id))
+        pos = end
+    return pos
 
 
 cdef class CompiledVerifier:

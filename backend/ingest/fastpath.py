@@ -7,7 +7,7 @@ from backend.exceptions import VigilBackendError
 from firmware import frame as F
 
 # the _fastpath source revision this code calls (its REVISION); a build of another is not used
-REVISION = 2
+REVISION = 3
 
 try:
     from backend.ingest import _fastpath

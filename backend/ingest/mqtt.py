@@ -11,6 +11,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from backend.ingest import fastpath
 from gateway.backoff import retry_delay
 
 # The broker keeps our subscriptions and undelivered QoS 1 frames this long while we are away.
@@ -160,7 +161,7 @@ class UplinkSubscriber:
     """
 
     def __init__(self, url: str, identifier: str, *, persistent: bool = True, keepalive_s: int = UPLINK_KEEPALIVE_S,
-                 ca_file: str | None = None):
+                 ca_file: str | None = None, compiled: bool = True):
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts"):
             raise ValueError(f"MQTT URL must start with mqtt:// or mqtts://, got {url!r}")
@@ -181,6 +182,8 @@ class UplinkSubscriber:
         self._packet_id = 0
         self._acks = bytearray()
         self._ack_timer: asyncio.TimerHandle | None = None
+        # backend/ingest/_fastpath.pyx's PUBLISH splitter when built (the same messages: tests/backend/test_fastpath.py)
+        self._take_publishes = fastpath.module().take_publishes if compiled and fastpath.AVAILABLE else None
 
     async def __aenter__(self) -> "UplinkSubscriber":
         ssl_context = None
@@ -296,9 +299,14 @@ class UplinkSubscriber:
         broker complete; a packet cut at the end waits for the next chunk. Raises UplinkError
         for a refused subscription or the broker's DISCONNECT."""
         buf = self._buf + chunk if self._buf else chunk
-        out = []
+        out: list = []
         pos, n = 0, len(buf)
         while pos + 2 <= n:
+            if self._take_publishes is not None and type(buf) is bytes:
+                # the compiled path takes the run of plain PUBLISH packets; anything else is read below
+                pos = self._take_publishes(buf, pos, out)
+                if pos + 2 > n:
+                    break
             first = buf[pos]
             got = _read_varint(buf, pos + 1)
             if got is None:

@@ -173,16 +173,36 @@ class DownlinkService:
         return message
 
     def message_confirmed(self, device_id: int, word: int) -> msg.OfficerMessage | None:
-        """The device's EVENT_MESSAGE_CONFIRMED (detail = the message's word): the officer pressed."""
-        message = self.messages.confirmed(device_id, word, dt.datetime.now(dt.timezone.utc))
+        """The device's EVENT_MESSAGE_CONFIRMED (detail = the message's word): the officer pressed.
+        A message sent before a restart is looked up in the database in the background."""
+        at = dt.datetime.now(dt.timezone.utc)
+        message = self.messages.confirmed(device_id, word, at)
         if message is None:
+            task = asyncio.get_running_loop().create_task(self._confirmed_stored(device_id, word, at))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
             return None
+        self._note_confirmed(message, device_id)
+        return message
+
+    async def _confirmed_stored(self, device_id: int, word: int, at: dt.datetime) -> None:
+        try:
+            message = await self.messages.confirmed_stored(device_id, word, at)
+        except _STORAGE_ERRORS as exc:
+            log.warning("device %d confirmed message %d; not looked up (%s)", device_id, word, exc.__class__.__name__)
+            return
+        except Exception:  # a background task's failure is logged, never lost
+            log.exception("device %d confirmed message %d; the lookup failed", device_id, word)
+            return
+        if message is not None:
+            self._note_confirmed(message, device_id)
+
+    def _note_confirmed(self, message: msg.OfficerMessage, device_id: int) -> None:
         log.info("message %s (%s) confirmed by officer %s", message.id, message.kind, message.officer_id)
         if message.alert_id is not None:
             step = msg.STEP_COLLEAGUE_CONFIRMED if message.kind == msg.COLLEAGUE_KIND else msg.STEP_MESSAGE_CONFIRMED
             self.note_step(message.alert_id, step, f"device:{device_id}", f"{message.kind}: {message.officer_name or message.officer_id}")
         self._wake.set()  # written behind by the sender's loop
-        return message
 
     def note_step(self, alert_id: uuid.UUID, step: str, actor: str, note: str) -> None:
         """A step for an incident's timeline, recorded by the sender's loop (callers only queue)."""

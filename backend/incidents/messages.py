@@ -51,6 +51,10 @@ STEP_COLLEAGUES_TOLD = rules.COLLEAGUES_TOLD
 STEP_COLLEAGUE_CONFIRMED = rules.COLLEAGUE_CONFIRMED
 # Messages kept in memory; older ones are answered from the database.
 BOOK_SIZE = 5000
+# A confirmation of a message this process did not send (a restart between) is matched in the
+# database among those sent this recently: the device's confirm window is 30 s, and its outbox
+# resends the event for minutes while the link is down.
+CONFIRM_LOOKBACK_S = 600
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -185,6 +189,28 @@ class MessageBook:
         message.failed_at = message.error = None
         self._touch(message)
         return message
+
+    async def confirmed_stored(self, device_id: int, word: int, at: dt.datetime) -> OfficerMessage | None:
+        """:meth:`confirmed` for a message this process did not send (sent before a restart):
+        the latest unconfirmed one the database holds for the device with that word, taken into
+        the book. Raises the database's error."""
+        if (device_id, word & 0xFFFF) in self._by_word:
+            return self.confirmed(device_id, word, at)  # ours: None when it was confirmed already
+        if self._engine is None:
+            return None
+        m = t.officer_messages
+        query = (sa.select(m, t.officers.c.name.label("officer_name")).join(t.officers, t.officers.c.id == m.c.officer_id)
+                 .where(m.c.device_id == device_id, m.c.confirmed_at.is_(None),
+                        m.c.sent_at >= at - dt.timedelta(seconds=CONFIRM_LOOKBACK_S),
+                        sa.func.mod(m.c.command_seq, 0x10000) == (word & 0xFFFF))
+                 .order_by(m.c.sent_at.desc()).limit(1))
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None or row.id in self._messages:
+            return None
+        message = self.add(_from_row(row, row.officer_name))
+        self._by_word[(device_id, word & 0xFFFF)] = message
+        return self.confirmed(device_id, word, at)
 
     # ---- reading --------------------------------------------------------------------------------
 

@@ -24,6 +24,17 @@ def _frame(key: bytes, device: int, seq: int, frame_type: int, payload: bytes) -
     return F.seal(F.DeviceKeys(key), frame_type, device, seq, int(time.time() * 1000), payload)
 
 
+async def _next_message_command(mqtt, key: bytes) -> tuple[F.Header, tuple]:
+    """The next COMMAND_MESSAGE on the gateway's downlink topic (event acks and syncs skipped)."""
+    async with asyncio.timeout(10):
+        async for command in mqtt.messages:
+            header, payload = F.open_frame(bytes(command.payload), F.DeviceKeys(key))
+            decoded = F.decode_command(payload)
+            if decoded[0] == F.COMMAND_MESSAGE:
+                return header, decoded
+    raise AssertionError("the subscription ended")
+
+
 async def _state_of(http, headers, officer_id: int) -> dict:
     response = await http.get(f"/api/v1/officers/{officer_id}/messages", headers=headers)
     assert response.status_code == 200, response.text
@@ -67,21 +78,19 @@ async def test_a_supervisors_message_is_sent_delivered_and_confirmed(database_ur
                 assert response.status_code == 202, response.text
                 assert (response.json()["kind"], response.json()["state"], response.json()["sent_by"]) == (
                     "stay_put", "queued", f"user:{a.name}-supervisor")
-                command = await asyncio.wait_for(anext(aiter(mqtt.messages)), 10)
-                header, payload = F.open_frame(bytes(command.payload), F.DeviceKeys(a.device_key))
+                header, decoded = await _next_message_command(mqtt, a.device_key)
                 assert (header.frame_type, header.device_id) == (F.TYPE_COMMAND, device)
-                assert F.decode_command(payload) == (F.COMMAND_MESSAGE, F.MESSAGE_STAY_PUT, header.seq & 0xFFFF)
+                assert decoded == (F.COMMAND_MESSAGE, F.MESSAGE_STAY_PUT, header.seq & 0xFFFF)
                 sent = await _until_state(http, sup, a.officer_id, "sent")
                 assert sent["gateway_id"] == gw and sent["delivered_at"] is None
 
                 # the gateway could not reach the device in time: sealed again, sent again
                 await mqtt.publish(topics.downlink_result(a.name, gw, device), json.dumps(
                     {"device_id": device, "command_seq": header.seq, "ok": False, "error": "device_unreachable"}), qos=1)
-                again = await asyncio.wait_for(anext(aiter(mqtt.messages)), 10)
                 first_seq = header.seq
-                header, payload = F.open_frame(bytes(again.payload), F.DeviceKeys(a.device_key))
+                header, decoded = await _next_message_command(mqtt, a.device_key)
                 assert header.seq > first_seq
-                assert F.decode_command(payload) == (F.COMMAND_MESSAGE, F.MESSAGE_STAY_PUT, header.seq & 0xFFFF)
+                assert decoded == (F.COMMAND_MESSAGE, F.MESSAGE_STAY_PUT, header.seq & 0xFFFF)
                 retried = await _state_of(http, sup, a.officer_id)
                 assert retried["state"] == "sent" and "device_unreachable" in retried["error"], retried
                 # the gateway wrote it to the device; the officer pressed
@@ -108,6 +117,25 @@ async def test_a_supervisors_message_is_sent_delivered_and_confirmed(database_ur
                 assert (row.kind, row.officer_id, row.device_id, row.command_seq, row.gateway_id) == (
                     "stay_put", a.officer_id, device, header.seq, gw)
                 assert row.confirmed_at.isoformat() == done["confirmed_at"]
+
+
+                # a confirmation after a restart: the message is found in the database
+                response = await http.post(f"/api/v1/officers/{a.officer_id}/messages", json={"kind": "check_in"}, headers=sup)
+                header, decoded = await _next_message_command(mqtt, a.device_key)
+                assert decoded[1] == F.MESSAGE_CHECK_IN
+                check_in = uuid.UUID(response.json()["id"])
+                for _ in range(100):
+                    async with rt.engine.connect() as conn:
+                        if (await conn.execute(sa.select(t.officer_messages.c.sent_at).where(
+                                t.officer_messages.c.id == check_in))).scalar_one_or_none():
+                            break
+                    await asyncio.sleep(0.05)
+                from backend.incidents.messages import MessageBook
+                rt.downlink.messages = MessageBook(rt.engine)  # what a restarted backend starts with
+                confirm = F.encode_event(F.EVENT_MESSAGE_CONFIRMED, header.seq & 0xFFFF, 3)
+                await mqtt.publish(topics.uplink(a.name, gw, device, "event"), _frame(a.device_key, device, 3, F.TYPE_EVENT, confirm), qos=1)
+                again = await _until_state(http, sup, a.officer_id, "confirmed")
+                assert again["id"] == str(check_in) and again["kind"] == "check_in"
                 assert rt.metrics.rejected_count("bad_payload") == 0
             finally:
                 await mqtt.publish(state_topic, b"", qos=1, retain=True)  # no retained state left on the broker

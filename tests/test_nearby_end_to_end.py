@@ -108,7 +108,10 @@ async def test_a_colleagues_sos_is_felt_on_the_nearby_officers_wearable_only(
             await wait_until(lambda: any(c[1] == F.COMMAND_MESSAGE for c in nearby.commands), 10,
                              what="the command at the nearby wearable")
             pattern = S.MESSAGE_PATTERNS[F.MESSAGE_COLLEAGUE_NEEDS_HELP]
-            await asyncio.sleep(sum(pattern) / 1000 + 0.5)  # the whole pattern, played in real time
+            # the whole pattern played (in the device's time): one change per on and off span, and the last off
+            await wait_until(lambda: len([c for c in motors[NEARBY] if c[0] >= marks[NEARBY]]) >= len(pattern) + 1, 15,
+                             what="the colleague pattern played on the nearby wearable")
+            await asyncio.sleep(0.5)  # anything more it would play
             spans = _spans(motors[NEARBY], marks[NEARBY])
             assert _felt_as(spans, pattern), f"the nearby wearable's motor went {spans}, not {pattern}"
             assert not motors[FAR], f"the far wearable's motor moved: {motors[FAR]}"

@@ -117,6 +117,14 @@ async def test_colleagues_told_confirmed_and_a_check_in_sent_from_the_incident(d
             await wait_until(lambda: any(m.kind == "check_in" and m.state == "sent" for m in book.in_memory(agency)), 10,
                              what="the check-in sent to the gateway")
 
+            # and tells the colleague it is over
+            await box.get_by_role("button", name="Send “all clear” to the colleagues told").click()
+            clear = box.locator('#messages-sent li[data-kind="all_clear"]')
+            await clear.wait_for(timeout=10_000)
+            assert "All clear → Officer Lindqvist" in await clear.inner_text()
+            assert [(m.device_id, m.alert_id) for m in book.in_memory(agency) if m.kind == "all_clear"] == [
+                (LINDQVIST_DEVICE, alert.id)]
+
             # the map: both officers at their gateway, with the age of the fix and where it comes from
             officer_marks = page.locator("#map svg g.officer")
             await officer_marks.nth(1).wait_for(timeout=15_000)

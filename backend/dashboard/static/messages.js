@@ -26,6 +26,7 @@ const $ = (id) => document.getElementById(id);
 let kinds = [];
 let following = null;  // the alert id whose messages are shown
 let timer = null;
+let colleaguesTold = [];  // one message per officer told of this incident
 
 function alertInAddress() {
   const m = /^#incident=(.+)$/.exec(location.hash);
@@ -59,6 +60,8 @@ async function refresh() {
   const mine = listed.filter((m) => m.kind !== "colleague_needs_help");
   fill($("messages-colleagues"), ...colleagues.map(messageItem));
   $("messages-colleagues-empty").hidden = colleagues.length > 0;
+  colleaguesTold = [...new Map(colleagues.map((m) => [m.officer_id, m])).values()];
+  $("messages-all-clear").hidden = colleaguesTold.length === 0;
   fill($("messages-sent"), ...mine.map(messageItem));
   $("messages-sent-empty").hidden = mine.length > 0;
   fill($("messages-status"));
@@ -95,6 +98,24 @@ async function send(event) {
   }
 }
 
+/** The incident is over for the colleagues nearby: "all clear" on each of their wearables. */
+async function allClear() {
+  const id = following;
+  const button = $("messages-all-clear");
+  button.disabled = true;
+  const failed = [];
+  for (const m of colleaguesTold) {
+    try {
+      await api(`/officers/${m.officer_id}/messages`, { method: "POST", body: { kind: "all_clear", alert_id: id } });
+    } catch (err) {
+      failed.push(explain(err, m.officer_name || `officer ${m.officer_id}`));
+    }
+  }
+  button.disabled = false;
+  notify(failed.length ? failed.join("; ") : `“All clear” queued for ${colleaguesTold.length} colleague(s).`);
+  await refresh();
+}
+
 async function positions() {
   try {
     const answer = await api(`/live/positions`);
@@ -111,13 +132,15 @@ function build(box) {
       el("label", { for: "message-kind" }, "Message to the officer's wearable (felt as a pattern; the officer presses to confirm)"),
       el("select", { id: "message-kind" }),
       el("button", { type: "submit", id: "message-send" }, "Send to wearable")),
-    el("h4", {}, "Sent to the officer"),
+    el("h4", {}, "Sent by supervisors"),
     el("ol", { id: "messages-sent", class: "steps small" }),
     el("p", { id: "messages-sent-empty", class: "muted small" }, "No message sent yet."),
     el("h4", {}, "Colleagues nearby, told on their wearables"),
     el("ol", { id: "messages-colleagues", class: "steps small" }),
     el("p", { id: "messages-colleagues-empty", class: "muted small" },
       "No colleague told: none on shift near the officer, or not an SOS or man-down."),
+    el("button", { type: "button", id: "messages-all-clear", hidden: true, onclick: allClear },
+      "Send “all clear” to the colleagues told"),
     el("p", { id: "messages-status", class: "muted small", role: "status" }));
   box.setAttribute("aria-labelledby", "messages-h");
 }

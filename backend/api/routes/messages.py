@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -24,8 +24,9 @@ from backend.privacy.access import OFFICER_ID_MAX, OfficerId
 
 router = APIRouter(prefix=API, tags=["messages"])
 
-NOT_ON_SHIFT = {409: {"description": "the officer has no device on shift: nothing to send the message to"}}
-DB_DOWN = {503: {"description": "the database is down and the answer needs it"}}
+NOT_ON_SHIFT: dict[int | str, dict[str, Any]] = {
+    409: {"description": "the officer has no device on shift, or the incident's device is assigned to no one: nothing to send to"}}
+DB_DOWN: dict[int | str, dict[str, Any]] = {503: {"description": "the database is down and the answer needs it"}}
 
 
 _KINDS = "what the officer feels: " + "; ".join(f"{k} = {msg.KIND_LABELS[k][0]} ({msg.KIND_LABELS[k][1]})"

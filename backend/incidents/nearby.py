@@ -201,6 +201,20 @@ class NearbyColleagues:
             nearest.setdefault(p.officer_id, (p, d))
         return list(nearest.values())
 
+    def _unplaced(self, incident: Alert) -> int:
+        """Other officers on shift heard lately through a gateway whose position is unknown."""
+        now = self._wall_clock()
+        officers = set()
+        for d in self._registry.devices.values():
+            if (d.agency_id != incident.agency_id or d.officer_id is None or d.status != "active"
+                    or d.device_id == incident.device_id or d.officer_id == incident.officer_id):
+                continue
+            st = self._status.devices.get(d.device_id)
+            if (st is not None and st.last_seen is not None and now - st.last_seen <= self._settings.device_offline_s
+                    and self._positions.get(incident.agency_id, st.gateway) is None):
+                officers.add(d.officer_id)
+        return len(officers)
+
     def notify(self, incident: Alert) -> list[msg.OfficerMessage]:
         if self.radius_m <= 0:
             return []
@@ -213,6 +227,9 @@ class NearbyColleagues:
             note = f"no colleague on shift within {self.radius_m:g} m"
         else:
             note = ", ".join(f"{m.officer_name or m.officer_id} ({m.distance_m:.0f} m)" for m in sent)
+        unplaced = self._unplaced(incident)
+        if unplaced:
+            note += f"; {unplaced} colleague(s) on shift not told: their gateway states no position"
         log.info("incident %s (%s): colleagues told: %s", incident.id, incident.kind, note)
         self._note_step(incident.id, msg.STEP_COLLEAGUES_TOLD, "system", note)
         return sent

@@ -141,6 +141,16 @@ def test_only_sos_and_man_down_tell_colleagues_once_per_incident_and_radius_zero
     assert off.sent == [] and off.steps == []
 
 
+def test_the_step_says_who_could_not_be_placed():
+    w = World(records=[_device(1, 11), _device(2, 12), _device(3, 13)])
+    w.heard(1, "gw-a")
+    w.heard(2, "gw-a")
+    w.heard(3, "gw-unplaced")  # a gateway configured without a position
+    w.events.emit(ev.RAISED, _incident(1, 11))
+    assert [m.device_id for m in w.sent] == [2]
+    assert w.steps[0][3] == "Officer 12 (0 m); 1 colleague(s) on shift not told: their gateway states no position"
+
+
 def test_the_incidents_own_location_wins_and_an_unknown_one_tells_nobody():
     w = World(records=[_device(1, 11), _device(2, 12)])
     w.heard(2, "gw-c")

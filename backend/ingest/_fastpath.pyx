@@ -411,29 +411,39 @@ cdef class CompiledVerifier:
 
     def verify(self, list messages, bint replaying=False):
         cdef list results = []
-        cdef list pending = []  # (index, device, gateway, header, body) of telemetry, decoded together
+        # the telemetry whose checks passed, decoded together at the end: index, device, gateway, header, body
+        cdef list index = [], devices = [], gateways = [], headers = [], bodies = []
         cdef object message, result
         for message in messages:
             result = self._fast(message, replaying)
             if result is None:  # off the fast road: the reference's own step
                 result = self._reference.check_one(message, replaying)
-            if isinstance(result, self._Pending):
-                pending.append((len(results), result))
+                if isinstance(result, self._Pending):
+                    result = (result.device, result.gateway, result.header, result.body)
+            if type(result) is tuple:
+                index.append(len(results))
+                devices.append((<tuple>result)[0])
+                gateways.append((<tuple>result)[1])
+                headers.append((<tuple>result)[2])
+                bodies.append((<tuple>result)[3])
                 results.append(None)
             else:
                 results.append(result)
-        if pending:
-            self._decode_pending(results, pending)
+        if index:
+            self._decode_pending(results, index, devices, gateways, headers, bodies)
         return results
 
-    cdef _decode_pending(self, list results, list pending):
-        decoded = decode_telemetry([p.body for _, p in pending])
+    cdef _decode_pending(self, list results, list index, list devices, list gateways, list headers, list bodies):
+        cdef list decoded = decode_telemetry(bodies)
         cdef list rest = []
-        for (i, p), d in zip(pending, decoded):
+        cdef Py_ssize_t k
+        VerifiedFrame = self._VerifiedFrame
+        for k in range(len(index)):
+            d = decoded[k]
             if d is None:
-                rest.append((i, p))
+                rest.append((index[k], self._Pending(devices[k], gateways[k], headers[k], bodies[k])))
             else:
-                results[i] = self._VerifiedFrame(p.device, p.gateway, p.header, d, None)
+                results[index[k]] = VerifiedFrame(devices[k], gateways[k], headers[k], d, None)
         if rest:  # the reference decodes the payloads this path found invalid: the same refusal
             self._finish(results, rest)
 
@@ -505,6 +515,6 @@ cdef class CompiledVerifier:
         except Exception as exc:
             return self._Poisoned(exc)
         if frame_type == _TYPE_TELEMETRY:
-            return self._Pending(device, where.gateway, header, body)
+            return (device, where.gateway, header, body)  # decoded with the read's other telemetry
         return self._VerifiedFrame(device, where.gateway, header, decoded,
                                    self._location(props) if frame_type == _TYPE_EVENT else None)

@@ -347,3 +347,37 @@ def test_compiled_publish_splitter_equals_the_reference(packets, cuts):
                 outcome.append((type(exc), str(exc)))
         assert outcome[0] == outcome[1]
         assert reference._buf == compiled._buf
+
+
+def test_without_the_build_ingest_runs_the_reference_and_says_so():
+    # a machine where the extension did not build: the import fails, ingest falls back loudly
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import logging, sys
+        sys.modules["backend.ingest._fastpath"] = None  # what an unbuilt extension looks like to import
+        logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
+        from backend.app.config import BackendSettings
+        from backend.app.metrics import BackendMetrics
+        from backend.ingest import fastpath
+        from backend.ingest.service import FrameVerifier, IngestService
+        from backend.ingest.registry import DeviceRecord, DeviceRegistry
+        from firmware import frame as F
+        metrics = BackendMetrics()
+        settings = BackendSettings(database_url="postgresql+asyncpg://vigil@127.0.0.1:1/none", mqtt_url="mqtt://127.0.0.1:1")
+        IngestService(settings, DeviceRegistry(None, "x"), alerts=None, metrics=metrics)
+        print("gauge", metrics.registry.get_sample_value("vigil_ingest_compiled"))
+        print("window", type(DeviceRecord(1, "a", F.DeviceKeys(bytes(32)), "active", "chest", 1, "o", None).replay).__name__)
+        try:
+            FrameVerifier(DeviceRegistry(None, "x"), compiled=True)
+        except fastpath.CompiledPathUnavailable as exc:
+            print("asked for:", exc)
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    assert run.returncode == 0, run.stderr
+    assert "gauge 0.0" in run.stdout and "window ReplayGuard" in run.stdout
+    assert "asked for: the compiled ingest path is not built" in run.stdout
+    assert "ingest runs on the pure-Python reference path" in run.stderr and "scripts/setup.sh" in run.stderr

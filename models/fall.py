@@ -9,10 +9,12 @@ default: boosted depth-limited trees fitted on SisFall and checked leave-one-sub
 fixed rule (``method="threshold"``) decides. A decision is therefore available 1.5 s after the
 impact plus the hop at which the caller runs it.
 
-Assumptions (said here because alerts depend on them): the device is trunk-mounted (waist or
-chest; other placements are not validated); the trunk is no longer upright 0.5-1.5 s after the
-impact (a fall that ends sitting or kneeling with an upright trunk may be missed, and is left to
-the man-down timer and the SOS button); nothing is assumed about what happens after 1.5 s.
+Assumptions (said here because alerts depend on them): the device is worn on the trunk at the
+waist, the product's placement and SisFall's (``placement="waist"``; the chest is assumed alike
+but was not measured, the arm and wrist are not validated); the trunk is no longer upright
+0.5-1.5 s after the impact (a fall that ends sitting or kneeling with an upright trunk may be
+missed, and is left to the man-down timer and the SOS button); nothing is assumed about what
+happens after 1.5 s.
 Falls from sitting with a soft landing (about 2 g) look like lying down quickly and are the
 likeliest misses; rolling over while lying is the likeliest false suspicion.
 """

@@ -2,9 +2,11 @@
 
 Alerts carry :data:`THRESHOLDS_VERSION` so that a supervisor (or an auditor) can tell which
 set of thresholds produced them. Values are plain frozen dataclasses, never raw dicts.
-Placements: ``wrist``, ``upper_arm``, ``chest``, ``waist``. Only ``waist`` (SisFall) and
-``wrist`` (IEEE SPC 2015, heart rate only) have been checked against recorded data; the other
-placements reuse the closest validated values and say so in ``validated``.
+Placements: ``wrist``, ``upper_arm``, ``chest``, ``waist``. The product is worn at the waist
+(:data:`PRODUCT_PLACEMENT`, hardware/README.md "Where it is worn"). Only ``waist`` (SisFall: falls
+and posture) and ``wrist`` (IEEE SPC 2015: heart rate only) have been checked against recorded
+data; the other placements reuse the closest values and say so in ``validated`` (and
+``FallConfig.validated``).
 
 On what data each figure holds (issue 18; `vigil eval hr` / `vigil eval falls` print them):
 falls and posture: waist, SisFall's belt-worn ADXL345 (18 subjects, 12 young with falls, 6 older
@@ -27,6 +29,8 @@ from models.exceptions import check_option
 #     learning rate 0.1, threshold 0.88; heart-rate quality is the tracker's confidence, threshold 0.66
 THRESHOLDS_VERSION = "2025.1-models-v3"
 PLACEMENTS = ("wrist", "upper_arm", "chest", "waist")
+# where the product is worn: on the trunk at the waist, as SisFall's device (the fall figures hold there)
+PRODUCT_PLACEMENT = "waist"
 
 
 @dataclass(frozen=True)
@@ -149,8 +153,8 @@ class PlacementThresholds:
 _THRESHOLDS = {
     # waist: SisFall mounting (y axis points down the trunk); falls validated there
     "waist": PlacementThresholds("waist", validated=("fall", "posture")),
-    # chest: trunk-mounted like the waist, same axis convention assumed
-    "chest": PlacementThresholds("chest", validated=()),
+    # chest: trunk-mounted like the waist, same axis convention assumed; nothing measured there
+    "chest": PlacementThresholds("chest", fall=FallConfig(validated=False), validated=()),
     # upper arm: hangs along the trunk when standing; posture is only a rough cue
     "upper_arm": PlacementThresholds(
         "upper_arm",

@@ -191,3 +191,35 @@ class TestSmallerModels:
         d = detect_fall(a, FS, model=m)
         full_row = d.features[0][None]
         assert d.probability[0] == pytest.approx(fall_probability(full_row, m)[0])
+
+
+class TestPlacement:
+    """Issue 18: one placement for the product, the one the fall detector was validated at."""
+
+    def test_only_the_product_placement_has_a_validated_fall_detector(self):
+        from models.thresholds import PLACEMENTS, PRODUCT_PLACEMENT, thresholds_for
+
+        assert PRODUCT_PLACEMENT == "waist"
+        product = thresholds_for(PRODUCT_PLACEMENT)
+        assert product.fall.validated and "fall" in product.validated
+        for other in set(PLACEMENTS) - {PRODUCT_PLACEMENT}:
+            t = thresholds_for(other)
+            assert not t.fall.validated and "fall" not in t.validated, other
+
+    def test_hardware_notes_name_the_same_placement_and_up_axis(self):
+        from pathlib import Path
+
+        notes = (Path(__file__).resolve().parents[2] / "hardware" / "README.md").read_text(encoding="utf-8")
+        flat = " ".join(notes.split())
+        assert "worn on the trunk at the waist" in flat
+        assert "+Y axis pointing up the trunk" in flat and "+Y axis points up the trunk" in flat
+        assert "upper arm" not in flat.replace("the upper arm or the wrist", "")
+
+    def test_an_upright_wearer_at_the_waist_reads_as_upright(self):
+        # SisFall's axes (the models'): upright reads -1 g on Y; lying on the back +1 g on Z
+        from models.activity import classify_activity
+
+        upright = np.zeros((1, 3, 400)); upright[0, 1] = -1.0
+        lying = np.zeros((1, 3, 400)); lying[0, 2] = 1.0
+        assert classify_activity(upright, FS, placement="waist").posture[0] == "upright"
+        assert classify_activity(lying, FS, placement="waist").posture[0] == "lying"

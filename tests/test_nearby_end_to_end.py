@@ -1,11 +1,11 @@
 """Issue 21: "an end-to-end test shows a nearby officer's wearable told of a colleague's SOS".
 
-Real at every hop: three wearables running the firmware (gateway/sim/device.py) behind a virtual
-BlueZ, two real gateways (bleak) at configured positions 33 km apart, Mosquitto, the backend with
+Real at every hop: four wearables running the firmware (gateway/sim/device.py) behind a virtual
+BlueZ, two real gateways (bleak) at configured positions 36 km apart, Mosquitto, the backend with
 PostgreSQL. One officer holds SOS; the officer at the same gateway feels "colleague needs help"
 (their firmware drives the motor in that pattern, recorded at the PWM), presses, and the
-supervisor's API shows the message sent, delivered and confirmed. The officer 33 km away and the
-officer in distress feel nothing of it."""
+supervisor's API shows the message sent, delivered and confirmed. The officer 36 km away, the
+officer in distress and an officer at the same gateway whose shift is over feel nothing of it."""
 from __future__ import annotations
 
 import asyncio
@@ -25,9 +25,11 @@ from tests.gateway.conftest import device_key, gateway_settings, running_gateway
 pytestmark = pytest.mark.integration
 
 DISTRESSED, NEARBY, FAR = 0x00A10001, 0x00A10002, 0x00A10003
+OFF_SHIFT = 0x00A10004  # at the same gateway, worn by an officer whose shift is over
 HERE = (40.7128, -74.0060)   # gateway "gw-here": the officer in distress and a colleague
 THERE = (40.9500, -74.3000)  # gateway "gw-there", 36 km away
-OFFICERS = {DISTRESSED: ("B-1", "Officer Adeyemi"), NEARBY: ("B-2", "Officer Brandt"), FAR: ("B-3", "Officer Costa")}
+OFFICERS = {DISTRESSED: ("B-1", "Officer Adeyemi"), NEARBY: ("B-2", "Officer Brandt"), FAR: ("B-3", "Officer Costa"),
+            OFF_SHIFT: ("B-4", "Officer Dahl")}
 
 
 async def _seed(settings, agency) -> dict[int, int]:
@@ -42,6 +44,7 @@ async def _seed(settings, agency) -> dict[int, int]:
                                          key=device_key(device_id))
             await fleet.assign_device(engine, device_id, officer)
             officers[device_id] = officer
+        await fleet.unassign_device(engine, OFF_SHIFT)  # the shift is over
     finally:
         await engine.dispose()
     return officers
@@ -83,16 +86,18 @@ async def test_a_colleagues_sos_is_felt_on_the_nearby_officers_wearable_only(
     keys = {d: device_key(d) for d in OFFICERS}
     async with SimulatedFleet(keys, device="firmware", scenarios="patrol") as sim, serve(settings) as backend:
         await asyncio.wait_for(backend.runtime.ingest.connected.wait(), 10)
-        here = gateway_settings([DISTRESSED, NEARBY], gateway_id="gw-here", latitude=HERE[0], longitude=HERE[1],
+        here = gateway_settings([DISTRESSED, NEARBY, OFF_SHIFT], gateway_id="gw-here", latitude=HERE[0], longitude=HERE[1],
                                 queue_path=tmp_path / "here.sqlite3")
         there = gateway_settings([FAR], gateway_id="gw-there", latitude=THERE[0], longitude=THERE[1],
                                  queue_path=tmp_path / "there.sqlite3")
         async with running_gateway(here), running_gateway(there):
             status = backend.runtime.status
             positions = backend.runtime.downlink.positions
-            await wait_until(lambda: all(status.last_gateway(d) for d in OFFICERS)
+            on_shift = (DISTRESSED, NEARBY, FAR)
+            await wait_until(lambda: all(status.last_gateway(d) for d in on_shift)
+                             and backend.runtime.metrics.rejected_count("unassigned_device") > 0
                              and positions.get(agency, "gw-here") and positions.get(agency, "gw-there"), 30,
-                             what="every device heard and both gateways' positions known")
+                             what="every device on shift heard, the off-shift one refused, both gateways' positions known")
             motors = {d: _record_motor(sim.wearables[d]) for d in OFFICERS}
             marks = {d: sim.wearables[d].loop.now for d in OFFICERS}
 
@@ -117,6 +122,7 @@ async def test_a_colleagues_sos_is_felt_on_the_nearby_officers_wearable_only(
             assert not motors[FAR], f"the far wearable's motor moved: {motors[FAR]}"
             assert not any(c[1] == F.COMMAND_MESSAGE for c in sim.wearables[FAR].commands)
             assert not any(c[1] == F.COMMAND_MESSAGE for c in sim.wearables[DISTRESSED].commands)
+            assert not motors[OFF_SHIFT] and not any(c[1] == F.COMMAND_MESSAGE for c in sim.wearables[OFF_SHIFT].commands)
             # the officer in distress felt their own SOS accepted, nothing else
             assert _felt_as(_spans(motors[DISTRESSED], marks[DISTRESSED]), S.PATTERN_SOS_ACCEPTED)
 

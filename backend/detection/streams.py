@@ -59,6 +59,8 @@ class DeviceStreams:
         c = stream.counters
         before = (c.gaps_filled, c.restarts, c.late_frames, c.clock_jumps, c.jitter_frames)
         self._raw_rows.released(d.device_id, stream.push(chunk, now), now)
+        if stream.counters.late_frames != before[2]:
+            self._raw_rows.released(d.device_id, stream.take_late(), now)
         self._count(stream, before)
 
     @staticmethod
@@ -97,6 +99,7 @@ class DeviceStreams:
         for device_id, stream in self.by_device.items():
             if stream.waiting:
                 self._raw_rows.released(device_id, stream.release(now), now)
+                self._raw_rows.released(device_id, stream.take_late(), now)
         self._raw_rows.flush_paused(now)
         groups: dict[tuple, list[tuple[Window, bool]]] = defaultdict(list)
         resets = set()

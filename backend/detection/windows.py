@@ -18,7 +18,8 @@ time:
   continues the stream: the device dates a block at the poll that completed it, and its sampler
   drops a sample when its oscillators drift apart;
 * a chunk older than what was already released arrives too late to be analysed; it is
-  counted and dropped (from detection and from the raw store).
+  counted and left out of the windows, and handed back by :meth:`DeviceStream.take_late` so its
+  samples are still stored (acknowledged to the broker means kept).
 
 Windows are analysed in hops: the first window ends once ``window + hop - feature_step``
 samples are in (features are computed for every ``feature_step`` inside a hop, so a hop
@@ -119,6 +120,7 @@ class DeviceStream:
 
     def __post_init__(self) -> None:
         self._pending: list[tuple[int, int, TelemetryChunk, float]] = []  # (time_ms, tiebreak, chunk, arrived)
+        self._late: list[TelemetryChunk] = []  # chunks too late for the windows, for the raw store
         # (absolute index after the chunk, the chunk's wall ms) of the newest chunks: which frame
         # ended a window, for the frame -> features latency
         self._chunk_ends: collections.deque[tuple[int, int]] = collections.deque(maxlen=CHUNK_MARKS)
@@ -156,6 +158,12 @@ class DeviceStream:
             return [chunk] if self._append(chunk) else []
         heapq.heappush(self._pending, (chunk.time_ms, next(_tiebreak), chunk, now))
         return self.release(now)
+
+    def take_late(self) -> list[TelemetryChunk]:
+        """The chunks found too late for the windows since the last call (their samples are
+        still to be stored)."""
+        late, self._late = self._late, []
+        return late
 
     def release(self, now: float) -> list[TelemetryChunk]:
         """Release the waiting chunks that continue the stream, arrived too late to wait for,
@@ -206,6 +214,7 @@ class DeviceStream:
             if delta < -period / 2:
                 if chunk.backfill or chunk.seq <= self._last_seq():
                     self.counters.late_frames += 1  # an older frame: it arrived too late
+                    self._late.append(chunk)  # too late to analyse, never too late to store
                     return False
                 # a newer frame with an earlier time: the clock went back (-1 h, a reset to 1970, a
                 # clock counting from boot). Every later frame would look late: start a new stream.

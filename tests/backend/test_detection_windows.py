@@ -76,6 +76,7 @@ class TestDeviceStream:
         assert s.counters.gaps_filled == 1 and s.counters.samples_filled == N
         assert s.total == 3 * N
         assert s.push(chunk(1), 1.1) == [] and s.counters.late_frames == 1
+        assert [c.seq for c in s.take_late()] == [1] and s.take_late() == []  # still to be stored
 
     @pytest.mark.parametrize("backfill", [False, True])
     def test_next_frame_a_little_early_continues_the_stream(self, backfill):
@@ -108,6 +109,40 @@ class TestDeviceStream:
         jumped = TelemetryChunk(5, jumped.time_ms - 3_600_000, RATE, jumped.ppg, jumped.accel_mg, False)
         assert s.push(jumped, 0.0) == [jumped]
         assert s.counters.clock_jumps == 1 and s.counters.jitter_frames == 0
+
+    def test_a_late_frame_is_still_stored(self):
+        """Acknowledged to the broker means kept: a frame too late for the windows still goes to
+        the raw store (DeviceStreams hands it to RawRows), through push and through release."""
+        from types import SimpleNamespace
+        from backend.app.metrics import BackendMetrics
+        from backend.detection.streams import DeviceStreams
+
+        class Rows:  # the raw store's intake, recorded
+            def __init__(self):
+                self.seqs = []
+
+            def released(self, device_id, chunks, now):
+                self.seqs += [c.seq for c in chunks]
+
+            def flush_paused(self, now):
+                pass
+
+        rows = Rows()
+        streams = DeviceStreams(WindowConfig(reorder_frames=3, reorder_wait_s=1.0), None, None, rows, BackendMetrics())
+        device = SimpleNamespace(device_id=7)
+
+        def frame(k):
+            c = chunk(k)
+            header = SimpleNamespace(seq=k, time_ms=c.time_ms, flags=0)
+            return SimpleNamespace(device=device, header=header, decoded=(RATE, 0, c.ppg, c.accel_mg))
+
+        now = T0_MS / 1000
+        streams.push(frame(0), now, False)
+        streams.push(frame(2), now, False)
+        streams.collect(now + 1.0)  # waited long enough: 2 released, the gap filled
+        streams.push(frame(1), now + 1.1, False)  # too late for the windows
+        assert streams.counters(7).late_frames == 1
+        assert sorted(rows.seqs) == [0, 1, 2]
 
     def test_long_gap_restarts_the_window(self):
         s = DeviceStream(1, WindowConfig(reorder_frames=0))

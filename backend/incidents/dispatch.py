@@ -14,7 +14,7 @@ import httpx
 
 from backend.app.waiting import wait_for_any
 from backend.incidents import events as ev
-from backend.incidents.model import Alert
+from backend.incidents.model import Alert, workflow
 from backend.ingest.mqtt import reconnect_delay
 
 log = logging.getLogger("vigil.dispatch")
@@ -29,8 +29,16 @@ def dispatch_payload(incident: Alert) -> dict:
         "alert_id": str(incident.id), "agency": incident.agency_id, "officer_id": incident.officer_id,
         "officer_name": incident.officer_name, "device_id": incident.device_id, "kind": incident.kind,
         "priority": incident.priority, "state": incident.state, "raised_at": incident.raised_at.isoformat(),
-        "location": incident.location, "reason": "unacknowledged by supervisors",
+        "location": incident.location, "reason": _reason(incident),
     }
+
+
+def _reason(incident: Alert) -> str:
+    """Why dispatch is told: a supervisor's own words when they escalated by hand."""
+    escalation = workflow(incident.transitions)["escalation"]
+    if escalation is not None and escalation["manual"]:
+        return f"escalated by a supervisor: {escalation['reason']}" if escalation["reason"] else "escalated by a supervisor"
+    return "unacknowledged by supervisors"
 
 
 class DispatchWebhook:

@@ -59,6 +59,7 @@ STATUS_INTERVAL_S = 30.0  # the firmware's default status period (firmware/confi
 SOS_HOLD_S = 2.5  # the officer holds SOS past the firmware's 2 s
 HELP_CONFIRM_AFTER_S = 1.5  # the officer presses once to confirm "help is coming"
 CONFIRM_PRESS_S = 0.3
+MESSAGE_CONFIRM_AFTER_S = 5.0  # a message is answered once its rhythm played out (the longest: 2.4 s)
 # Advance each device this often (real seconds): writes and link changes act at the next tick.
 TICK_S = 0.02
 # Notifications the simulated controller holds before gatts_notify raises ENOMEM (the firmware
@@ -220,6 +221,7 @@ class FirmwareWearable:
         self.commands: list[tuple[int, int, int, int]] = []  # (seq, code, arg, word) written to the device
         self.help_coming = asyncio.Event()
         self.help_coming_count = 0
+        self.messages: list[tuple[int, int]] = []  # (kind, id) of each message command written to the device
         self.production_done = asyncio.Event()
         self.sos_presses: list[SosPress] = []
         self._sos_seqs: set[int] = set()
@@ -396,6 +398,11 @@ class FirmwareWearable:
                         at = HELP_CONFIRM_AFTER_S + k * 3 * CONFIRM_PRESS_S
                         self._at(at, lambda: self.board.press(True))
                         self._at(at + CONFIRM_PRESS_S, lambda: self.board.press(False))
+            elif code == frame.COMMAND_MESSAGE:
+                self.messages.append((arg, word))
+                if self.confirm_help:  # the officer feels the message's rhythm and presses once to answer
+                    self._at(MESSAGE_CONFIRM_AFTER_S, lambda: self.board.press(True))
+                    self._at(MESSAGE_CONFIRM_AFTER_S + CONFIRM_PRESS_S, lambda: self.board.press(False))
         self._kick.set()
 
     async def _send(self) -> None:

@@ -21,6 +21,7 @@ from backend.db import engine as db
 from backend.db import schema as t
 from backend.detection.status import StatusBoard
 from backend.incidents.alerts import AlertService
+from backend.incidents.dispatch import dispatch_payload
 from backend.incidents.events import ESCALATED, IncidentEvents
 from backend.incidents.hub import LiveHub
 from backend.incidents.journal import AlertJournal
@@ -229,6 +230,8 @@ async def test_a_supervisors_steps_are_journaled_before_they_return(tmp_path):
     await alerts.add_note(alert.id, "user:sup", "nowhere", "a note")
     await alerts.assign_responder(alert.id, "user:sup", "nowhere", "Unit 1")
     assert heard == ["raised", ESCALATED]
+    # dispatch is told why in the supervisor's words, not "unacknowledged"
+    assert dispatch_payload(alerts.find(alert.id))["reason"] == "escalated by a supervisor: no answer"
     journal.close()
     kept = AlertJournal(tmp_path / "j.alerts").read()
     steps = [(tr["state"], tr["note"]) for w in kept for tr in w.transitions]

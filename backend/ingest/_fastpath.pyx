@@ -32,7 +32,7 @@ cdef extern from "openssl/sha.h" nogil:
     int SHA256_Update(SHA256_CTX *c, const void *data, size_t n)
     int SHA256_Final(unsigned char *md, SHA256_CTX *c)
 
-# firmware/frame.py's layout (FRAME_SPEC.md); the reference checks that they agree at import
+# firmware/frame.py's layout (FRAME_SPEC.md); fastpath.py compares LAYOUT with it at import
 cdef enum:
     _HEADER_LEN = 20
     _TAG_LEN = 8

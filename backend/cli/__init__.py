@@ -7,6 +7,8 @@ import importlib
 import os
 import sys
 
+from backend.cli import progress
+
 # module path -> it defines register(subparsers); order is the order in --help
 _COMMAND_MODULES = [
     "backend.cli.service",             # demo, backend run, db upgrade
@@ -16,11 +18,13 @@ _COMMAND_MODULES = [
     "backend.evaluation.commands",  # eval hr, eval falls
     "backend.cli.privacy",     # audit verify/anchor, report transparency, policy, retention
     "backend.bench.commands",       # bench models, bench ingest
+    "backend.cli.dashboard",        # dashboard screenshots
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vigil", description="Vigil officer-safety system")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars (none either when stderr is not a terminal)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         try:
@@ -47,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        progress.set_quiet(args.quiet)
         if not getattr(args, "func", None):
             parser.print_help()
             return 2

@@ -6,7 +6,6 @@ command line; nothing is copied into the repository.
 from __future__ import annotations
 
 import re
-import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +33,9 @@ def default_datasets_root() -> Path:
 
 
 def console_progress(label: str) -> Progress:
-    """A progress printer on stderr: one line rewritten in place."""
-    def report(done: int, total: int, what: str) -> None:
-        end = "\n" if done >= total else ""
-        sys.stderr.write(f"\r{label}: {done}/{total} {what[:40]:<40}{end}")
-        sys.stderr.flush()
-    return report
+    """A progress bar on stderr (backend/cli/progress.py: none when stderr is no terminal, or --quiet)."""
+    from backend.cli.progress import Bar
+    return Bar(label)
 
 
 @dataclass(frozen=True)

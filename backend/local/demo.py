@@ -13,6 +13,8 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -46,17 +48,17 @@ def _say(text: str) -> None:
 
 
 @contextlib.contextmanager
-def _services(workdir: Path):
+def _services(workdir: Path, database: str = "vigil_demo"):
     """Yield (database_url, mqtt_url): configured ones, else private ones started here."""
     with contextlib.ExitStack() as stack:
         db_url = os.environ.get("VIGIL_DATABASE_URL")
         if not db_url:
             try:
                 pg = stack.enter_context(infra.PrivatePostgres(workdir=Path(_pg_dir(workdir))))
-                db_url = pg.url.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + "/vigil_demo"
+                db_url = pg.url.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0] + f"/{database}"
                 _say(f"  database: private PostgreSQL on 127.0.0.1:{pg.port}")
             except infra.InfraError as exc:
-                fallback = "postgresql+asyncpg://postgres@127.0.0.1:5432/vigil_demo"
+                fallback = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{database}"
                 if not infra.pg_url_reachable(fallback):
                     raise
                 _say(f"  database: {fallback} ({exc})")
@@ -173,18 +175,31 @@ def alert_line(msg: dict) -> str | None:
     return None
 
 
-async def _run(officers: int, duration_s: float, port: int, workdir: Path) -> int:
+@dataclass
+class RunningDemo:
+    """What ``running_demo`` started: the backend (``url``, ``runtime``), its settings, the
+    wearables (device id -> (key, officer's name)), each one's scenario and the simulated fleet."""
+    backend: object
+    settings: BackendSettings
+    devices: dict[int, tuple[bytes, str]]
+    plan: list[str]
+    fleet: object
+
+
+@contextlib.asynccontextmanager
+async def running_demo(officers: int, port: int, workdir: Path, stop: asyncio.Event,
+                       database: str = "vigil_demo") -> AsyncIterator[RunningDemo]:
+    """The demo's system, seeded: services (configured or private), the demo's database recreated
+    and provisioned (officers, wearables, one account per role, the gateway), the backend, the
+    simulated fleet playing ``scenarios.shift_assignment`` and a gateway over the virtual BlueZ.
+    Setting ``stop`` (or leaving) stops the gateway. ``vigil demo`` and ``vigil dashboard
+    screenshots`` both start exactly this."""
     from gateway.bridge import Gateway
     from gateway.config import GatewaySettings
     from gateway.sim import scenarios
     from gateway.sim.fleet import SimulatedFleet
 
-    _say("Vigil demo: starting services")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    with _services(workdir) as (db_url, mqtt_url):
+    with _services(workdir, database) as (db_url, mqtt_url):
         settings = BackendSettings(database_url=db_url, mqtt_url=mqtt_url, agencies=[AGENCY], http_port=port,
                                    mqtt_client_id=f"vigil-demo-{os.getpid()}",
                                    journal_dir=Path(workdir) / "journal")  # goes with the demo's own database
@@ -198,52 +213,65 @@ async def _run(officers: int, duration_s: float, port: int, workdir: Path) -> in
         _say(f"  {officers} officers on shift; scenarios: " + ", ".join(f"{devices[d][1]}={s}" for d, s in zip(devices, plan)))
         # every wearable runs the firmware's own code (gateway/sim/device.py); its flash in workdir
         async with SimulatedFleet({d: k for d, (k, _) in devices.items()}, scenarios=plan, device="firmware",
-                                  state_dir=workdir / "wearables"), serve(settings) as backend:
+                                  state_dir=workdir / "wearables") as sim, serve(settings) as backend:
             gw = GatewaySettings(agency=AGENCY, gateway_id=DEMO_GATEWAY, mqtt_url=mqtt_url, devices=list(devices),
                                  queue_path=workdir / "gateway-queue.sqlite3", latitude=40.7128, longitude=-74.0060)
             gateway_task = asyncio.create_task(Gateway(gw).run(stop), name="gateway")
+            try:
+                yield RunningDemo(backend, settings, devices, plan, sim)
+            finally:
+                stop.set()
+                await gateway_task
+
+
+async def _run(officers: int, duration_s: float, port: int, workdir: Path) -> int:
+    _say("Vigil demo: starting services")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_demo(officers, port, workdir, stop) as demo:
+        backend = demo.backend
+        async with httpx.AsyncClient(base_url=backend.url) as http:
+            login = await http.post("/api/v1/auth/token", data={"username": DEMO_SUPERVISOR, "password": DEMO_PASSWORD})
+            login.raise_for_status()
+            token = login.json()["access_token"]
+        _say(f"\nDashboard:  {backend.url}/   (open it in a browser; every account's password is '{DEMO_PASSWORD}')")
+        for username, role, page in DEMO_ACCOUNTS:
+            _say(f"  {role:<12} sign in as '{username}'  -> {backend.url}{page}")
+        _say(f"\nAPI:        {backend.url}/docs   (tokens: POST {backend.url}/api/v1/auth/token)")
+        _say(f"Alerts:     curl -H 'Authorization: Bearer {token}' {backend.url}/api/v1/alerts")
+        _say(f"Live feed:  POST {backend.url}/api/v1/live/ticket (with the token), then "
+             f"{backend.url.replace('http', 'ws')}/api/v1/ws?ticket=<ticket>\n")
+        seen = 0
+        started = time.monotonic()
+        last_id = None
+        while not stop.is_set() and time.monotonic() - started < duration_s:
             async with httpx.AsyncClient(base_url=backend.url) as http:
-                login = await http.post("/api/v1/auth/token", data={"username": DEMO_SUPERVISOR, "password": DEMO_PASSWORD})
-                login.raise_for_status()
-                token = login.json()["access_token"]
-            _say(f"\nDashboard:  {backend.url}/   (open it in a browser; every account's password is '{DEMO_PASSWORD}')")
-            for username, role, page in DEMO_ACCOUNTS:
-                _say(f"  {role:<12} sign in as '{username}'  -> {backend.url}{page}")
-            _say(f"\nAPI:        {backend.url}/docs   (tokens: POST {backend.url}/api/v1/auth/token)")
-            _say(f"Alerts:     curl -H 'Authorization: Bearer {token}' {backend.url}/api/v1/alerts")
-            _say(f"Live feed:  POST {backend.url}/api/v1/live/ticket (with the token), then "
-                 f"{backend.url.replace('http', 'ws')}/api/v1/ws?ticket=<ticket>\n")
-            seen = 0
-            started = time.monotonic()
-            last_id = None
-            while not stop.is_set() and time.monotonic() - started < duration_s:
-                async with httpx.AsyncClient(base_url=backend.url) as http:
-                    ticket = (await http.post("/api/v1/live/ticket", headers={"Authorization": f"Bearer {token}"})).json()["ticket"]
-                resume = f"&last_event_id={last_id}" if last_id is not None else ""
-                try:
-                    async with websockets.connect(backend.url.replace("http", "ws") + f"/api/v1/ws?ticket={ticket}{resume}") as ws:
-                        while not stop.is_set() and time.monotonic() - started < duration_s:
-                            try:
-                                msg = json.loads(await asyncio.wait_for(ws.recv(), 1.0))
-                            except asyncio.TimeoutError:
-                                continue
-                            if msg["type"] == "hello" and last_id is None:
-                                last_id = msg["data"].get("last_event_id")
-                            last_id = msg.get("id", last_id)
-                            line = alert_line(msg)
-                            if line is None:
-                                continue
-                            if msg["type"] == "alert" and msg["data"].get("change", "raised") == "raised":
-                                seen += 1
-                            _say(f"[{time.monotonic() - started:6.1f} s] {line}")
-                except websockets.ConnectionClosed as exc:  # e.g. closed for falling behind: resume
-                    _say(f"[{time.monotonic() - started:6.1f} s] live feed closed ({exc.rcvd.reason if exc.rcvd else 'no reason'}); resuming")
-            stop.set()
-            await gateway_task
-            stats = backend.runtime.metrics
-            _say(f"\nDemo finished after {time.monotonic() - started:.0f} s: {seen} alerts; frames accepted: "
-                 f"telemetry {stats.accepted_count('telemetry'):.0f}, events {stats.accepted_count('event'):.0f}, "
-                 f"status {stats.accepted_count('status'):.0f}")
+                ticket = (await http.post("/api/v1/live/ticket", headers={"Authorization": f"Bearer {token}"})).json()["ticket"]
+            resume = f"&last_event_id={last_id}" if last_id is not None else ""
+            try:
+                async with websockets.connect(backend.url.replace("http", "ws") + f"/api/v1/ws?ticket={ticket}{resume}") as ws:
+                    while not stop.is_set() and time.monotonic() - started < duration_s:
+                        try:
+                            msg = json.loads(await asyncio.wait_for(ws.recv(), 1.0))
+                        except asyncio.TimeoutError:
+                            continue
+                        if msg["type"] == "hello" and last_id is None:
+                            last_id = msg["data"].get("last_event_id")
+                        last_id = msg.get("id", last_id)
+                        line = alert_line(msg)
+                        if line is None:
+                            continue
+                        if msg["type"] == "alert" and msg["data"].get("change", "raised") == "raised":
+                            seen += 1
+                        _say(f"[{time.monotonic() - started:6.1f} s] {line}")
+            except websockets.ConnectionClosed as exc:  # e.g. closed for falling behind: resume
+                _say(f"[{time.monotonic() - started:6.1f} s] live feed closed ({exc.rcvd.reason if exc.rcvd else 'no reason'}); resuming")
+        stats = backend.runtime.metrics
+        _say(f"\nDemo finished after {time.monotonic() - started:.0f} s: {seen} alerts; frames accepted: "
+             f"telemetry {stats.accepted_count('telemetry'):.0f}, events {stats.accepted_count('event'):.0f}, "
+             f"status {stats.accepted_count('status'):.0f}")
     return 0 if seen else 1
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.cli.progress import track
+
 from models.activity import classify_activity
 from models.fall import detect_fall
 from models.heart_rate import HeartRateState, estimate_heart_rate
@@ -103,7 +105,7 @@ def run(batches=DEFAULT_BATCHES, data: Path | None = None, out: Path = Path("art
     ppg_all, acc_all, source = _windows(data)
     print(f"vigil bench models: windows from {source}; one core (one BLAS thread); batch = devices per call")
     rows = []
-    for n in batches:
+    for n in track(batches, "batch sizes"):
         ppg, acc = _tile(ppg_all, n), _tile(acc_all, n)
         hr_state = HeartRateState.initial(n)
         md_state, st_state = ManDownState.initial(n), StrainState.initial(n)

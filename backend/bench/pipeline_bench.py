@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from backend.bench import load
+from backend.cli.progress import track
 from backend.app.config import BackendSettings
 from backend.detection.service import DetectionService
 from backend.ingest.mqtt import UplinkSubscriber, encode_utf8, encode_varint
@@ -130,7 +131,7 @@ async def _run(devices: int, simulated_s: float, gc_mode: str, progress) -> Pipe
     ingest_cpu = detection_cpu = 0.0
     tick = T0
     try:
-        for s, chunks in enumerate(reads):
+        for s, chunks in enumerate(track(reads, "simulated frame slots", total=slots)):
             now[0] = T0 + s * load.FRAME_PERIOD_S + 0.05  # the frames of the slot arrive 50 ms after their time
             c0 = time.process_time()
             for chunk in chunks:

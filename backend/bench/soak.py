@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import aiomqtt
 import numpy as np
 
+from backend.cli.progress import Bar
 from backend.local import infra
 from backend.bench.processes import BackendProcess, backend_env, metric_sum
 from firmware import frame as F
@@ -257,12 +258,14 @@ async def run_soak(devices: int, minutes: float, sample_s: float, workdir: Path,
         print(f"backend pid {backend.pid} at {backend.url}; publishing for {minutes:g} min ...", flush=True)
         publisher = asyncio.create_task(fleet.run(), name="soak-fleet")
         await sample()
-        end = started + minutes * 60
+        end, bar = started + minutes * 60, Bar("soak (s)")
         while time.monotonic() < end:
+            bar(round(time.monotonic() - started), round(minutes * 60), "publishing")
             await asyncio.sleep(min(sample_s, max(0.0, end - time.monotonic())))
             if publisher.done():
                 publisher.result()  # raises the publisher's error
             await sample()
+        bar.close()
         fleet.stop.set()
         await publisher
         # let the backend take what is in flight, then the final count

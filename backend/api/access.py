@@ -47,6 +47,7 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/officers/{{officer_id}}"): _r("fleet_admin", "supervisor", "officer", own=("officer", "officer_id")),
     ("POST", f"{API}/devices"): _r("fleet_admin"),
     ("GET", f"{API}/devices"): _r("fleet_admin", "supervisor"),
+    ("GET", f"{API}/devices/firmware"): _r("fleet_admin"),
     ("GET", f"{API}/devices/{{device_id}}"): _r("fleet_admin", "supervisor"),
     ("PUT", f"{API}/devices/{{device_id}}/assignment"): _r("fleet_admin"),
     ("DELETE", f"{API}/devices/{{device_id}}/assignment"): _r("fleet_admin"),
@@ -55,6 +56,7 @@ ACCESS: dict[tuple[str, str], Rule] = {
     ("GET", f"{API}/gateways"): _r("fleet_admin"),
     ("GET", f"{API}/gateways/{{gateway_id}}/devices"): _r("fleet_admin", "gateway", own=("gateway", "gateway_id")),
     ("PUT", f"{API}/gateways/{{gateway_id}}/devices"): _r("fleet_admin"),
+    ("POST", f"{API}/gateways/{{gateway_id}}/retire"): _r("fleet_admin"),
     # alerts: the policy decides the record (a purpose implied for supervisors and officers) and,
     # with a declared purpose, the evidence (backend/api/routes/alerts.py)
     ("GET", f"{API}/alerts"): Rule(frozenset({"supervisor", "auditor", "officer"}), purpose_checked=True),

@@ -74,6 +74,19 @@ class BackendSettings(BaseSettings):
     nearby_radius_m: float = Field(2000.0, ge=0, le=100_000, description=(
         "when an officer's SOS or man-down alarm raises an incident, officers on shift whose device was last heard "
         "through a gateway within this distance of them feel 'colleague needs help' on their wearables; 0 turns it off"))
+    # the broker's dynamic security plugin (backend/identity/broker.py): registering or retiring a gateway
+    # takes effect in the broker at once, and the broker is reconciled with the registry at start-up
+    broker_admin_username: str | None = Field(
+        None, description="the plugin's admin client (its role may use $CONTROL/dynamic-security/#); unset: the backend "
+                          "does not administer the broker, and gateways are admitted only by `vigil broker init`'s file")
+    broker_admin_password: SecretStr | None = Field(None, description="password of broker_admin_username")
+    broker_admin_retry_s: float = Field(5.0, gt=0, description="how often to retry while the broker's control topic cannot be reached")
+    broker_admin_resync_s: float = Field(300.0, gt=0, description="how often the broker is checked against the gateway registry")
+    broker_admin_timeout_s: float = Field(5.0, gt=0, description="how long one exchange on the control topic may take")
+    # the fleet's firmware (GET /api/v1/devices/firmware)
+    firmware_current: str | None = Field(None, pattern=r"^\d{1,3}\.\d{1,3}\.\d{1,3}$", description=(
+        "the current firmware release (as devices report it, e.g. 1.4.0); devices on an older one are listed as "
+        "outdated. Unset: the newest version any device of the agency reports"))
     # hardening: TLS and sign-in throttling
     mqtt_ca_file: str | None = Field(None, description="CA bundle that signed the broker's certificate (mqtts://); None: the system's")
     ssl_certfile: str | None = Field(None, description="serve HTTPS with this certificate chain (PEM); None: plain HTTP")
@@ -126,6 +139,8 @@ class BackendSettings(BaseSettings):
                 raise ConfigurationError(f"{name} must be at least {MIN_KEY_CHARS} characters")
         if self.secret_key and self.token_key and self.secret_key.get_secret_value() == self.token_key.get_secret_value():
             raise ConfigurationError("VIGIL_SECRET_KEY and VIGIL_TOKEN_KEY must differ: one wraps device keys, one signs tokens")
+        if bool(self.broker_admin_username) != bool(self.broker_admin_password):
+            raise ConfigurationError("set both VIGIL_BROKER_ADMIN_USERNAME and VIGIL_BROKER_ADMIN_PASSWORD, or neither")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ConfigurationError("set both VIGIL_SSL_CERTFILE and VIGIL_SSL_KEYFILE, or neither")
         return self

@@ -19,6 +19,7 @@ from backend.ingest.journal import TelemetryJournal
 from backend.ingest.replay_state import ReplayStateWriter
 from backend.incidents.store import AlertStore
 from backend.identity.auth import RevokedTokens
+from backend.identity.broker import BrokerAdmin
 from backend.identity.keys import with_keys
 from backend.incidents.dispatch import DispatchWebhook
 from backend.incidents.downlink import DownlinkService
@@ -89,6 +90,14 @@ class Runtime:
         self.storage_mode: str | None = None
         self.incidents_loaded = False
         self.privacy = PrivacyService(self.engine, settings)  # grants, policy versions, retention, audit outbox
+        # the broker's dynamic security: gateways admitted and refused as the registry says (none: not administered)
+        self.broker_admin = BrokerAdmin(
+            settings.mqtt_url, settings.broker_admin_username, settings.broker_admin_password.get_secret_value(),
+            engine=self.engine, secret=settings.secret_key.get_secret_value(), agencies=settings.agencies,
+            ca_file=settings.mqtt_ca_file,
+            retry_s=settings.broker_admin_retry_s, resync_s=settings.broker_admin_resync_s,
+            timeout_s=settings.broker_admin_timeout_s, metrics_registry=self.metrics.registry,
+        ) if settings.broker_admin_username else None
         self.stop = asyncio.Event()
         self.supervisor = Supervisor(self.metrics, stop=self.stop)
         self.started = time.monotonic()
@@ -112,6 +121,8 @@ class Runtime:
             tg.create_task(keep("privacy", self.privacy.run), name="privacy")
             tg.create_task(keep("alert-escalation", lambda: self.alerts.run_escalation(self.stop)), name="alert-escalation")
             tg.create_task(keep("downlink", lambda: self.downlink.run(self.stop)), name="downlink")
+            if self.broker_admin is not None:
+                tg.create_task(keep("broker-admin", lambda: self.broker_admin.run(self.stop)), name="broker-admin")
             if self.dispatch is not None:
                 tg.create_task(keep("dispatch-webhook", lambda: self.dispatch.run(self.stop)), name="dispatch-webhook")
             # Ingest waits for the first registry load so early frames are not refused as unknown.

@@ -78,13 +78,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--officer-id", type=int, required=True)
     p.set_defaults(func=_issue_enrolment)
 
-    brk = subparsers.add_parser("broker", help="the MQTT broker's access files")
-    bsub = brk.add_subparsers(dest="broker_command", metavar="COMMAND", required=True)
-    p = bsub.add_parser("files", help="write Mosquitto password and ACL files from the gateway registry")
-    p.add_argument("--out", default=".vigil/broker", help="directory (default .vigil/broker)")
-    p.add_argument("--backend-user", default="vigil-backend")
-    p.set_defaults(func=_broker_files)
+    gateway = subparsers.add_parser("gateways", help="registered gateways of your agency: list, register, retire (calls the API; "
+                                                     "`vigil gateway` runs one)")
+    gsub = gateway.add_subparsers(dest="gateway_command", metavar="COMMAND", required=True)
+    p = gsub.add_parser("list", help="gateways: last frame, devices served and heard")
+    api_args(p)
+    p.set_defaults(func=lambda a: _call(a, "GET", "/api/v1/gateways"))
+    p = gsub.add_parser("register", help="register a gateway (its token and MQTT password are printed once); "
+                                         "the broker admits it at once")
+    p.add_argument("gateway_id")
+    p.add_argument("--devices", type=device_id, nargs="*", default=[], metavar="DEVICE_ID",
+                   help="the devices it may serve (decimal or 0x...)")
+    api_args(p)
+    p.set_defaults(func=lambda a: _call(a, "POST", "/api/v1/gateways", {"gateway_id": a.gateway_id, "devices": a.devices}))
+    p = gsub.add_parser("retire", help="retire a gateway: its token stops working, the broker disconnects and refuses it")
+    p.add_argument("gateway_id")
+    api_args(p)
+    p.set_defaults(func=lambda a: _call(a, "POST", f"/api/v1/gateways/{a.gateway_id}/retire"))
 
+    brk = subparsers.add_parser("broker", help="the MQTT broker's dynamic security (backend/identity/broker.py)")
+    bsub = brk.add_subparsers(dest="broker_command", metavar="COMMAND", required=True)
+    p = bsub.add_parser("init", help="write the dynamic security plugin's first file: its admin, the backend's client "
+                                     "and the registry's gateways (a new broker; the running backend keeps it current)")
+    p.add_argument("--out", default=".vigil/broker/dynamic-security.json",
+                   help="file to create (never overwritten: the broker keeps its live state in it)")
+    # the admin is the backend's own settings (VIGIL_BROKER_ADMIN_USERNAME, VIGIL_BROKER_ADMIN_PASSWORD): the
+    # backend administers the broker as the admin written here
+    p.set_defaults(func=_broker_init)
 
 def _call(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> int:
     token, source = token_for(args)
@@ -96,11 +116,23 @@ def _call(args: argparse.Namespace, method: str, path: str, body: dict | None = 
     if response.status_code >= 400:
         raise CliError(refused(response.status_code, source, args.api) or f"{method} {path}: {response.status_code} {error_text(response)}")
     data = response.json() if response.content else None
-    if args.json or not isinstance(data, list):
+    if args.json or not isinstance(data, (list, dict)):
         print(json.dumps(data, indent=2, default=str))
+    elif isinstance(data, dict):
+        _record(data)
     else:
         _table(data)
     return 0
+
+
+def _record(data: dict) -> None:
+    """One object, a field a line, ids as the pages show them."""
+    width = max((len(k) for k in data), default=0)
+    for key, value in data.items():
+        value = _shown(key, value)
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={_shown(k, v)}" for k, v in value.items())
+        print(f"{key.ljust(width)}  {'-' if value is None else value}")
 
 
 def _provision(args: argparse.Namespace) -> int:
@@ -160,10 +192,11 @@ def _table(rows: list[dict]) -> None:
 
 def _shown(column: str, value):
     """Device ids in hex, as on the pages and on the device's label (--json keeps the API's numbers)."""
+    from backend.identity.fleet import device_label
     if column == "device_id" and isinstance(value, int):
-        return f"{value:#010x}"
+        return device_label(value)
     if column in ("devices", "devices_heard") and isinstance(value, list):
-        return ", ".join(f"{v:#010x}" if isinstance(v, int) else str(v) for v in value)
+        return ", ".join(device_label(v) if isinstance(v, int) else str(v) for v in value)
     return value
 
 
@@ -219,28 +252,39 @@ def _issue_enrolment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _broker_files(args: argparse.Namespace) -> int:
+def _broker_init(args: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
     from urllib.parse import urlsplit
 
     from backend.identity import broker
+    from backend.identity.keys import with_keys
     from backend.db import engine as db
     from backend.app.config import BackendSettings
 
-    settings = BackendSettings()
-    password = urlsplit(settings.mqtt_url).password or os.environ.get("VIGIL_MQTT_PASSWORD")
-    if not password:
-        print("the backend's MQTT password comes from VIGIL_MQTT_URL (mqtt://user:pass@host) or VIGIL_MQTT_PASSWORD", file=sys.stderr)
-        return 2
+    settings = with_keys(BackendSettings())
+    backend = urlsplit(settings.mqtt_url)
+    if not (backend.username and backend.password):
+        raise CliError("the backend's MQTT user and password come from VIGIL_MQTT_URL (mqtt://user:pass@host:port)")
+    if not settings.broker_admin_username:
+        raise CliError("set VIGIL_BROKER_ADMIN_USERNAME and VIGIL_BROKER_ADMIN_PASSWORD: the broker's admin, as the backend "
+                       "will use it")
+    admin_user, admin_password = settings.broker_admin_username, settings.broker_admin_password.get_secret_value()
+    if Path(args.out).exists():
+        raise CliError(f"{args.out} exists: the broker keeps its live state there; the running backend reconciles it")
 
-    async def main() -> None:
+    async def main() -> int:
         engine = db.create_engine(settings)
         try:
-            passwd, acl = await broker.write_broker_files(engine, Path(args.out), args.backend_user, password)
+            agencies = None if "+" in settings.agencies else settings.agencies
+            clients = [broker.backend_client(backend.username, backend.password)]
+            clients += await broker.registry_clients(engine, settings.secret_key.get_secret_value(), agencies)
         finally:
             await engine.dispose()
-        print(f"wrote {passwd} and {acl}; reload Mosquitto (SIGHUP) to apply")
+        path = broker.write_dynsec_config(Path(args.out), broker.dynsec_config(admin_user, admin_password, clients))
+        print(f"wrote {path} (owner-only): {len(clients) - 1} gateway(s). In mosquitto.conf:\n"
+              f"  plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n  plugin_opt_config_file {path.resolve()}\n"
+              "and run the backend with the same VIGIL_BROKER_ADMIN_USERNAME and VIGIL_BROKER_ADMIN_PASSWORD")
+        return 0
 
-    asyncio.run(main())
-    return 0
+    return asyncio.run(main())

@@ -164,6 +164,10 @@ gateway_mqtt = sa.Table(
     sa.Column("gateway_id", sa.Text, sa.ForeignKey("gateways.id"), primary_key=True),
     sa.Column("mqtt_username", sa.Text, nullable=False, unique=True),
     sa.Column("mqtt_password_hash", sa.Text, nullable=False),
+    # the password itself, wrapped under secret_key (0013): the broker's dynamic security plugin
+    # creates a client only from its password, so a broker restarted from an old state can be
+    # given the gateway again (backend/identity/broker.py); NULL for gateways registered before
+    sa.Column("password_wrapped", sa.LargeBinary),
 )
 
 gateway_devices = sa.Table(

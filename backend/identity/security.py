@@ -35,6 +35,17 @@ def unwrap_device_key(secret: str, device_id: int, blob: bytes) -> bytes:
     return AESGCM(_subkey(secret, b"vigil/device-key-wrap/v1")).decrypt(nonce, ciphertext, aad)
 
 
+def wrap_gateway_password(secret: str, mqtt_username: str, password: str) -> bytes:
+    """A gateway's MQTT password at rest, as device keys are (its own derived key; the username is the AAD)."""
+    nonce = os.urandom(12)
+    return nonce + AESGCM(_subkey(secret, b"vigil/gateway-mqtt-wrap/v1")).encrypt(nonce, password.encode(), mqtt_username.encode())
+
+
+def unwrap_gateway_password(secret: str, mqtt_username: str, blob: bytes) -> str:
+    nonce, ciphertext = bytes(blob[:12]), bytes(blob[12:])
+    return AESGCM(_subkey(secret, b"vigil/gateway-mqtt-wrap/v1")).decrypt(nonce, ciphertext, mqtt_username.encode()).decode()
+
+
 # People's access tokens are JWTs (RFC 7519) signed with HMAC-SHA256 under the token key, which
 # is never the device-key wrapping secret. Every token names its account (``uid``) and has an id
 # (``jti``) so it can be revoked; the caller's check (backend/api/deps.py) also requires the

@@ -61,12 +61,25 @@ def find_binary(name: str) -> str | None:
     return candidates[0] if candidates else None
 
 
+def dynsec_plugin() -> str | None:
+    """Mosquitto's dynamic security plugin, where Debian (and a source build) installs it."""
+    for pattern in ("/usr/lib/*/mosquitto_dynamic_security.so", "/usr/lib/mosquitto_dynamic_security.so",
+                    "/usr/local/lib/mosquitto_dynamic_security.so", "/usr/lib/mosquitto/mosquitto_dynamic_security.so"):
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
 class PrivateMosquitto:
     """A Mosquitto broker of our own on a free loopback port, with persistence so that QoS 1
-    sessions survive a restart; ``stop()`` and ``start()`` let tests take it away and back."""
+    sessions survive a restart; ``stop()`` and ``start()`` let tests take it away and back.
 
-    def __init__(self, workdir: Path | None = None, port: int | None = None, *,
-                 password_file: Path | None = None, acl_file: Path | None = None,
+    With ``dynsec_file`` (backend/identity/broker.py ``dynsec_config``) the dynamic security plugin
+    decides who may connect and what each may do, and keeps its changes in that file; anonymous
+    clients are refused. Without, anyone may connect and do anything."""
+
+    def __init__(self, workdir: Path | None = None, port: int | None = None, *, dynsec_file: Path | None = None,
                  tls_certfile: Path | None = None, tls_keyfile: Path | None = None, tls_port: int | None = None):
         binary = find_binary("mosquitto")
         if not binary:
@@ -77,9 +90,13 @@ class PrivateMosquitto:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
-        # With a password file, anonymous clients are refused and the ACL file (if any) applies.
-        self.password_file = password_file
-        self.acl_file = acl_file
+        self.dynsec_file = dynsec_file
+        self.dynsec_plugin = None
+        if dynsec_file is not None:
+            self.dynsec_plugin = dynsec_plugin()
+            if self.dynsec_plugin is None:
+                raise InfraError("Mosquitto's dynamic security plugin (mosquitto_dynamic_security.so) is not installed: "
+                                 "install Debian's mosquitto 2.x (scripts/setup.sh)")
         # With a certificate, a second listener speaks MQTT over TLS (mqtts://) on tls_port.
         self.tls_certfile, self.tls_keyfile = tls_certfile, tls_keyfile
         self.tls_port = (tls_port or free_port()) if tls_certfile else None
@@ -98,8 +115,8 @@ class PrivateMosquitto:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} {self.host}\n"
-            + (f"allow_anonymous false\npassword_file {self.password_file}\n" if self.password_file else "allow_anonymous true\n")
-            + (f"acl_file {self.acl_file}\n" if self.acl_file else "")
+            + (f"allow_anonymous false\nplugin {self.dynsec_plugin}\nplugin_opt_config_file {self.dynsec_file}\n"
+               if self.dynsec_file else "allow_anonymous true\n")
             + "persistence true\n"
             f"persistence_location {self.workdir}/\n"
             "autosave_interval 1\n"

@@ -107,7 +107,7 @@ async def test_login_guards_and_one_line_errors(database_url, mqtt_broker, agenc
         code, out, _ = await _vigil("device", "list", *api, "--json", env=env)
         assert next(d for d in json.loads(out) if d["device_id"] == a.device_id)["officer_id"] == a.officer_id
         code, out, _ = await _vigil("device", "list", *api, env=env)
-        assert code == 0 and f"{a.device_id:#010x}" in out and str(a.device_id) not in out, out  # one id format: hex, as on the pages
+        assert code == 0 and f"0x{a.device_id:08X}" in out and str(a.device_id) not in out, out  # one id format: hex, as on the pages
 
         # retiring a worn device names who wore it; a second retirement is refused and changes nothing
         code, out, _ = await _vigil("device", "retire", device, *api, "--json", env=env)

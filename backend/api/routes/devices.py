@@ -10,6 +10,7 @@ from backend.identity import fleet
 from backend.api.access import API
 from backend.api.deps import CallerDep, RuntimeDep
 from backend.db import schema as t
+from backend.exceptions import NotFound
 from backend.privacy.access import DEVICE_ID_MAX, DeviceId, refuse_not_found
 
 router = APIRouter(prefix=f"{API}/devices", tags=["devices"])
@@ -46,15 +47,18 @@ def _listing(agency_id: str):
 
 
 async def _device(request: Request, runtime, caller, device_id: int) -> dict:
-    """The device of the caller's agency; otherwise 404, audited (also under the device's own agency)."""
+    """The device of the caller's agency; otherwise 404, audited (also under the device's own agency),
+    the id in the answer as the pages show it."""
     if device_id > DEVICE_ID_MAX:
-        raise await refuse_not_found(request, caller, "device", device_id)
+        refusal = await refuse_not_found(request, caller, "device", device_id)
+        raise NotFound(f"device {device_id} (not a 32-bit device id)") from refusal
     async with runtime.engine.connect() as conn:
         row = (await conn.execute(_listing(caller.agency_id).where(t.devices.c.id == device_id))).mappings().first()
         if row is None:
             elsewhere = (await conn.execute(sa.select(t.devices.c.agency_id).where(t.devices.c.id == device_id))).scalar_one_or_none()
     if row is None:
-        raise await refuse_not_found(request, caller, "device", device_id, elsewhere)
+        refusal = await refuse_not_found(request, caller, "device", device_id, elsewhere)
+        raise NotFound(f"device {fleet.device_label(device_id)}") from refusal
     return dict(row)
 
 
@@ -67,7 +71,7 @@ async def provision(runtime: RuntimeDep, caller: CallerDep, body: DeviceIn) -> d
     except ValueError as exc:
         raise HTTPException(422, [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]) from exc  # the documented 422 shape
     except sa.exc.IntegrityError as exc:
-        raise HTTPException(409, f"device {body.device_id} exists") from exc
+        raise HTTPException(409, f"device {fleet.device_label(body.device_id)} exists") from exc
     await runtime.registry.refresh()
     return {"device_id": device.device_id, "agency": device.agency_id, "placement": body.placement,
             "key_hex": device.key.hex(), "note": "the key is shown once: write it onto the wearable now"}
@@ -77,6 +81,44 @@ async def provision(runtime: RuntimeDep, caller: CallerDep, body: DeviceIn) -> d
 async def list_devices(runtime: RuntimeDep, caller: CallerDep) -> list[dict]:
     async with runtime.engine.connect() as conn:
         return [dict(r) for r in (await conn.execute(_listing(caller.agency_id))).mappings()]
+
+
+@router.get("/firmware", summary="The fleet's firmware: each version with its count of devices, the current release, "
+                                 "and the devices (with the officer wearing each) on an older one")
+async def firmware(runtime: RuntimeDep, caller: CallerDep) -> dict:
+    """The current release is VIGIL_FIRMWARE_CURRENT when set, else the newest version any active
+    device of the agency reports (``current_source`` says which). Retired devices are left out;
+    a device that never sent a status frame counts as ``unknown``, not outdated."""
+    async with runtime.engine.connect() as conn:
+        rows = [dict(r) for r in (await conn.execute(_listing(caller.agency_id).where(t.devices.c.status != "retired"))).mappings()]
+    counts: dict[str | None, int] = {}
+    for row in rows:
+        counts[row["firmware"]] = counts.get(row["firmware"], 0) + 1
+    known = sorted((v for v in counts if v is not None), key=_version, reverse=True)
+    current = runtime.settings.firmware_current or (known[0] if known else None)
+    source = "setting" if runtime.settings.firmware_current else "newest seen" if current else None
+
+    def standing(version: str | None) -> str:
+        if version is None:
+            return "unknown"
+        if current is None or _version(version) == _version(current):
+            return "current"
+        return "outdated" if _version(version) < _version(current) else "newer"
+
+    outdated = [{"device_id": r["device_id"], "device": fleet.device_label(r["device_id"]), "firmware": r["firmware"],
+                 "officer_id": r["officer_id"], "officer_name": r["officer_name"], "last_seen": r["last_seen"],
+                 "status": r["status"]}
+                for r in rows if standing(r["firmware"]) == "outdated"]
+    outdated.sort(key=lambda d: (_version(d["firmware"]), d["device_id"]))
+    return {"current": current, "current_source": source,
+            "versions": [{"version": v, "devices": counts[v], "standing": standing(v)}
+                         for v in known + ([None] if None in counts else [])],
+            "outdated": outdated, "devices": len(rows)}
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """'1.10.2' -> (1, 10, 2): versions compare by number, not as text."""
+    return tuple(int(part) for part in text.split("."))
 
 
 @router.get("/{device_id}", summary="One device of the caller's agency")
@@ -119,7 +161,7 @@ async def retire(request: Request, runtime: RuntimeDep, caller: CallerDep, devic
     The answer names the officer who wore it on shift (``retired_from``), who is now without a device."""
     before = await _device(request, runtime, caller, device_id)
     if before["status"] == "retired":
-        raise HTTPException(409, f"device {device_id} ({device_id:#010x}) was already retired at "
+        raise HTTPException(409, f"device {fleet.device_label(device_id)} was already retired at "
                                  f"{before['retired_at']:%Y-%m-%d %H:%M} UTC")
     await fleet.retire_device(runtime.engine, device_id)
     await runtime.registry.refresh()

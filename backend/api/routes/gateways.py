@@ -4,7 +4,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
-from backend.identity import auth
+from backend.identity import auth, fleet
 from backend.api.access import API
 from backend.api.deps import CallerDep, RuntimeDep
 from backend.db import schema as t
@@ -24,15 +24,40 @@ class ServedIn(BaseModel):
     devices: list[int]
 
 
-@router.post("", summary="Register a gateway. Its API token and MQTT password are shown ONCE.", status_code=201)
+@router.post("", summary="Register a gateway. Its API token and MQTT password are shown ONCE; the broker admits it "
+                         "at once (`broker`: admitted, or why not yet: the backend keeps retrying)", status_code=201,
+             responses={409: {"description": "a gateway with this id is registered"}})
 async def register(runtime: RuntimeDep, caller: CallerDep, body: GatewayIn) -> dict:
+    await _agency_devices(runtime, caller.agency_id, body.devices)
     try:
-        creds = await auth.register_gateway(runtime.engine, caller.agency_id, body.gateway_id, body.devices)
+        creds = await fleet.register_gateway(runtime.engine, runtime.settings.secret_key.get_secret_value(),
+                                             caller.agency_id, body.gateway_id, body.devices)
     except TopicError as exc:
         raise HTTPException(422, [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]) from exc  # the documented 422 shape
     return {"gateway_id": creds.gateway_id, "agency": creds.agency_id, "api_token": creds.api_token,
             "mqtt_username": creds.mqtt_username, "mqtt_password": creds.mqtt_password,
-            "note": "shown once; regenerate the broker's password and ACL files (vigil broker files) to admit it"}
+            "broker": await _tell_broker(runtime), "note": "the token and the MQTT password are shown once"}
+
+
+async def _agency_devices(runtime, agency_id: str, devices: list[int]) -> None:
+    """NotFound naming (as the pages do) the given devices that are not the agency's."""
+    if not devices:
+        return
+    async with runtime.engine.connect() as conn:
+        found = set((await conn.execute(sa.select(t.devices.c.id).where(
+            t.devices.c.id.in_(devices), t.devices.c.agency_id == agency_id))).scalars())
+    missing = sorted(set(devices) - found)
+    if missing:
+        raise NotFound(f"no device {', '.join(fleet.device_label(d) for d in missing)} in agency {agency_id}")
+
+
+async def _tell_broker(runtime) -> str:
+    """'admitted as registered' when the broker now holds the registry; otherwise why not."""
+    if runtime.broker_admin is None:
+        return ("not administered by this backend (VIGIL_BROKER_ADMIN_USERNAME unset): the broker's operator must "
+                "apply the change")
+    failed = await runtime.broker_admin.converge_soon()
+    return "applied" if failed is None else f"pending: {failed}; retrying every {runtime.broker_admin.retry_s:g} s"
 
 
 @router.get("", summary="Gateways of the caller's agency: the devices each may serve, when it last carried a frame and "
@@ -100,6 +125,7 @@ async def served_devices(request: Request, runtime: RuntimeDep, caller: CallerDe
 @router.put("/{gateway_id}/devices", summary="Set the devices this gateway may serve")
 async def set_served(request: Request, runtime: RuntimeDep, caller: CallerDep, gateway_id: str, body: ServedIn) -> dict:
     try:
+        await _agency_devices(runtime, caller.agency_id, body.devices)
         await auth.set_gateway_devices(runtime.engine, caller.agency_id, gateway_id, body.devices)
     except NotFound as exc:  # the gateway, or a device, is not the agency's: a refusal, audited
         async with runtime.engine.connect() as conn:
@@ -107,3 +133,17 @@ async def set_served(request: Request, runtime: RuntimeDep, caller: CallerDep, g
         refusal = await refuse_not_found(request, caller, "gateway", gateway_id, elsewhere)
         raise NotFound(str(exc)) from refusal
     return {"gateway_id": gateway_id, "devices": [{"device_id": d} for d in sorted(set(body.devices))]}
+
+
+@router.post("/{gateway_id}/retire", summary="Retire a gateway: its token stops working and the broker refuses (and "
+                                             "disconnects) it at once (`broker` says whether it did)",
+             responses={409: {"description": "the gateway was already retired"}})
+async def retire(request: Request, runtime: RuntimeDep, caller: CallerDep, gateway_id: str) -> dict:
+    try:
+        retired_at = await fleet.retire_gateway(runtime.engine, caller.agency_id, gateway_id)
+    except NotFound as exc:
+        async with runtime.engine.connect() as conn:
+            elsewhere = (await conn.execute(sa.select(t.gateways.c.agency_id).where(t.gateways.c.id == gateway_id))).scalar_one_or_none()
+        raise await refuse_not_found(request, caller, "gateway", gateway_id, elsewhere) from exc
+    await runtime.registry.refresh()
+    return {"gateway_id": gateway_id, "retired_at": retired_at, "broker": await _tell_broker(runtime)}

@@ -16,6 +16,9 @@ INGEST_GRACE_S = 10.0
 # Privacy start-up (grants, the policy in force) may take this long before health fails: until it
 # is done, retention and the audit outbox do not run.
 PRIVACY_GRACE_S = 30.0
+# The broker's control topic may be unreachable this long (a broker restart) before health fails;
+# ``broker_admin`` in the body says so from the first failure.
+BROKER_ADMIN_GRACE_S = 30.0
 
 
 def problems(runtime) -> list[str]:
@@ -30,6 +33,8 @@ def problems(runtime) -> list[str]:
         out.append(f"ingest has had no broker connection for {time.monotonic() - since:.0f} s")
     if not runtime.privacy.ready.is_set() and time.monotonic() - runtime.started > PRIVACY_GRACE_S:
         out.append("privacy start-up has not completed: retention and the audit outbox are not running")
+    if runtime.broker_admin is not None:
+        out.extend(runtime.broker_admin.problems(BROKER_ADMIN_GRACE_S))
     if runtime.alerts.pending:
         out.append(f"{runtime.alerts.pending} alert(s) not yet stored: the database is not taking writes")
     return out
@@ -48,6 +53,8 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
         "alerts_pending_storage": runtime.alerts.pending,
         "dead_letters": runtime.dead_letters.total,
         "privacy_ready": runtime.privacy.ready.is_set(),
+        # the broker's dynamic security (None: this backend does not administer the broker)
+        "broker_admin": runtime.broker_admin.state() if runtime.broker_admin is not None else None,
     }
     return JSONResponse(body, status_code=503 if found else 200)
 

@@ -43,6 +43,31 @@ async function loadDevices() {
     el("option", { value: d.device_id }, `${deviceHex(d.device_id)}${d.officer_name ? ` — now ${d.officer_name}` : ""}`)));
 }
 
+/** Which devices run outdated firmware: versions with their counts, the current release, the devices behind it. */
+async function loadFirmware() {
+  let fw;
+  try {
+    fw = await api("/devices/firmware");
+  } catch (err) {
+    notify(explain(err, "The firmware overview"));
+    return;
+  }
+  const behind = fw.outdated.length;
+  $("firmware-current").textContent = fw.current == null
+    ? "No device has reported its firmware yet."
+    : `Current release ${fw.current} (${fw.current_source === "setting" ? "set by VIGIL_FIRMWARE_CURRENT" : "the newest any device reports"}): ` +
+      (behind ? `${behind} device${behind === 1 ? "" : "s"} run${behind === 1 ? "s" : ""} an older one.` : "no device runs an older one.");
+  const standing = { current: "current", outdated: "⚠ outdated", newer: "newer than the release", unknown: "not reported yet" };
+  fill($("firmware-versions"), ...fw.versions.map((v) => el("tr", { dataset: { version: v.version ?? "unknown" }, class: v.standing === "outdated" ? "firmware-outdated" : "" },
+    el("th", { scope: "row" }, v.version ?? "—"), el("td", {}, String(v.devices)), el("td", {}, standing[v.standing] || v.standing))));
+  fill($("firmware-outdated"), ...fw.outdated.map((d) => el("tr", { dataset: { deviceId: d.device_id } },
+    el("th", { scope: "row" }, deviceHex(d.device_id)),
+    el("td", {}, d.firmware),
+    el("td", {}, d.officer_id == null ? "no officer" : `${d.officer_name || "officer"} (#${d.officer_id})`),
+    el("td", { title: when(d.last_seen) }, d.last_seen ? ago(d.last_seen) : "never"))));
+  $("firmware-none-outdated").hidden = behind > 0 || fw.current == null;
+}
+
 async function loadOfficers() {
   try {
     officers = await api("/officers");
@@ -162,9 +187,33 @@ async function loadGateways() {
       el("td", {}, status),
       el("td", {}, g.mqtt_username || "—"),
       el("td", {}, g.devices.length ? g.devices.map(deviceHex).join(", ") : "none"),
-      el("td", {}, when(g.created_at)));
+      el("td", {}, when(g.created_at)),
+      el("td", { class: "actions" }, g.registered && !g.retired_at
+        ? el("button", { type: "button", class: "danger", onclick: (e) => retireGateway(e.currentTarget, g, byId) }, "Retire") : null));
   }));
   $("gateways-empty").hidden = gateways.length > 0;
+}
+
+/** The confirmation names the officers whose wearables the gateway carries: they lose that link. */
+export function retireGatewayQuestion(g, byId) {
+  const ids = [...new Set([...(g.devices || []), ...(g.devices_heard || [])])];
+  const worn = ids.map((id) => byId.get(id)).filter((d) => d && d.officer_id != null && d.status !== "retired")
+    .map((d) => `${d.officer_name || "Officer #" + d.officer_id} (${deviceHex(d.device_id)})`);
+  return `Retire gateway ${g.gateway_id}? The broker disconnects it now and refuses it from then on. ` +
+    (worn.length ? `It carries the wearables of ${worn.join(", ")}: their frames reach Vigil only through another gateway.`
+      : "No officer on shift wears a device it serves.");
+}
+
+async function retireGateway(button, g, byId) {
+  if (!confirm(retireGatewayQuestion(g, byId))) return;
+  button.disabled = true;
+  try {
+    const r = await api(`/gateways/${encodeURIComponent(g.gateway_id)}/retire`, { method: "POST" });
+    notify(`Gateway ${g.gateway_id} retired; broker: ${r.broker}.`);
+  } catch (err) {
+    notify(explain(err, "Retiring the gateway"));
+  }
+  await loadGateways();
 }
 
 async function register(event) {
@@ -180,7 +229,8 @@ async function register(event) {
   try {
     const r = await api("/gateways", { method: "POST", body: { gateway_id: $("gw-id").value.trim(), devices: served } });
     shownOnce($("gateway-result"), `Gateway ${r.gateway_id} registered — credentials shown only now`, [
-      el("p", {}, "Put these in the gateway's configuration now; Vigil stores only their hashes."),
+      el("p", {}, "Put these in the gateway's configuration now; Vigil will not show them again."),
+      el("p", { id: "gw-broker" }, r.broker === "applied" ? "The broker admits it now." : `Broker: ${r.broker}`),
       el("label", { for: "gw-token" }, "API token"), el("pre", { id: "gw-token", tabindex: "0" }, r.api_token),
       el("label", { for: "gw-mqtt" }, "MQTT username and password"),
       el("pre", { id: "gw-mqtt", tabindex: "0" }, `${r.mqtt_username}\n${r.mqtt_password}`),
@@ -201,7 +251,7 @@ async function main() {
   $("gateway-form").addEventListener("submit", register);
   const words = await labels();
   if (words.battery_low_pct != null) BATTERY_WARN_PCT = words.battery_low_pct;
-  await Promise.all([loadDevices(), loadOfficers()]);
+  await Promise.all([loadDevices(), loadOfficers(), loadFirmware()]);
   await loadGateways();
 }
 

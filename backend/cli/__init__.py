@@ -104,8 +104,34 @@ def expected_error(exc: BaseException) -> str | None:
             continue
         if isinstance(exc, kind):
             return str(exc)
+    database = _database_problem(exc)
+    if database:
+        return database
+    import socket
+    if isinstance(exc, (ConnectionError, socket.gaierror)):  # a service of ours (database, broker) not there
+        return f"cannot connect: {exc}; is the service running? (VIGIL_DATABASE_URL, VIGIL_MQTT_URL)"
     import httpx
     if isinstance(exc, httpx.HTTPError):
         return f"cannot reach the backend ({type(exc).__name__}: {exc}); is it running? (--api or VIGIL_API)"
     return None
 
+
+
+# PostgreSQL's SQLSTATEs a person fixes with a setting: no connection (08), wrong role or password
+# (28), no such database (3D000), the server starting or stopping (57P0x)
+_DATABASE_SETUP_STATES = ("08", "28", "3D000", "57P0")
+
+
+def _database_problem(exc: BaseException) -> str | None:
+    try:
+        import sqlalchemy.exc
+    except ImportError:
+        return None
+    if not isinstance(exc, sqlalchemy.exc.DBAPIError):
+        return None
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or ""
+    if not state.startswith(_DATABASE_SETUP_STATES):
+        return None  # a query's error is a bug: it keeps its traceback
+    said = str(exc.orig).strip().splitlines()[-1] if str(exc.orig).strip() else type(exc.orig).__name__
+    return (f"cannot use the database: {said} (check VIGIL_DATABASE_URL; `vigil db upgrade` creates the "
+            "database and its tables)")

@@ -91,6 +91,8 @@ class MqttBridge:
                    "at": round(time.time(), 3)}
         if self.settings.location is not None:  # where its officers are, for the backend's map and nearby alerts
             payload["lat"], payload["lon"] = self.settings.location
+        if state == "online":  # the frames waiting in its queue, for the fleet page (the last will cannot know)
+            payload["queue_depth"] = self._store.depth
         return json.dumps(payload).encode()
 
     def _client(self) -> aiomqtt.Client:
@@ -258,7 +260,11 @@ class MqttBridge:
 
     async def _link_quality(self, client: aiomqtt.Client) -> None:
         last: dict[int, dict] = {}
+        said_depth = self._store.depth  # the state published on connect said this
         while True:
+            if self._store.depth != said_depth:  # the queue grew or drained: the state says so (retained)
+                said_depth = self._store.depth
+                await client.publish(self._state_topic, self._state_payload("online"), qos=1, retain=True)
             for device_id, link in list(self._links().items()):
                 body = {"device_id": device_id, "connected": link.connected, "rssi": link.rssi,
                         "frames": link.frames, "malformed": link.malformed, "seq_gaps": link.gaps,

@@ -20,6 +20,7 @@ from backend.ingest.replay_state import ReplayStateWriter
 from backend.incidents.store import AlertStore
 from backend.identity.auth import RevokedTokens
 from backend.identity.broker import BrokerAdmin
+from backend.identity.gateway_state import GatewayStates
 from backend.identity.keys import with_keys
 from backend.incidents.dispatch import DispatchWebhook
 from backend.incidents.downlink import DownlinkService
@@ -98,6 +99,9 @@ class Runtime:
             retry_s=settings.broker_admin_retry_s, resync_s=settings.broker_admin_resync_s,
             timeout_s=settings.broker_admin_timeout_s, metrics_registry=self.metrics.registry,
         ) if settings.broker_admin_username else None
+        # each gateway's own word on its state and queue depth, for the fleet page
+        self.gateway_states = GatewayStates(settings.mqtt_url, settings.mqtt_client_id + "-gateway-states", settings.agencies,
+                                            settings.mqtt_ca_file)
         self.stop = asyncio.Event()
         self.supervisor = Supervisor(self.metrics, stop=self.stop)
         self.started = time.monotonic()
@@ -121,6 +125,7 @@ class Runtime:
             tg.create_task(keep("privacy", self.privacy.run), name="privacy")
             tg.create_task(keep("alert-escalation", lambda: self.alerts.run_escalation(self.stop)), name="alert-escalation")
             tg.create_task(keep("downlink", lambda: self.downlink.run(self.stop)), name="downlink")
+            tg.create_task(keep("gateway-states", lambda: self.gateway_states.run(self.stop)), name="gateway-states")
             if self.broker_admin is not None:
                 tg.create_task(keep("broker-admin", lambda: self.broker_admin.run(self.stop)), name="broker-admin")
             if self.dispatch is not None:

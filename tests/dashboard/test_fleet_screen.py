@@ -2,10 +2,11 @@
 (the page said "No gateways yet" while the demo's gateway forwarded every frame), a low battery
 stands out, and retiring a worn device names the officer it leaves without one; the firmware
 overview (versions with counts, the current release, the devices behind it and who wears them);
-retiring a gateway names the officers whose wearables it carries."""
+a gateway's queue depth as it states it; retiring a gateway names the officers whose wearables it carries."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import aiomqtt
@@ -102,6 +103,10 @@ async def test_firmware_overview_and_a_gateway_retired_with_its_officers_named(d
                 frame = F.seal(F.DeviceKeys(keys[device_id]), F.TYPE_STATUS, device_id, 1, int(time.time() * 1000),
                                F.encode_status(80, 3900, version, F.STATUS_WORN | F.STATUS_SKIN_CONTACT, 0))
                 await client.publish(topics.uplink(agency, f"{agency}-van", device_id, "status"), frame, qos=1)
+            # the van's own word on itself, as gateway/publisher.py states it (retained): 42 frames in its queue
+            await client.publish(topics.gateway_state(agency, f"{agency}-van"), json.dumps(
+                {"state": "online", "agency": agency, "gateway": f"{agency}-van", "at": time.time(), "queue_depth": 42}),
+                qos=1, retain=True)
 
         page = await browser.new_page()
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -139,6 +144,9 @@ async def test_firmware_overview_and_a_gateway_retired_with_its_officers_named(d
         assert "newer than the release" in await page.locator('#firmware-versions tr[data-version="1.10.0"]').inner_text()
         assert [await r.get_attribute("data-device-id") for r in await page.locator("#firmware-outdated tr").all()] == [str(DEVICE)]
 
+        van = page.locator(f'#gateways tr[data-gateway-id="{agency}-van"]')
+        assert await van.locator(".gw-queue").inner_text() == "42 frames waiting"
+
         # retiring the gateway that serves Okafor's wearable names her; the broker part is reported
         asked: list[str] = []
 
@@ -153,4 +161,6 @@ async def test_firmware_overview_and_a_gateway_retired_with_its_officers_named(d
         assert "not administered by this backend" in await page.locator("#notice").inner_text()
         await row.filter(has_text="retired").wait_for()
         assert await row.get_by_role("button", name="Retire").count() == 0
+    async with aiomqtt.Client(*mqtt_broker) as client:  # the shared broker keeps no state of this test
+        await client.publish(topics.gateway_state(agency, f"{agency}-van"), b"", qos=1, retain=True)
     assert not errors, errors

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import datetime as dt
+
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
@@ -61,7 +63,8 @@ async def _tell_broker(runtime) -> str:
 
 
 @router.get("", summary="Gateways of the caller's agency: the devices each may serve, when it last carried a frame and "
-                        "whose; gateways heard but not registered too (registered: false)")
+                        "whose, what it last said of itself (state online/offline, queue_depth: frames waiting in its "
+                        "queue, state_at); gateways heard but not registered too (registered: false)")
 async def list_gateways(runtime: RuntimeDep, caller: CallerDep) -> list[dict]:
     query = (
         sa.select(t.gateways.c.id, t.gateways.c.created_at, t.gateways.c.retired_at, t.gateway_mqtt.c.mqtt_username,
@@ -82,13 +85,16 @@ async def list_gateways(runtime: RuntimeDep, caller: CallerDep) -> list[dict]:
     # shown, so the list never says "none" while frames flow
     rows += [{"gateway_id": gw, "id": gw, "created_at": None, "retired_at": None, "mqtt_username": None, "devices": [],
               "registered": False, **seen} for gw, seen in sorted(heard.items())]
+    for row in rows:  # what the gateway itself last said: online or offline, and the frames in its queue
+        said = runtime.gateway_states.get(caller.agency_id, row["gateway_id"])
+        row.update({"state": said.state if said else None, "queue_depth": said.queue_depth if said else None,
+                    "state_at": dt.datetime.fromtimestamp(said.at, dt.timezone.utc).isoformat() if said else None})
     return rows
 
 
 def _heard(runtime, agency_id: str) -> dict[str, dict]:
     """Per gateway: when it last carried a frame of this agency's devices and which devices, since
     the backend started (the status board sees every verified frame)."""
-    import datetime as dt
     out: dict[str, dict] = {}
     for st in list(runtime.status.devices.values()):
         if st.agency_id != agency_id or st.gateway is None or st.last_seen is None:

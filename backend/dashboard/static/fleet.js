@@ -182,9 +182,13 @@ async function loadGateways() {
     const status = g.retired_at ? "retired"
       : !g.registered ? `heard, NOT registered${recent ? ` (last frame ${ago(recent)})` : ""}${carrying}`
       : heard ? `active (last frame ${ago(recent)})${carrying}` : "registered, no recent traffic";
+    // what the gateway last said of itself (its retained state): offline, or the frames waiting in its queue
+    const queue = g.state === "offline" ? `offline (said ${ago(g.state_at)})`
+      : g.queue_depth != null ? `${g.queue_depth} frame${g.queue_depth === 1 ? "" : "s"} waiting` : "—";
     return el("tr", { dataset: { gatewayId: g.gateway_id } },
       el("th", { scope: "row" }, g.gateway_id),
       el("td", {}, status),
+      el("td", { class: "gw-queue", title: g.state_at ? `said at ${when(g.state_at)}` : "" }, queue),
       el("td", {}, g.mqtt_username || "—"),
       el("td", {}, g.devices.length ? g.devices.map(deviceHex).join(", ") : "none"),
       el("td", {}, when(g.created_at)),

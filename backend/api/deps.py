@@ -24,6 +24,10 @@ from backend.privacy import audit
 
 log = logging.getLogger("vigil.api")
 
+# openapi_extra of a route the access table lets anyone call (access.PUBLIC): the OpenAPI document
+# asks no token for it (the document's default is the bearer token)
+PUBLIC_OPERATION = {"security": []}
+
 ROLES = ("officer", "supervisor", "fleet_admin", "auditor")
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from backend.identity import auth
 from backend.api.access import API
-from backend.api.deps import CallerDep, RuntimeDep
+from backend.api.deps import PUBLIC_OPERATION, CallerDep, RuntimeDep
 from backend.api.middleware import client_address
 from backend.exceptions import AuthError
 
@@ -32,7 +32,9 @@ def _throttled(request: Request, username: str, address: str | None) -> None:
                             headers={"Retry-After": str(wait)})
 
 
-@router.post("/token", summary="Sign in with username and password (OAuth2 password form)", response_model=TokenOut)
+@router.post("/token", summary="Sign in with username and password (OAuth2 password form)", response_model=TokenOut,
+             openapi_extra=PUBLIC_OPERATION, responses={401: {"description": "wrong username or password, or a disabled account"},
+                                                        429: {"description": "too many failed attempts; Retry-After says when to try again"}})
 async def token(runtime: RuntimeDep, form: Annotated[OAuth2PasswordRequestForm, Depends()], request: Request) -> TokenOut:
     address = client_address(request.scope, runtime.settings.trusted_proxies)
     _throttled(request, form.username, address)
@@ -54,7 +56,9 @@ class EnrolIn(BaseModel):
 
 
 @router.post("/enrol", summary="An officer creates their own account with the one-time code they were handed",
-             status_code=201)
+             status_code=201, openapi_extra=PUBLIC_OPERATION,
+             responses={400: {"description": "the code is unknown, used or expired, or the username is taken"},
+                        429: {"description": "too many failed attempts; Retry-After says when to try again"}})
 async def enrol(runtime: RuntimeDep, body: EnrolIn, request: Request) -> dict:
     address = client_address(request.scope, runtime.settings.trusted_proxies)
     _throttled(request, "enrolment", address)  # guesses at codes count like guesses at passwords
@@ -73,7 +77,8 @@ async def me(caller: CallerDep) -> dict:
     return {"subject": caller.subject, "role": caller.role, "agency": caller.agency_id, "officer_id": caller.officer_id}
 
 
-@router.post("/logout", summary="Revoke the token used for this request", status_code=204)
+@router.post("/logout", summary="Revoke the token used for this request", status_code=204,
+             responses={400: {"description": "the token has no id and cannot be revoked (it expires on its own)"}})
 async def logout(runtime: RuntimeDep, caller: CallerDep) -> None:
     if caller.token_id is None:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "this token has no id and cannot be revoked; it expires on its own")

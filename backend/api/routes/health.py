@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import generate_latest, CONTENT_TYPE_LATEST
 
 from backend.api.access import API
-from backend.api.deps import RuntimeDep
+from backend.api.deps import PUBLIC_OPERATION, RuntimeDep
 
 router = APIRouter(prefix=API, tags=["health"])
 
@@ -41,7 +41,8 @@ def problems(runtime) -> list[str]:
 
 
 @router.get("/health", summary="Liveness and the state of the broker and database links",
-            responses={503: {"description": "something keeps the backend from paging reliably; `problems` says what"}})
+            responses={503: {"description": "something keeps the backend from paging reliably; `problems` says what"}},
+            openapi_extra=PUBLIC_OPERATION)
 async def health(runtime: RuntimeDep) -> JSONResponse:
     found = problems(runtime)
     body = {
@@ -62,6 +63,6 @@ async def health(runtime: RuntimeDep) -> JSONResponse:
 metrics_router = APIRouter(tags=["health"])
 
 
-@metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response, openapi_extra=PUBLIC_OPERATION)
 async def metrics(runtime: RuntimeDep) -> Response:
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from backend.api.deps import PUBLIC_OPERATION
 from backend.privacy import reports
 from backend.privacy.access import Grant, require_access
 
@@ -15,7 +16,8 @@ IncidentAggregates = Annotated[Grant, require_access("alerts_incidents", target=
 FeatureAggregates = Annotated[Grant, require_access("derived_features", target="agency", aggregate=True)]
 
 
-@router.get("/policy", summary="The data-use policy in force: version, SHA-256, pending changes (public)")
+@router.get("/policy", summary="The data-use policy in force: version, SHA-256, pending changes (public)",
+            openapi_extra=PUBLIC_OPERATION)
 async def policy(request: Request, document: bool = Query(False, description="include the YAML text")) -> dict:
     privacy = request.app.state.runtime.privacy
     now = privacy.now()

@@ -134,7 +134,8 @@ async def my_access_report(request: Request, grant: MyAuditRecords) -> dict:
         return {"officer_id": access.officer_id, "accesses": await access_report(conn, access.officer_id)}
 
 
-@router.get("/me/export", summary="Everything Vigil holds about me (right of access; purpose: officer_self_access)")
+@router.get("/me/export", summary="Everything Vigil holds about me (right of access; purpose: officer_self_access)",
+            responses={404: {"description": "the account is linked to no officer record"}})
 async def my_export(request: Request, features: MyDerivedFeatures, raw: MyRawWaveforms, incidents: MyIncidents,
                     evidence: MyAlertEvidence, reads: MyAuditRecords) -> dict:
     for grant in (raw, incidents, evidence, reads):

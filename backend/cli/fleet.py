@@ -11,6 +11,7 @@ import sys
 
 import httpx
 
+from backend.cli.progress import track
 from backend.cli.session import DEFAULT_API, CliError, device_id, error_text, refused, token_for
 
 
@@ -157,7 +158,7 @@ def _provision(args: argparse.Namespace) -> int:
     failed = None
     with os.fdopen(fd, "w") as out, httpx.Client(base_url=args.api.rstrip("/"), timeout=30,
                                                   headers={"Authorization": f"Bearer {token}"}) as http:
-        for device_id in range(args.device_id, args.device_id + args.count):
+        for device_id in track(range(args.device_id, args.device_id + args.count), "provisioning devices"):
             try:
                 response = http.post("/api/v1/devices", json={"device_id": device_id, "placement": args.placement})
             except httpx.HTTPError as exc:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything Vigil needs on a fresh Debian/Ubuntu machine with Python 3.11+: system packages
-# (Mosquitto, PostgreSQL server binaries, D-Bus, Node.js for the MicroPython checks, Chromium for
-# the dashboard tests) and a virtual environment with the project installed. Idempotent: a
+# (Mosquitto, PostgreSQL server binaries, D-Bus, Node.js for the MicroPython checks and the
+# dashboard's libraries, Chromium for the dashboard tests), a virtual environment with the project
+# installed and the dashboard's browser libraries (npm ci). Idempotent: a
 # second run installs nothing. Services are not started here: the demo and the tests start
 # private ones when none is configured (backend/local/infra.py).
 set -euo pipefail
@@ -52,5 +53,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stam
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[test,eval,firmware]"
   touch "$stamp"
+fi
+# the dashboard's browser libraries (backend/dashboard/package.json: Leaflet for the map, uPlot for
+# the plots) from the npm registry, at the versions package-lock.json pins; the backend serves them
+# under /static/vendor/. npm writes node_modules/.package-lock.json when it installs: newer than the
+# lock file means nothing to do.
+dash=backend/dashboard
+if [ ! -f "$dash/node_modules/.package-lock.json" ] || [ "$dash/package-lock.json" -nt "$dash/node_modules/.package-lock.json" ]; then
+  echo "setup: installing the dashboard's map and plot libraries (npm ci)"
+  (cd "$dash" && npm ci --omit=dev --no-audit --no-fund --loglevel=error)
 fi
 echo "setup: ready"

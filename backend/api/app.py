@@ -61,7 +61,7 @@ def create_app(settings: BackendSettings | None = None) -> FastAPI:
     # identity (backend/identity/auth.py): the accounts tokens may act for, the live feed's tickets
     app.state.accounts = ActiveAccounts(settings.registry_refresh_s)
     app.state.live_tickets = LiveTickets(settings.live_ticket_ttl_s)
-    dashboard.install(app)  # the web pages and /static; the pages fetch everything from /api/v1
+    dashboard.install(app, settings.map_tile_url)  # the web pages and /static; the pages fetch everything from /api/v1
     _bearer_in_openapi(app)
     return app
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from backend.exceptions import ConfigurationError
@@ -30,6 +30,28 @@ class BackendSettings(BaseSettings):
     agencies: list[str] = Field(["+"], description="agencies this backend serves; '+' means all")
     http_host: str = Field("127.0.0.1", description="address the API and dashboard listen on")
     http_port: int = Field(8000, description="port the API and dashboard listen on")
+    # the supervisor's map (backend/dashboard/static/map.js); no URL: no tile server, a grid with a scale
+    map_tile_url: str | None = Field(None, description=(
+        "raster tiles for the supervisor's map, e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png ({s} for "
+        "subdomains); unset: no tile server, the map draws a grid with a scale in the page (works offline)"))
+    map_tile_attribution: str = Field("", max_length=300, description=(
+        "shown in the map's corner with map_tile_url (plain text; most tile providers' terms require it, e.g. "
+        "'© OpenStreetMap contributors')"))
+    map_tile_max_zoom: int = Field(19, ge=1, le=22, description="the deepest zoom level map_tile_url serves")
+
+    @field_validator("map_tile_url")
+    @classmethod
+    def _tile_template(cls, url: str | None) -> str | None:
+        if not url:
+            return None
+        if not url.startswith(("https://", "http://")) or any(c.isspace() for c in url):
+            raise ValueError(f"VIGIL_MAP_TILE_URL must be an http(s) URL template, got {url!r}")
+        missing = [p for p in ("{z}", "{x}", "{y}") if p not in url]
+        if missing:
+            raise ValueError(f"VIGIL_MAP_TILE_URL must contain {', '.join(missing)} (e.g. "
+                             "https://tile.openstreetmap.org/{z}/{x}/{y}.png), got " + repr(url))
+        return url
+
     db_retry_interval_s: float = Field(2.0, gt=0, description="how often to retry writes while the database is down")
     journal_dir: Path = Field(Path(".vigil/journal"), description=(
         "local directory (owner-only) of the fsynced journal: an event's alert is written here before its frame is "

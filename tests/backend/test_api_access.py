@@ -55,7 +55,8 @@ async def test_every_route_for_every_role(database_url, mqtt_broker, agency):
         words = (await http.get("/api/v1/meta/labels", headers=officer)).json()
         assert words == {"outcomes": OUTCOME_LABELS, "states": STATE_LABELS,
                          "priorities": {str(p): text for p, text in PRIORITY_LABELS.items()},
-                         "battery_low_pct": settings.battery_low_pct}
+                         "battery_low_pct": settings.battery_low_pct,
+                         "map": {"tile_url": None, "attribution": "", "max_zoom": 19}}  # no tile server by default
 
         routes = iter_routes(backend.app)
         assert set(routes) == set(ACCESS), "every route is in the access table, and nothing else is"

@@ -89,21 +89,28 @@ async def test_supervisor_escalates_notes_assigns_and_sees_the_timeline(database
 
         # the heart rate around the alert: from 2 min before it, the alert's instant marked
         await detail.get_by_role("button", name="Heart rate around the alert").click()
-        chart = page.locator("#vitals svg.hr-chart")
-        await chart.wait_for(timeout=10_000)
-        assert await chart.locator(".alert-time").count() == 1
-        points = len((await chart.locator("polyline").get_attribute("points")).split())
-        assert 118 <= points <= 124, points  # 120 s before until the alert; it drew 601 (from 10 min before)
-        assert await chart.locator(".tick.x").count() == 5 and "bpm" in await chart.text_content()
+        chart = page.locator("#vitals figure.hr-plot")
+        await chart.locator(".uplot canvas").wait_for(timeout=10_000)
+        drawn = await chart.evaluate("""(f) => { const u = f.vigilPlot.plot;
+          return { values: u.data[1].filter((v) => v != null).length, yLabel: u.axes[1].label, xLabel: u.axes[0].label,
+                   ticks: f.vigilPlot.ticks.x, first: u.data[0][0], last: u.data[0][u.data[0].length - 1],
+                   min: u.scales.x.min, max: u.scales.x.max, label: f.getAttribute("aria-label") }; }""")
+        # 120 s before until the alert, a value a second; it drew 601 (from 10 min before)
+        assert 118 <= drawn["values"] <= 124, drawn
+        assert drawn["yLabel"] == "Heart rate (bpm)" and len(drawn["ticks"]) >= 3, drawn
+        assert "; alert at " in drawn["label"], drawn  # the alert's instant is marked
         await shot(page, "supervisor-incident-detail")
         # the alert's instant stays on the axis when the measurements begin only after it
         marked = await page.evaluate("""async () => {
-          const { hrChart } = await import("/static/supervisor.js");
+          const { hrPlot } = await import("/static/hrplot.js");
           const t0 = Date.parse("2026-12-04T03:10:00Z");
-          const rows = [1, 2, 3].map((k) => ({ time: new Date(t0 + k * 10000).toISOString(), heart_rate: 90 + k }));
-          return hrChart(rows, new Date(t0).toISOString()).querySelectorAll(".alert-time").length;
+          const rows = [1, 2, 3].map((k) => ({ time: new Date(t0 + k * 1000).toISOString(), heart_rate: 90 + k }));
+          const h = await hrPlot(document.getElementById("main"), rows, { markAt: new Date(t0).toISOString() });
+          const inside = h.plot.scales.x.min <= t0 / 1000 && h.plot.valToPos(t0 / 1000, "x") >= 0;
+          h.destroy();
+          return inside;
         }""")
-        assert marked == 1
+        assert marked
 
         # acknowledging ends the escalation's banner; the escalation stays in the history
         await card.get_by_role("button", name="Acknowledge").click()

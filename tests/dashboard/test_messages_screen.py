@@ -126,12 +126,14 @@ async def test_colleagues_told_confirmed_and_a_check_in_sent_from_the_incident(d
                 (LINDQVIST_DEVICE, alert.id)]
 
             # the map: both officers at their gateway, with the age of the fix and where it comes from
-            officer_marks = page.locator("#map svg g.officer")
+            # (one square at the gateway; each officer's line under it, with the fix's age and source)
+            officer_marks = page.locator("#map .map-officer-fix[data-officer-id]")
             await officer_marks.nth(1).wait_for(timeout=15_000)
-            labels = [await officer_marks.nth(i).get_attribute("aria-label") for i in range(await officer_marks.count())]
+            labels = [await officer_marks.nth(i).get_attribute("title") for i in range(await officer_marks.count())]
             assert sorted(label.split(" — ")[0] for label in labels) == ["Officer Lindqvist", "Officer Okafor"], labels
             assert all(f"near gateway {GATEWAY} (gateway position), heard" in label and "ago" in label for label in labels), labels
-            assert await page.locator("#map svg .marker").count() == 1  # the open alert, apart from the officers
+            assert await page.locator("#map .leaflet-marker-icon.map-officer").count() == 1
+            assert await page.locator("#map .leaflet-marker-icon.map-alert").count() == 1  # the open alert, apart from the officers
             await shot(page, "supervisor-messages-and-officers-on-map")
         finally:
             await mqtt.publish(state_topic, b"", qos=1, retain=True)

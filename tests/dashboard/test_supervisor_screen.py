@@ -5,6 +5,7 @@ open alerts are drawn on a map without any map server; an upgraded alert reads a
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import aiomqtt
@@ -87,13 +88,21 @@ async def test_map_upgrade_and_escalation(database_url, mqtt_broker, agency, tmp
         assert "man-down alarm" in expl and "suspects a fall" not in expl, expl
         assert "earlier: the wearable suspects a fall" in await card.inner_text()
 
-        # drawn on the map, from the positions alone (these machines have no internet, no tiles)
-        marker = page.locator("#map svg .marker")
+        # drawn on the map by Leaflet, on the offline grid (no tile server configured)
+        marker = page.locator("#map.leaflet-container .leaflet-marker-icon.map-alert")
         await marker.first.wait_for()
+        assert await marker.count() == 1  # the fall and the man-down alarm are one incident
+        assert await page.locator("#map").get_attribute("data-base") == "grid"
         label = await marker.first.get_attribute("aria-label")
         assert "Officer Lindqvist" in label and "40.71280, -74.00600" in label and "gateway fix" in label, label
+        assert "p1" in await marker.first.get_attribute("class")  # coloured as priority 1 (the man-down alarm)
         await marker.first.click()
         assert "picked" in await card.get_attribute("class")
+        # the click opened the incident's detail, and the popup says where the position comes from
+        await page.locator("#incident").wait_for(state="visible")
+        assert "Officer Lindqvist" in await page.locator("#incident-h").inner_text()
+        popup = await page.locator("#map .leaflet-popup-content").inner_text()
+        assert "Position from the gateway" in popup and "not the wearable's" in popup and "Open incident" in popup, popup
 
         escalated = page.locator('#feed li.alert.escalated[data-kind="device_alarm"]')
         await escalated.wait_for(timeout=20_000)
@@ -122,24 +131,52 @@ async def alerts_id(page):
 
 
 async def test_heart_rate_plot_has_axes_and_times(database_url, mqtt_broker, agency, tmp_path):
-    """The plot itself, drawn in the page from rows as GET /officers/{id}/vitals answers them."""
+    """The plot itself (uPlot, served by the backend), drawn in the page from rows as GET
+    /officers/{id}/vitals answers them: a time axis in local 24-hour time, a bpm axis with its
+    unit, the alert's instant marked, and a gap where no value was reported."""
     settings = backend_settings(database_url, *mqtt_broker, agency)
     await _seed(settings, agency)
     errors: list[str] = []
     async with serve(settings) as backend, chromium(tmp_path) as browser:
         page = await _supervisor(browser, backend.url, agency, errors)
-        labels = await page.evaluate("""async () => {
-          const { hrChart } = await import("/static/supervisor.js");
+        drawn = await page.evaluate("""async () => {
+          const { hrPlot } = await import("/static/hrplot.js");
           const t0 = Date.parse("2026-12-04T03:10:00Z");
-          const rows = Array.from({ length: 60 }, (_, i) => ({ time: new Date(t0 + i * 10000).toISOString(), heart_rate: 70 + i }));
-          const chart = hrChart(rows, new Date(t0 + 300000).toISOString());
-          document.body.append(chart);
-          return { y: [...chart.querySelectorAll(".tick.y text")].map((t) => t.textContent),
-                   x: [...chart.querySelectorAll(".tick.x")].map((t) => t.textContent),
-                   all: chart.textContent, label: chart.getAttribute("aria-label") };
+          // a value every 2 s for 10 min, none reported from 4 min to 5 min (null), and no rows at all from 7 to 8 min
+          const rows = Array.from({ length: 300 }, (_, i) => ({ time: new Date(t0 + i * 2000).toISOString(),
+            heart_rate: i >= 120 && i < 150 ? null : 70 + Math.floor(i / 5) })).filter((_, i) => i < 210 || i >= 240);
+          const box = document.createElement("div");
+          box.style.width = "500px";
+          document.getElementById("main").prepend(box);
+          const h = await hrPlot(box, rows, { markAt: new Date(t0 + 300000).toISOString() });
+          const u = h.plot;
+          // the axes' strips are painted: count dark pixels left of and below the plotting area
+          const ctx = u.ctx, b = u.bbox;
+          const dark = (x, y, w, hgt) => { const d = ctx.getImageData(x, y, w, hgt).data; let n = 0;
+            for (let k = 3; k < d.length; k += 4) if (d[k] > 128) n++; return n; };
+          const gaps = [];  // [from, to] times between which nothing is drawn
+          for (let i = 0; i < u.data[1].length; i++) if (u.data[1][i] == null) gaps.push(u.data[0][i]);
+          return { x: h.ticks.x, y: h.ticks.y, xLabel: u.axes[0].label, yLabel: u.axes[1].label,
+                   yAxisInk: dark(0, b.top, b.left, b.height), xAxisInk: dark(b.left, b.top + b.height, b.width, u.ctx.canvas.height - b.top - b.height),
+                   legend: box.querySelector(".u-legend").textContent, label: h.figure.getAttribute("aria-label"),
+                   markPx: u.valToPos((t0 + 300000) / 1000, "x"), width: u.bbox.width / devicePixelRatio,
+                   gaps, spanGaps: !!u.series[1].spanGaps, n: u.data[0].length };
         }""")
-        assert labels["y"][0] == "60" and labels["y"][-1] == "140", labels
-        assert len(labels["x"]) == 5 and all(":" in t for t in labels["x"]), labels
-        assert "bpm" in labels["all"] and "alert" in labels["all"]
-        assert "70 to 129 bpm" in labels["label"]
+        assert drawn["yLabel"] == "Heart rate (bpm)" and drawn["xLabel"] == "Local time (24 h)", drawn
+        assert drawn["yAxisInk"] > 100 and drawn["xAxisInk"] > 100, drawn  # drawn, not just configured
+        assert len(drawn["x"]) >= 3 and all(re.fullmatch(r"\d\d:\d\d(:\d\d)?", t) for t in drawn["x"]), drawn["x"]
+        assert all(t.isdigit() for t in drawn["y"]) and int(drawn["y"][0]) <= 70 and int(drawn["y"][-1]) >= 129, drawn["y"]
+        assert "bpm" in drawn["legend"] and "alert at" in drawn["label"] and "70 to 129 bpm" in drawn["label"], drawn
+        assert 0 < drawn["markPx"] < drawn["width"]
+        # not interpolated: 30 null values (4-5 min) and one inserted null in the silence of 7-8 min
+        assert not drawn["spanGaps"] and len(drawn["gaps"]) == 31, drawn["gaps"]
+        assert drawn["n"] == 271, drawn["n"]
+        await shot(page, "supervisor-heart-rate-plot")
+        # a time axis in 24-hour time even where the browser's locale says 12-hour
+        ticks = await page.evaluate("""async () => {
+          const { timeTicks } = await import("/static/hrplot.js");
+          const t = Date.UTC(2026, 11, 4, 12, 0, 0) / 1000 + new Date().getTimezoneOffset() * 60;  // local 12:00
+          return timeTicks([t + 3600 * 3, t + 3600 * 3 + 30]);
+        }""")
+        assert ticks == ["15:00:00", "15:00:30"], ticks
     assert not errors, errors

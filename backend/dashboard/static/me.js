@@ -1,6 +1,7 @@
 // An officer's own page: their alerts and outcomes, their measurements within the retention
 // window, who read their data and why, and an export of everything. Purpose: officer_self_access.
-import { PRIORITY_ICON, fill, api, el, explain, labels, startPage, svg, when } from "./common.js";
+import { PRIORITY_ICON, fill, api, el, explain, labels, startPage, when } from "./common.js";
+import { hrPlot } from "./hrplot.js";
 
 const PURPOSE = "officer_self_access";
 const MAX_ROWS = 100000;  // the API's cap per read; the export has no cap
@@ -65,19 +66,17 @@ async function loadVitals() {
           const act = [...d.activities.entries()].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${Math.round((100 * n) / d.n)} %`).join(", ");
           return el("tr", {}, el("td", {}, day), el("td", {}, String(d.n)), el("td", {}, hrText), el("td", {}, act || "—"));
         })))),
-      sparkline(rows.filter((r) => r.heart_rate != null)));
+      el("h3", { id: "my-hr-h" }, "My heart rate"),
+      el("div", { id: "my-hr" }));
+    if (rows.some((r) => r.heart_rate != null)) {
+      await hrPlot($("my-hr"), rows, { height: 220,
+        caption: "Heart rate as your wearable reported it, one value a second; the line stops where nothing was reported (off shift, device off or not worn)." });
+    } else {
+      $("my-hr").append(el("p", { class: "muted" }, "No heart rate was reported in this window."));
+    }
   } catch (err) {
     fill($("my-vitals"), el("p", { class: "error" }, explain(err, "Your measurements")));
   }
-}
-
-function sparkline(rows) {
-  if (rows.length < 2) return null;
-  const step = Math.max(1, Math.floor(rows.length / 400));
-  const values = rows.filter((_, i) => i % step === 0).map((r) => r.heart_rate);
-  const lo = Math.min(...values) - 5, hi = Math.max(...values) + 5, w = 400, h = 60;
-  return svg("svg", { class: "spark", viewBox: `0 0 ${w} ${h}`, role: "img", "aria-label": "Your heart rate over the window" },
-    svg("polyline", { points: values.map((v, i) => `${(i / (values.length - 1)) * w},${h - ((v - lo) / (hi - lo)) * h}`).join(" ") }));
 }
 
 async function loadAccesses() {

@@ -1,8 +1,9 @@
 // The supervisor's screen: the live alert feed (WebSocket, resumed after a blip), acknowledge and
 // resolve from the feed, the officer board (no heart rate), and an officer's vitals only for an
 // open incident with the purpose declared.
-import { PRIORITY_ICON, fill, API, ago, api, deviceHex, el, explain, labels, notify, startPage, svg, when } from "./common.js";
-import { alertMap } from "./map.js";
+import { PRIORITY_ICON, fill, API, ago, api, deviceHex, el, explain, labels, notify, startPage, when } from "./common.js";
+import { hrPlot } from "./hrplot.js";
+import { showAlerts } from "./map.js";
 
 const DEVICE_EVENTS = {
   sos: "SOS button pressed on the wearable",
@@ -26,7 +27,7 @@ const officers = new Map();    // officer id -> their status as the backend last
 let words = { priorities: {}, states: {}, outcomes: {} };  // the backend's labels, read at start
 let lastEventId = null;
 let muted = sessionStorage.getItem("vigil.muted") === "1";
-let vitalsFor = null;          // {officerId, alertId, timer}
+let vitalsFor = null;          // {officerId, alertId, name, raisedAt, timer, plot}
 let socket = null;
 let attempt = 0;
 let me = null;
@@ -118,7 +119,7 @@ function alertCard(a) {
   const where = locationText(a.location);
   const why = reasonsOf(a);
   const card = el("li", {
-    class: `alert p${a.priority}${escalatedNow(a) ? " escalated" : ""}${open ? "" : " resolved"}`,
+    class: `alert p${a.priority}${escalatedNow(a) ? " escalated" : ""}${open ? "" : " resolved"}${a.id === pickedOnMap ? " picked" : ""}`,
     dataset: { alertId: a.id, state: a.state, kind: a.kind },
     "aria-label": `${priorityText(a.priority)}: ${a.title || a.kind}, ${a.officer_name || "unassigned device"}`,
   },
@@ -226,17 +227,20 @@ function renderFeed() {
 
 function renderMap(openOnes) {
   const points = openOnes.filter((a) => a.location).map((a) => ({
-    id: a.id, lat: a.location.lat, lon: a.location.lon, priority: a.priority, source: a.location.source,
-    at: a.updated_at || a.raised_at, label: `${a.officer_name || deviceHex(a.device_id)} (${a.title || a.kind})`,
+    id: a.id, lat: a.location.lat, lon: a.location.lon, priority: a.priority, priorityText: priorityText(a.priority),
+    source: a.location.source, gateway: a.explanation && a.explanation.gateway, at: a.updated_at || a.raised_at,
+    officer: a.officer_name || `device ${deviceHex(a.device_id)}`, what: a.title || a.kind,
+    label: `${a.officer_name || deviceHex(a.device_id)} (${a.title || a.kind})`,
   }));
-  const map = alertMap(points, { onPick: pickAlert });
-  fill($("map"), map);
-  $("map-empty").hidden = !!map;
+  showAlerts(points, { onPick: (id) => { pickAlert(id); openIncident(id); } });
 }
+
+let pickedOnMap = null;  // the alert last chosen on the map: its card stays marked across re-renders
 
 function pickAlert(id) {
   const card = document.querySelector(`#feed [data-alert-id="${CSS.escape(id)}"]`);
   if (!card) return;
+  pickedOnMap = id;
   for (const c of document.querySelectorAll("li.alert.picked")) c.classList.remove("picked");
   card.classList.add("picked");
   card.scrollIntoView({ block: "center" });
@@ -526,7 +530,7 @@ async function openVitals({ officerId, alertId, name, raisedAt }) {
   $("vitals").hidden = false;
   $("vitals-h").textContent = `Live vitals — ${name || "officer #" + officerId}`;
   $("vitals-purpose").textContent = `Purpose declared: ${VITALS_PURPOSE} (getting help to an officer in distress). Loading…`;
-  fill($("vitals-body"));
+  fill($("vitals-body"), el("div", { id: "vitals-now" }), el("div", { id: "vitals-plot" }));
   await refreshVitals();
   $("vitals").scrollIntoView({ block: "start" });
   $("vitals-close").focus({ preventScroll: true });
@@ -544,13 +548,19 @@ async function refreshVitals() {
       `incident span ${when(v.start)} – ${when(v.end)} · this read is audit entry #${v.audit_seq}`;
     const rows = v.rows || [];
     const last = rows[rows.length - 1];
-    const hr = rows.filter((r) => r.heart_rate != null);
-    fill($("vitals-body"), 
+    fill($("vitals-now"),
       last ? el("p", {},
         el("span", { class: "big" }, last.heart_rate == null ? "— bpm" : `${Math.round(last.heart_rate)} bpm`),
         ` heart rate (quality ${last.hr_quality == null ? "—" : Number(last.hr_quality).toFixed(2)}) · activity: ${last.activity || "—"} · posture: ${last.posture || "—"} · at ${when(last.time)}`)
-        : el("p", { class: "muted" }, "No measurements in this incident's span yet."),
-      hr.length > 1 ? hrChart(hr, target.raisedAt) : null);
+        : el("p", { class: "muted" }, "No measurements in this incident's span yet."));
+    if (rows.length > 1) {
+      // one plot for the panel, fed new rows at each refresh
+      target.plot = target.plot || hrPlot($("vitals-plot"), rows, { markAt: target.raisedAt, markLabel: "alert",
+        caption: "Heart rate around the alert (gaps where the wearable reported no value); the dashed line is the alert." });
+      const plot = await target.plot;
+      if (vitalsFor !== target) return;
+      plot.update(rows);
+    }
     target.timer = setTimeout(refreshVitals, VITALS_REFRESH_MS);
   } catch (err) {
     if (vitalsFor !== target) return;
@@ -559,47 +569,9 @@ async function refreshVitals() {
   }
 }
 
-const hhmm = (t) => new Date(t).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
-
-/** Heart rate around the alert: bpm on the left axis, clock time below, the alert's instant marked
- * (the time axis always takes it in, also before the first measurement after it arrives). */
-export function hrChart(rows, raisedAt) {
-  const pts = rows.map((r) => [Date.parse(r.time), r.heart_rate]).filter(([t, v]) => isFinite(t) && v != null);
-  if (pts.length < 2) return null;
-  const w = 460, h = 180, left = 40, right = 10, top = 20, bottom = 28;
-  const raised = raisedAt ? Date.parse(raisedAt) : NaN;
-  const t0 = isFinite(raised) ? Math.min(pts[0][0], raised) : pts[0][0];
-  const t1 = Math.max(pts[pts.length - 1][0], isFinite(raised) ? raised : 0, t0 + 1000);
-  const values = pts.map(([, v]) => v);
-  const lo = Math.floor((Math.min(...values) - 5) / 10) * 10, hi = Math.ceil((Math.max(...values) + 5) / 10) * 10;
-  const x = (t) => left + ((t - t0) / (t1 - t0)) * (w - left - right);
-  const y = (v) => top + (1 - (v - lo) / (hi - lo)) * (h - top - bottom);
-  const yStep = hi - lo > 60 ? 20 : 10;
-  const yTicks = [];
-  for (let v = lo; v <= hi; v += yStep) yTicks.push(v);
-  const xTicks = [0, 1, 2, 3, 4].map((k) => t0 + (k / 4) * (t1 - t0));
-  return svg("svg", { class: "hr-chart", viewBox: `0 0 ${w} ${h}`, role: "img",
-    "aria-label": `Heart rate from ${hhmm(t0)} to ${hhmm(t1)}, ${Math.round(Math.min(...values))} to ${Math.round(Math.max(...values))} bpm` },
-  yTicks.map((v) => svg("g", { class: "tick y" },
-    svg("line", { x1: left, x2: w - right, y1: y(v), y2: y(v), class: "gridline" }),
-    svg("text", { x: left - 4, y: y(v) + 4, "text-anchor": "end" }, String(v)))),
-  // the last time ends at the right edge (centred, it was cut off)
-  xTicks.map((t, i) => svg("text", { x: x(t), y: h - 10, "text-anchor": i === xTicks.length - 1 ? "end" : "middle", class: "tick x" }, hhmm(t))),
-  svg("g", { class: "axis" },
-    svg("line", { x1: left, x2: left, y1: top, y2: h - bottom }),
-    svg("line", { x1: left, x2: w - right, y1: h - bottom, y2: h - bottom })),
-  svg("text", { x: 4, y: 11 }, "bpm"),
-  isFinite(raised) && raised >= t0 && raised <= t1
-    ? svg("g", {}, svg("line", { x1: x(raised), x2: x(raised), y1: top, y2: h - bottom, class: "alert-time" }),
-      // the label on the side with room: left of the line when the alert is at the right edge (now)
-      x(raised) > w - right - 40 ? svg("text", { x: x(raised) - 3, y: top + 10, "text-anchor": "end" }, "alert")
-        : svg("text", { x: x(raised) + 3, y: top + 10 }, "alert"))
-    : null,
-  svg("polyline", { points: pts.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ") }));
-}
-
 function closeVitals(message) {
   if (vitalsFor && vitalsFor.timer) clearTimeout(vitalsFor.timer);
+  if (vitalsFor && vitalsFor.plot) vitalsFor.plot.then((p) => p.destroy());
   vitalsFor = null;
   $("vitals").hidden = true;
   fill($("vitals-body"));

@@ -7,6 +7,7 @@ import argparse
 import getpass
 import json
 import os
+import re
 import sys
 
 import httpx
@@ -115,7 +116,8 @@ def _call(args: argparse.Namespace, method: str, path: str, body: dict | None = 
     except httpx.HTTPError as exc:
         raise CliError(f"cannot reach {args.api} ({type(exc).__name__}): is the backend running? (--api or VIGIL_API)") from None
     if response.status_code >= 400:
-        raise CliError(refused(response.status_code, source, args.api) or f"{method} {path}: {response.status_code} {error_text(response)}")
+        shown = re.sub(r"/devices/(\d+)", lambda m: "/devices/" + _shown("device_id", int(m.group(1))), path)  # ids as on the pages
+        raise CliError(refused(response.status_code, source, args.api) or f"{method} {shown}: {response.status_code} {error_text(response)}")
     data = response.json() if response.content else None
     if args.json or not isinstance(data, (list, dict)):
         print(json.dumps(data, indent=2, default=str))

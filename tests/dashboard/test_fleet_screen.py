@@ -2,7 +2,8 @@
 (the page said "No gateways yet" while the demo's gateway forwarded every frame), a low battery
 stands out, and retiring a worn device names the officer it leaves without one; the firmware
 overview (versions with counts, the current release, the devices behind it and who wears them);
-a gateway's queue depth as it states it; retiring a gateway names the officers whose wearables it carries."""
+a gateway's queue depth as it states it; retiring a gateway names the officers whose wearables it carries,
+and giving a worn device to another officer names whom it is taken from."""
 from __future__ import annotations
 
 import asyncio
@@ -161,6 +162,13 @@ async def test_firmware_overview_and_a_gateway_retired_with_its_officers_named(d
         assert "not administered by this backend" in await page.locator("#notice").inner_text()
         await row.filter(has_text="retired").wait_for()
         assert await row.get_by_role("button", name="Retire").count() == 0
+
+        # giving Okafor's wearable to Reyes takes it from Okafor: the confirmation names both
+        await page.locator("#assign-device").select_option(str(DEVICE))
+        await page.locator("#assign-officer").select_option(label="Officer Reyes · B-11")
+        await page.get_by_role("button", name="Assign", exact=True).click()
+        await page.locator(f'#devices tr[data-device-id="{DEVICE}"]', has_text="Officer Reyes").wait_for(timeout=10_000)
+        assert "Assign device 0x00C0FFEE to Officer Reyes? Officer Okafor wears it" in asked[-1], asked
     async with aiomqtt.Client(*mqtt_broker) as client:  # the shared broker keeps no state of this test
         await client.publish(topics.gateway_state(agency, f"{agency}-van"), b"", qos=1, retain=True)
     assert not errors, errors

@@ -126,10 +126,12 @@ async def get_device(request: Request, runtime: RuntimeDep, caller: CallerDep, d
     return await _device(request, runtime, caller, device_id)
 
 
-@router.put("/{device_id}/assignment", summary="Assign the device to an officer for a shift (ends any current assignment)",
+@router.put("/{device_id}/assignment", summary="Assign the device to an officer for a shift (ends any current assignment; "
+                                                "taken_from names whom it was taken from)",
             responses={409: {"description": "another agency's officer, or a retired device"}})
 async def assign(request: Request, runtime: RuntimeDep, caller: CallerDep, device_id: DeviceId, body: AssignmentIn) -> dict:
-    await _device(request, runtime, caller, device_id)
+    """The answer names the officer who wore the device until now (``taken_from``), who is now without it."""
+    before = await _device(request, runtime, caller, device_id)
     now = dt.datetime.now(dt.timezone.utc)
     starts = _utc(body.starts_at) or now
     ends = _utc(body.ends_at)
@@ -143,7 +145,10 @@ async def assign(request: Request, runtime: RuntimeDep, caller: CallerDep, devic
     except ValueError as exc:  # another agency's officer, or a retired device
         raise HTTPException(409, str(exc)) from exc
     await runtime.registry.refresh()
-    return await _device(request, runtime, caller, device_id)
+    after = await _device(request, runtime, caller, device_id)
+    taken = before["officer_id"] is not None and before["officer_id"] != body.officer_id
+    after["taken_from"] = {"officer_id": before["officer_id"], "officer_name": before["officer_name"]} if taken else None
+    return after
 
 
 @router.delete("/{device_id}/assignment", summary="End the device's current assignment now")

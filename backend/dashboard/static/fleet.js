@@ -111,6 +111,14 @@ export function retireQuestion(d) {
     : `Retire device ${deviceHex(d.device_id)}? No officer wears it. Its frames are refused from now on.`;
 }
 
+/** Assigning a device someone else wears takes it from them: the confirmation names both (null: nobody loses it). */
+export function assignQuestion(d, officer) {
+  if (!d || d.officer_id == null || !officer || d.officer_id === officer.id) return null;
+  const from = d.officer_name || "Officer #" + d.officer_id;
+  return `Assign device ${deviceHex(d.device_id)} to ${officer.name}? ${from} wears it on shift now and will have no ` +
+    "device: they drop off the supervisors' board until another is assigned.";
+}
+
 function shownOnce(box, title, lines) {
   fill(box, el("h3", {}, title), ...lines);
   box.hidden = false;
@@ -155,6 +163,9 @@ async function assign(event) {
   const deviceId = $("assign-device").value;
   const officerId = $("assign-officer").value;
   if (!deviceId || !officerId) { notify("Choose a device and an officer."); return; }
+  const question = assignQuestion(devices.find((d) => String(d.device_id) === deviceId),
+    officers.find((o) => String(o.id) === officerId));
+  if (question && !confirm(question)) return;
   const end = $("assign-end").value;
   try {
     await api(`/devices/${deviceId}/assignment`, { method: "PUT",

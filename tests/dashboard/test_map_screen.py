@@ -1,11 +1,13 @@
 """The supervisor's map (issue 21) in a real Chromium against the real backend, Mosquitto and
 PostgreSQL: Leaflet, served by the backend itself, draws one marker per place of an open alert,
 coloured by priority, on an offline grid, also after a reload, and the page asks no other host
-for anything; with a tile server configured (VIGIL_MAP_TILE_URL; here a local one on another
+for anything; officers at their last gateways, the one heard 5 min ago faded (that answer of
+GET /live/positions is given to the page, as a real fix would take minutes to age); with a tile server configured (VIGIL_MAP_TILE_URL; here a local one on another
 origin) the tiles come from it and the page's Content-Security-Policy lets them in; without the
 installed libraries the alerts still show and the page says to run scripts/setup.sh."""
 from __future__ import annotations
 
+import datetime as dt
 import http.server
 import logging
 import threading
@@ -97,6 +99,27 @@ async def test_offline_map_marks_each_open_alert_and_asks_no_other_host(database
                 await shot(page, "supervisor-map-offline")
                 await page.reload()
                 await page.locator("#feed-state.live").wait_for(timeout=10_000)
+
+        # officers at their last gateways: the answer of GET /live/positions as the backend gives it, one
+        # officer heard 5 min ago (a real one would take minutes to age); that one is faded
+        now = dt.datetime.now(dt.timezone.utc)
+        heard = {"Officer Okafor": now, "Officer Lindqvist": now - dt.timedelta(minutes=5)}
+        officers = [{"officer_id": i + 1, "officer_name": name, "lat": 40.7150 + i / 100, "lon": -74.0080, "source": "gateway",
+                     "gateway_id": f"gw{i + 1}", "heard_at": at.isoformat(), "age_s": (now - at).total_seconds()}
+                    for i, (name, at) in enumerate(heard.items())]
+        await page.route("**/api/v1/live/positions", lambda route: route.fulfill(
+            json={"officers": officers}, headers={"Content-Type": "application/json"}))
+        squares = page.locator("#map .leaflet-marker-icon.map-officer")
+        await squares.nth(1).wait_for(timeout=10_000)  # messages.js asks every 5 s
+        assert await page.locator("#map .leaflet-marker-icon.map-officer.stale").count() == 1
+        stale = page.locator("#map .map-officer-fix.stale")
+        assert await stale.count() == 1 and "Officer Lindqvist · 5 min" in await stale.inner_text()
+        fresh = await page.locator("#map .map-officer-fix:not(.stale)").get_attribute("title")
+        assert fresh.startswith("Officer Okafor — near gateway gw1 (gateway position), heard ") and fresh.endswith("s ago"), fresh
+        for i in range(2):  # the view grew to take them in
+            m, box = await squares.nth(i).bounding_box(), await page.locator("#map").bounding_box()
+            assert box["y"] <= m["y"] and m["y"] + m["height"] <= box["y"] + box["height"], (m, box)
+        await shot(page, "supervisor-map-officers")
 
         # the fall's popup: where its position comes from (the wearable), and a way to its incident
         lindqvist = page.locator(ALERTS + '[aria-label^="Officer Lindqvist"]')

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.db import schema as t
@@ -141,10 +142,20 @@ async def registry_clients(engine: AsyncEngine, secret: str, agencies: list[str]
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).all()
     return [BrokerClient(r.mqtt_username, gateway_role(r.mqtt_username), gateway_rights(r.agency_id, r.id),
-                         f"gateway {r.id} of {r.agency_id}", r.agency_id,
-                         unwrap_gateway_password(secret, r.mqtt_username, r.password_wrapped) if r.password_wrapped else None,
-                         r.mqtt_password_hash)
+                         f"gateway {r.id} of {r.agency_id}", r.agency_id, _password(secret, r), r.mqtt_password_hash)
             for r in rows]
+
+
+def _password(secret: str, row) -> str | None:
+    """The gateway's kept password; None when none is kept or it does not unwrap under this
+    ``secret_key`` (then the gateway is reported, never a crash of the reconciliation)."""
+    if row.password_wrapped is None:
+        return None
+    try:
+        return unwrap_gateway_password(secret, row.mqtt_username, row.password_wrapped)
+    except InvalidTag:
+        log.error("broker admin: the MQTT password kept for %s does not unwrap under VIGIL_SECRET_KEY", row.mqtt_username)
+        return None
 
 
 def backend_client(username: str, password: str | None) -> BrokerClient:
@@ -383,8 +394,8 @@ class BrokerAdmin:
         if done.changed:
             log.info("broker admin: created %s, deleted %s, repaired %s", done.created or "-", done.deleted or "-", done.repaired or "-")
         if done.unrecoverable and done.unrecoverable != self.unrecoverable:
-            log.error("broker admin: the broker lacks %s, registered before their MQTT passwords were kept: "
-                      "re-register them (or generate the broker's file with `vigil broker init`)", ", ".join(done.unrecoverable))
+            log.error("broker admin: the broker lacks %s, whose MQTT passwords are not kept (registered before they were): "
+                      "admit them with a file from `vigil broker init`, or retire them and register new ones", ", ".join(done.unrecoverable))
         self.unrecoverable = done.unrecoverable
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -411,7 +422,7 @@ class BrokerAdmin:
                        "gateways registered or retired meanwhile are not yet admitted or refused by the broker")
         if self.unrecoverable:
             out.append(f"the broker lacks gateway(s) {', '.join(self.unrecoverable)} and their MQTT passwords are not kept: "
-                       "re-register them")
+                       "admit them with a file from `vigil broker init`, or retire them and register new ones")
         return out
 
     def state(self) -> dict:

@@ -182,7 +182,13 @@ async def test_a_broker_restarted_from_a_stale_file_is_reconciled_at_start(datab
     # the stale file also lacks the backend's own client, and one gateway's role lost its downlink right
     stale = [c if c.username != kept.mqtt_username else
              broker.BrokerClient(c.username, c.role, c.rights[:-1], c.textname, c.agency, c.password) for c in stale]
-    with _dynsec_broker(tmp_path, stale) as mosq:
+    # beside them, what the backend must leave alone: an operator's own client, another agency's gateway
+    elsewhere = broker.BrokerClient("gw-elsewhere-car9", broker.gateway_role("gw-elsewhere-car9"),
+                                    broker.gateway_rights("elsewhere", "car9"), "gateway car9 of elsewhere", "elsewhere", "pw-9")
+    config = broker.dynsec_config(*ADMIN, stale + [elsewhere])
+    config["clients"].append({"username": "ops-monitor", **broker.password_fields("ops-pw"), "roles": []})
+    path = broker.write_dynsec_config(tmp_path / "dynamic-security.json", config)
+    with infra.PrivateMosquitto(workdir=tmp_path / "mosquitto", dynsec_file=path) as mosq:
         with pytest.raises(aiomqtt.MqttError):  # as the stale file says
             async with aiomqtt.Client(mosq.host, mosq.port, username=BACKEND[0], password=BACKEND[1], identifier="early"):
                 pass
@@ -207,6 +213,7 @@ async def test_a_broker_restarted_from_a_stale_file_is_reconciled_at_start(datab
         saved = json.loads(mosq.dynsec_file.read_text())
         names = {c["username"] for c in saved["clients"]}
         assert {BACKEND[0], kept.mqtt_username, new.mqtt_username} <= names and gone.mqtt_username not in names
+        assert {"ops-monitor", "gw-elsewhere-car9", ADMIN[0]} <= names  # not this backend's to delete
 
 
 async def test_an_unreachable_control_topic_is_loud_and_retried(database_url, agency, tmp_path):

@@ -132,10 +132,20 @@ def row(state, i: int):
     return cls(*[getattr(state, name)[i:i + 1].copy() for name in _field_names(cls)])
 
 
+def rows(state) -> list:
+    """Every device's one-row state of a batch: the values of :func:`row`, as views of the
+    batch's arrays (one iteration per field instead of a slice and a copy per device and field;
+    no model writes into a state it is given, and :func:`stack` copies them into the next batch)."""
+    cls = type(state)
+    fields = [getattr(state, name) for name in _field_names(cls)]
+    return [cls(*one) for one in zip(*[f.reshape(f.shape[0], 1, *f.shape[1:]) for f in fields])]
+
+
 # The turn between the axes is a diagonal of signs: applied per axis, not as a matrix product.
 _AXIS_SIGNS = np.diag(DEVICE_TO_MODEL_AXES).copy()
 if not np.array_equal(np.diag(_AXIS_SIGNS), DEVICE_TO_MODEL_AXES) or not set(_AXIS_SIGNS) <= {-1.0, 1.0}:
     raise ValueError("DEVICE_TO_MODEL_AXES must be a diagonal of signs")
+_NEGATED_AXES = tuple(int(k) for k in np.flatnonzero(_AXIS_SIGNS < 0))
 
 
 def to_model_g(accel_mg: np.ndarray) -> np.ndarray:
@@ -144,7 +154,12 @@ def to_model_g(accel_mg: np.ndarray) -> np.ndarray:
     C-contiguous: the models reduce along the sample axis, 2-3 times slower on a strided one.
     The same values as ``einsum("dsc,ck->dks", accel, DEVICE_TO_MODEL_AXES) / 1000``, 10 times
     sooner."""
-    return np.ascontiguousarray(np.asarray(accel_mg).transpose(0, 2, 1), dtype=float) * _AXIS_SIGNS[:, None] / 1000.0
+    accel = np.asarray(accel_mg)
+    out = np.empty((accel.shape[0], accel.shape[2], accel.shape[1]))
+    np.divide(accel.transpose(0, 2, 1), 1000.0, out=out)  # one pass: cast, turn to C order, scale
+    for axis in _NEGATED_AXES:  # (-x) / 1000 == -(x / 1000) exactly: IEEE rounding is symmetric
+        np.negative(out[:, axis], out=out[:, axis])
+    return out
 
 
 def _num(x: float, digits: int = 3) -> float | None:
@@ -166,7 +181,7 @@ def analyse(batch: HopInput, now_wall_ms: int, config: DecisionConfig = Decision
     limits = thresholds_for(batch.placement)
     rate, w, hop, step = batch.rate_hz, batch.window_samples, batch.hop_samples, batch.step_samples
     k_steps = hop // step
-    ppg_all = np.stack([win.ppg for win in batch.windows]).astype(float)          # (d, span)
+    ppg_all = np.stack([win.ppg for win in batch.windows], dtype=float)           # (d, span)
     accel_all = to_model_g(np.stack([win.accel_mg for win in batch.windows]))      # (d, 3, span)
     span = ppg_all.shape[-1]
     ppg, accel = ppg_all[:, span - w:], accel_all[:, :, span - w:]
@@ -203,13 +218,16 @@ def analyse(batch: HopInput, now_wall_ms: int, config: DecisionConfig = Decision
     bpm_now, quality_now = _nums(est.bpm, 1), _rounded(est.quality, 3)
     act_names, posture_names = act_all.activity.tolist(), act_all.posture.tolist()
     cadence, energy = _nums(act_all.cadence_spm, 1), _rounded(act_all.motion_energy_g, 4)
+    hr_rows, md_rows, st_rows = rows(hr_state), rows(md_state), rows(st_state)
+    bpm_f, quality_f = est.bpm.tolist(), est.quality.tolist()
+    alarm = (md_state.phase == ALARM).tolist()
     results, states = [], []
     for i, win in enumerate(batch.windows):
         old = batch.states[i]
         state = DeviceModelState(
-            hr=row(hr_state, i), man_down=row(md_state, i), strain=row(st_state, i),
-            last_bpm=float(est.bpm[i]), last_quality=float(est.quality[i]),
-            man_down_paged=old.man_down_paged and md_state.phase[i] == ALARM,
+            hr=hr_rows[i], man_down=md_rows[i], strain=st_rows[i],
+            last_bpm=bpm_f[i], last_quality=quality_f[i],
+            man_down_paged=old.man_down_paged and alarm[i],
             paged_since=dict(old.paged_since), clear_since=dict(old.clear_since))
         features = []
         for k, e in enumerate(ends):

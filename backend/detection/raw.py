@@ -93,26 +93,34 @@ class RawRows:
         self._pending: dict[int, list[TelemetryChunk]] = defaultdict(list)
         self._samples: dict[int, int] = defaultdict(int)  # samples in _pending[device]
         self._touched: dict[int, float] = {}  # device -> wall time samples were last released
+        self._hops: dict[int, int] = {}  # rate -> samples in a hop
 
     def released(self, device_id: int, chunks: list[TelemetryChunk], now: float) -> None:
         """Group released chunks into raw rows of about one hop each."""
-        if not chunks:
-            return
+        for c in chunks:
+            self.released_one(device_id, c, now)
+
+    def released_one(self, device_id: int, c: TelemetryChunk, now: float) -> None:
+        """One released chunk into the device's row (the usual frame: called for each)."""
         self._touched[device_id] = now
         pending = self._pending[device_id]
-        hop = int(round(self._hop_s * chunks[0].rate_hz))
-        for c in chunks:
-            if pending:
-                first, last = pending[0], pending[-1]
-                contiguous = (c.rate_hz == first.rate_hz and c.backfill == first.backfill
-                              and abs(c.time_ms - (last.time_ms + len(last.ppg) * 1000.0 / last.rate_hz)) <= 500.0 / c.rate_hz)
-                if not contiguous:
-                    pending = self._row(device_id)
-            pending.append(c)
-            self._samples[device_id] += len(c.ppg)
-            # a full row goes to the writer at once (not when the next chunk arrives)
-            if self._samples[device_id] >= hop:
+        if pending:
+            first, last = pending[0], pending[-1]
+            contiguous = (c.rate_hz == first.rate_hz and c.backfill == first.backfill
+                          and abs(c.time_ms - (last.time_ms + len(last.ppg) * 1000.0 / last.rate_hz)) <= 500.0 / c.rate_hz)
+            if not contiguous:
                 pending = self._row(device_id)
+        pending.append(c)
+        samples = self._samples[device_id] = self._samples[device_id] + len(c.ppg)
+        # a full row goes to the writer at once (not when the next chunk arrives)
+        if samples >= self._hop_samples(c.rate_hz):
+            self._row(device_id)
+
+    def _hop_samples(self, rate_hz: int) -> int:
+        hop = self._hops.get(rate_hz)
+        if hop is None:
+            hop = self._hops[rate_hz] = int(round(self._hop_s * rate_hz))
+        return hop
 
     def flush_paused(self, now: float) -> None:
         """Samples of a stream that paused for a hop become a row: their last samples are not held back."""

@@ -40,7 +40,23 @@ class DeviceStreams:
         self._resets: set[int] = set()
 
     def push(self, frame, now: float, backfill: bool) -> None:
-        """One verified telemetry frame into its device's stream."""
+        """One verified telemetry frame into its device's stream: the usual frame (it continues
+        its stream, nothing waits) straight into the ring and the raw rows
+        (:meth:`DeviceStream.continue_with`), any other through :meth:`push_reference`'s path."""
+        device_id, chunk = self._chunk(frame, now, backfill)
+        stream = self.by_device.get(device_id)
+        if stream is not None and stream.continue_with(chunk):
+            self._raw_rows.released_one(device_id, chunk, now)
+        else:
+            self._push_queued(device_id, stream, chunk, now)
+
+    def push_reference(self, frame, now: float, backfill: bool) -> None:
+        """:meth:`push` with every frame through the stream's reorder queue (the path before the
+        fast one, which must give the same windows and raw rows): the reference of the tests."""
+        device_id, chunk = self._chunk(frame, now, backfill)
+        self._push_queued(device_id, self.by_device.get(device_id), chunk, now)
+
+    def _chunk(self, frame, now: float, backfill: bool) -> tuple[int, TelemetryChunk]:
         d, h = frame.device, frame.header
         rate_hz, _led, ppg, accel = frame.decoded
         time_ms, offset = h.time_ms, 0
@@ -51,16 +67,17 @@ class DeviceStreams:
             # backend/ingest/clock.py): the stream runs on the receive time instead, rebased once
             # (exact integers: a time near 2**62 has no millisecond left as a float)
             time_ms = h.time_ms + self._anchor(self._rebased, d.device_id, h.time_ms, now, backfill)
-        chunk = TelemetryChunk(h.seq, time_ms, rate_hz, np.asarray(ppg, np.int32), np.asarray(accel, np.int16),
-                               backfill, offset)
-        stream = self.by_device.get(d.device_id)
+        return d.device_id, TelemetryChunk(h.seq, time_ms, rate_hz, np.asarray(ppg, np.int32),
+                                           np.asarray(accel, np.int16), backfill, offset)
+
+    def _push_queued(self, device_id: int, stream: DeviceStream | None, chunk: TelemetryChunk, now: float) -> None:
         if stream is None:
-            stream = self.by_device[d.device_id] = DeviceStream(d.device_id, self.config)
+            stream = self.by_device[device_id] = DeviceStream(device_id, self.config)
         c = stream.counters
         before = (c.gaps_filled, c.restarts, c.late_frames, c.clock_jumps, c.jitter_frames)
-        self._raw_rows.released(d.device_id, stream.push(chunk, now), now)
+        self._raw_rows.released(device_id, stream.push(chunk, now), now)
         if stream.counters.late_frames != before[2]:
-            self._raw_rows.released(d.device_id, stream.take_late(), now)
+            self._raw_rows.released(device_id, stream.take_late(), now)
         self._count(stream, before)
 
     @staticmethod

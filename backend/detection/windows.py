@@ -188,6 +188,29 @@ class DeviceStream:
     def waiting(self) -> int:
         return len(self._pending)
 
+    def continue_with(self, chunk: TelemetryChunk) -> bool:
+        """The usual frame, appended at once: nothing waits, the stream runs at its rate, and the
+        chunk starts where the stream ends (within half a sample) on the same wall offset.
+        Returns False, having done nothing, for any other chunk (:meth:`push` takes it). The
+        same checks and writes as :meth:`push` and :meth:`_append` for this case, minus their
+        branches and queue (tests/backend/test_detection_fastpath.py replays both)."""
+        if self._pending or self.t0_ms is None or self.rate_hz != chunk.rate_hz:
+            return False
+        rate = chunk.rate_hz
+        expected = self.t0_ms + self.total * 1000.0 / rate
+        time_ms = chunk.time_ms
+        period = 1000.0 / rate
+        if time_ms > expected + 500.0 / rate or (not chunk.backfill and abs(chunk.wall_offset_ms - self.wall_offset_ms) > period):
+            return False
+        delta = time_ms - expected
+        if delta < -period / 2 or delta > period / 2:
+            return False  # early (jitter, late, clock jump) or a gap: push decides
+        self._write(chunk.ppg, chunk.accel_mg, chunk.seq)
+        self._chunk_ends.append((self.total, time_ms + chunk.wall_offset_ms))
+        if chunk.backfill:
+            self.backfill_until = self.total
+        return True
+
     def _append(self, chunk: TelemetryChunk) -> bool:
         if self.rate_hz != chunk.rate_hz:
             if self.rate_hz is not None:
@@ -250,24 +273,30 @@ class DeviceStream:
         # slices, not an index array: this runs for every frame of every device
         n = len(ppg)
         start = self.total % self.capacity
-        first = min(n, self.capacity - start)
-        self._ppg[start:start + first] = ppg[:first]
-        self._accel[start:start + first] = accel[:first]
-        self._seq[start:start + first] = seq
-        if first < n:  # wrapped around the ring
+        end = start + n
+        if end <= self.capacity:  # the usual case: one piece of the ring
+            self._ppg[start:end] = ppg
+            self._accel[start:end] = accel
+            self._seq[start:end] = seq
+        else:  # wraps around the ring's end
+            first = self.capacity - start
+            self._ppg[start:] = ppg[:first]
+            self._accel[start:] = accel[:first]
+            self._seq[start:] = seq
             self._ppg[:n - first] = ppg[first:]
             self._accel[:n - first] = accel[first:]
             self._seq[:n - first] = seq
         self.total += n
         # A stream far ahead of the analysis (the ring would overwrite unanalysed samples):
         # skip the windows that can no longer be formed.
-        _, hop, _ = self._samples
         oldest = self.total - self.capacity
         span = self._span
-        while self.next_end - span < oldest:
-            self.next_end += hop
-            self.analysed += 1
-            self.counters.skipped_windows += 1
+        if self.next_end - span < oldest:
+            _, hop, _ = self._samples
+            while self.next_end - span < oldest:
+                self.next_end += hop
+                self.analysed += 1
+                self.counters.skipped_windows += 1
 
     # ---- windows ---------------------------------------------------------------------------------
 

@@ -28,7 +28,8 @@ class ServedIn(BaseModel):
 
 @router.post("", summary="Register a gateway. Its API token and MQTT password are shown ONCE; the broker admits it "
                          "at once (`broker`: admitted, or why not yet: the backend keeps retrying)", status_code=201,
-             responses={409: {"description": "a gateway with this id is registered"}})
+             responses={404: {"description": "a device named is not the agency's"},
+                        409: {"description": "a gateway with this id is registered"}})
 async def register(runtime: RuntimeDep, caller: CallerDep, body: GatewayIn) -> dict:
     await _agency_devices(runtime, caller.agency_id, body.devices)
     try:

@@ -19,20 +19,17 @@ import pytest
 from backend.identity import auth, fleet
 from backend.db import engine as db
 from backend.app.server import serve
+from backend.dashboard.screenshots import CHROMIUM, CHROMIUM_ARGS  # one definition: the screenshots command's
 from gateway.sim.fleet import SimulatedFleet
 from tests.backend.conftest import backend_settings
 from tests.gateway.conftest import gateway_settings, running_gateway, wait_until  # noqa: F401 (fixture)
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (scripts/setup.sh installs it)"),
 ]
 playwright_api = pytest.importorskip("playwright.async_api", reason="needs playwright (pip install -e '.[test]')")
 
-# Flags for a container: no sandbox (no user namespaces), no GPU, and no background traffic.
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 DEVICE = 0x00C0FFEE
 IDLE_DEVICE = 0x00BEEF01  # assigned to an officer on duty, no incident, not in the simulation

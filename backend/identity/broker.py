@@ -203,6 +203,10 @@ class Reconciled:
         return bool(self.created or self.deleted or self.repaired)
 
 
+def _acl_key(acl: dict) -> tuple[str, str, bool]:
+    return acl["acltype"], acl["topic"], bool(acl.get("allow", True))
+
+
 def plan(desired: list[BrokerClient], clients: list[dict], roles: list[dict],
          agencies: list[str] | None = None) -> tuple[list[dict], Reconciled]:
     """The control commands that turn the broker's ``clients`` and ``roles`` (listClients and
@@ -219,9 +223,8 @@ def plan(desired: list[BrokerClient], clients: list[dict], roles: list[dict],
         if role is None:
             role_cmds.append({"command": "createRole", "rolename": d.role, "textdescription": d.description, "acls": want})
         else:
-            key = lambda a: (a["acltype"], a["topic"], bool(a.get("allow", True)))  # noqa: E731
-            has = {key(a) for a in role.get("acls", [])}
-            wanted = {key(a) for a in want}
+            has = {_acl_key(a) for a in role.get("acls", [])}
+            wanted = {_acl_key(a) for a in want}
             for kind, topic, _ in sorted(has - wanted):
                 role_cmds.append({"command": "removeRoleACL", "rolename": d.role, "acltype": kind, "topic": topic})
             for kind, topic, allow in sorted(wanted - has):
@@ -253,8 +256,11 @@ def plan(desired: list[BrokerClient], clients: list[dict], roles: list[dict],
             done.repaired.append(d.username)
     wanted_users = {d.username for d in desired}
     wanted_roles = {d.role for d in desired}
-    ours = lambda description: (managed_agency(description) is not None  # noqa: E731
-                                and (agencies is None or managed_agency(description) in agencies))
+
+    def ours(description: str | None) -> bool:
+        owner = managed_agency(description)
+        return owner is not None and (agencies is None or owner in agencies)
+
     deletions = []
     for name, c in sorted(have_clients.items()):
         if ours(c.get("textdescription")) and name not in wanted_users:

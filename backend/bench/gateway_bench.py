@@ -32,6 +32,7 @@ from firmware import frame, profile
 from gateway import topics
 from gateway.sim.fleet import SimulatedFleet
 from gateway.sim.device import SAMPLES_PER_FRAME, SAMPLING_RATE_HZ
+from backend.cli.progress import track
 
 FRAMES_PER_DEVICE_S = SAMPLING_RATE_HZ / SAMPLES_PER_FRAME  # 2.5 telemetry frames/s at 50 Hz
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -149,7 +150,7 @@ async def run_benchmark(mqtt_url: str | None, device_counts: list[int], seconds:
         print(f"broker {mqtt_url}; {os.cpu_count()} CPUs; window {seconds:.0f} s per step; speed x{speed:g}")
         print("devices  in fr/s  out fr/s  gateway CPU  sim CPU  dbus CPU  queue  =50Hz devices"
               "  relink med/max ms  SOS->MQTT med/max ms")
-        for n in device_counts:
+        for n in track(device_counts, "device counts"):
             r = await _step(mqtt_url, n, seconds, speed, link_losses)
             results.append(r)
             rel, sos = r["relink_s"], r["sos_s"]

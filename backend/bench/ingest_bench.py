@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.cli.progress import track
 from backend.local import infra
 from backend.bench import load
 
@@ -695,7 +696,7 @@ class Bench:
             used_sos: set[int] = set()
             encode_us = 60.0
             try:
-                for i, devices in enumerate(cfg.steps):
+                for i, devices in enumerate(track(cfg.steps, "load steps")):
                     row, encode_us = self.step(i, devices, watch, wearables, encode_us, used_sos)
                     result.steps.append(row)
                     self.say(format_row(row, header=i == 0))

@@ -126,7 +126,12 @@ async def test_registered_gateway_is_admitted_at_once_and_a_retired_one_kicked(d
                 await gw.publish(topics.downlink(agency, b["gateway_id"], 2), b"forged", qos=1)
                 await gw.publish(topics.uplink(agency, a["gateway_id"], 1, "event"), b"own", qos=1)
                 await _wait_for(lambda: backend_ear.received)  # same session: a forged one would be here first
+                # its state, as gateway/publisher.py says it, reaches the backend's reader of gateway states
+                await gw.publish(topics.gateway_state(agency, a["gateway_id"]),
+                                 json.dumps({"state": "online", "queue_depth": 7, "at": 1.0}).encode(), qos=1, retain=True)
+                await _wait_for(lambda: runtime.gateway_states.get(agency, a["gateway_id"]) is not None)
             assert backend_ear.received == [topics.uplink(agency, a["gateway_id"], 1, "event")]
+            assert runtime.gateway_states.get(agency, a["gateway_id"]).queue_depth == 7
 
             # a gateway may not read another's downlink: the subscription to all of them is refused
             nosy = Listener(mosq, a["mqtt_username"], a["mqtt_password"], f"vigil/{agency}/gw/+/down/+", "gw-a-nosy")

@@ -47,6 +47,13 @@ async def test_guards_and_one_id_format(database_url, mqtt_broker, agency, tmp_p
         assert code == 1 and "already retired" in line and hexid in line and str(a.device_id) not in line, line
         assert (await http.get(f"/api/v1/devices/{a.device_id}", headers=admin)).json()["retired_at"] == first
 
+        # gateways from the CLI: registered (credentials once, the broker's part said), listed with ids as on the pages
+        code, out, err = await _vigil("gateways", "register", f"{a.name}-cli", "--devices", hexid, *api, env=env)
+        assert code == 0 and "mqtt_password" in out and "not administered by this backend" in out, out + err
+        code, out, err = await _vigil("gateways", "list", *api, env=env)
+        row = next(line for line in out.splitlines() if line.startswith(f"{a.name}-cli "))
+        assert hexid in row and str(a.device_id) not in row, out
+
         # gateways: retired once; the second time refused, the first time kept; the broker part said
         code, out, err = await _vigil("gateways", "retire", a.gateway.gateway_id, *api, env=env)
         assert code == 0 and "not administered by this backend" in out, out + err

@@ -60,6 +60,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("list", help="devices with firmware, battery, last seen and officer")
     api_args(p)
     p.set_defaults(func=lambda a: _call(a, "GET", "/api/v1/devices"))
+    p = dsub.add_parser("firmware", help="firmware in the fleet: versions with counts, the current release, the devices "
+                                         "on an older one and who wears them")
+    api_args(p)
+    p.set_defaults(func=lambda a: _call(a, "GET", "/api/v1/devices/firmware"))
     p = dsub.add_parser("retire", help="retire a device: its frames are refused from now on")
     p.add_argument("device_id", type=device_id)
     api_args(p)
@@ -132,6 +136,10 @@ def _record(data: dict) -> None:
     """One object, a field a line, ids as the pages show them."""
     width = max((len(k) for k in data), default=0)
     for key, value in data.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            print(f"{key}:")  # rows of their own (the firmware overview's versions and devices)
+            _table(value)
+            continue
         value = _shown(key, value)
         if isinstance(value, dict):
             value = ", ".join(f"{k}={_shown(k, v)}" for k, v in value.items())

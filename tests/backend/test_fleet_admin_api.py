@@ -67,6 +67,8 @@ async def test_guards_and_one_id_format(database_url, mqtt_broker, agency, tmp_p
         # firmware: nothing reported yet (a retired device is left out)
         fw = (await http.get("/api/v1/devices/firmware", headers=admin)).json()
         assert fw == {"current": None, "current_source": None, "versions": [], "outdated": [], "devices": 0}
+        code, out, err = await _vigil("device", "firmware", *api, env=env)
+        assert code == 0 and out.splitlines()[0].split() == ["current", "-"], out + err
         sup = {"Authorization": f"Bearer {a.tokens['supervisor']}"}
         assert (await http.get("/api/v1/devices/firmware", headers=sup)).status_code == 403
 

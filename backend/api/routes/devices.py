@@ -105,7 +105,7 @@ async def firmware(runtime: RuntimeDep, caller: CallerDep) -> dict:
             return "current"
         return "outdated" if _version(version) < _version(current) else "newer"
 
-    outdated = [{"device_id": r["device_id"], "device": fleet.device_label(r["device_id"]), "firmware": r["firmware"],
+    outdated = [{"device_id": r["device_id"], "firmware": r["firmware"],
                  "officer_id": r["officer_id"], "officer_name": r["officer_name"], "last_seen": r["last_seen"],
                  "status": r["status"]}
                 for r in rows if standing(r["firmware"]) == "outdated"]

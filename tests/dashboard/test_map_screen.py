@@ -107,16 +107,23 @@ async def test_offline_map_marks_each_open_alert_and_asks_no_other_host(database
         officers = [{"officer_id": i + 1, "officer_name": name, "lat": 40.7150 + i / 100, "lon": -74.0080, "source": "gateway",
                      "gateway_id": f"gw{i + 1}", "heard_at": at.isoformat(), "age_s": (now - at).total_seconds()}
                     for i, (name, at) in enumerate(heard.items())]
+        crowd = [{"officer_id": 10 + k, "officer_name": f"Officer Crowd{k}", **GATEWAY_FIX, "gateway_id": "gw1",
+                  "heard_at": now.isoformat(), "age_s": 0} for k in range(4)]  # four heard at the SOS's gateway
+        officers += crowd
         await page.route("**/api/v1/live/positions", lambda route: route.fulfill(
             json={"officers": officers}, headers={"Content-Type": "application/json"}))
         squares = page.locator("#map .leaflet-marker-icon.map-officer")
-        await squares.nth(1).wait_for(timeout=10_000)  # messages.js asks every 5 s
+        await squares.nth(2).wait_for(timeout=10_000)  # messages.js asks every 5 s
+        assert await squares.count() == 3  # one per place
         assert await page.locator("#map .leaflet-marker-icon.map-officer.stale").count() == 1
+        # a crowd at one gateway: three named under its square, the rest counted
+        assert await page.locator("#map .map-officer-fix", has_text="Officer Crowd").count() == 3
+        assert await page.locator("#map .leaflet-tooltip", has_text="+1 more officers here").count() == 1
         stale = page.locator("#map .map-officer-fix.stale")
         assert await stale.count() == 1 and "Officer Lindqvist · 5 min" in await stale.inner_text()
-        fresh = await page.locator("#map .map-officer-fix:not(.stale)").get_attribute("title")
+        fresh = await page.locator('#map .map-officer-fix[data-officer-id="1"]:not(.stale)').get_attribute("title")
         assert fresh.startswith("Officer Okafor — near gateway gw1 (gateway position), heard ") and fresh.endswith("s ago"), fresh
-        for i in range(2):  # the view grew to take them in
+        for i in range(3):  # the view grew to take them in
             m, box = await squares.nth(i).bounding_box(), await page.locator("#map").bounding_box()
             assert box["y"] <= m["y"] and m["y"] + m["height"] <= box["y"] + box["height"], (m, box)
         await shot(page, "supervisor-map-officers")
@@ -130,6 +137,14 @@ async def test_offline_map_marks_each_open_alert_and_asks_no_other_host(database
         text = await popup.inner_text()
         assert "Position from the wearable's own fix" in text and "Officer Lindqvist" in text and "Reported" in text, text
         await popup.get_by_role("button", name="Open incident").click()
+        # the SOS's popup names the officers heard at its place (their square lies under its marker)
+        okafor = page.locator(ALERTS + '[aria-label^="Officer Okafor"]')
+        await okafor.focus()
+        await okafor.press("Enter")
+        here = page.locator("#map .leaflet-popup-content", has_text="Officers last heard here")  # (the fall's fades out)
+        await here.wait_for()
+        said = await here.inner_text()
+        assert all(f"Officer Crowd{k} (" in said for k in range(4)), said
         await page.locator("#incident").wait_for(state="visible")
         assert "Officer Lindqvist" in await page.locator("#incident-h").inner_text()
         assert "picked" in await _card(page, "fall").get_attribute("class")

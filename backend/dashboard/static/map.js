@@ -17,6 +17,7 @@ import { leaflet } from "./vendor.js";
 export const STALE_FIX_S = 60;
 const FIT_MAX_ZOOM = 17;         // one alert alone is shown at street level, not at the deepest zoom
 const OFFLINE_MAX_ZOOM = 19;
+const OFFICERS_NAMED = 3;        // names under an officers' square; its popup lists them all
 
 /** Points with a position grouped by place (about 5 m apart or closer share a marker), most urgent first. */
 export function places(points) {
@@ -183,7 +184,16 @@ function alertPopup(g, now) {
     `${p.officer || "no officer assigned"} · ${p.priorityText || `priority ${p.priority}`}`, el("br"),
     `Reported ${ago(p.at, now)} (${when(p.at)})`, el("br"),
     `Position from ${sourceText(p.source, p.gateway)}: ${Number(p.lat).toFixed(5)}, ${Number(p.lon).toFixed(5)}`, el("br"),
-    el("button", { type: "button", class: "map-open", onclick: () => onPick(p.id) }, "Open incident"))));
+    el("button", { type: "button", class: "map-open", onclick: () => onPick(p.id) }, "Open incident"))),
+  officersHere(g.key, now));
+}
+
+/** The officers last heard at an alert's place (their square lies under the alert's marker). */
+function officersHere(key, now) {
+  const here = officerPositions.filter((o) => o.lat != null && o.lon != null && placeKey(o) === key);
+  if (!here.length) return null;
+  return el("section", { class: "map-officers-here" }, el("strong", {}, "Officers last heard here"), el("br"),
+    here.map((o) => `${o.officer_name || `officer ${o.officer_id}`} (${ago(o.heard_at, now)})`).join(", "));
 }
 
 function alertNames(g) {
@@ -238,10 +248,13 @@ function refreshOfficers(m, g, now) {
   m.vigil = g;
   m.setLatLng([g.lat, g.lon]);
   const officers = [...g.points].sort((a, b) => String(a.officer_name).localeCompare(String(b.officer_name)));
-  m.setTooltipContent(el("div", {}, officers.map((o) => el("div", {
+  // the most recently heard first; a crowd at one gateway (the demo's whole shift) names a few, its popup all
+  const named = [...officers].sort((a, b) => Date.parse(b.heard_at || 0) - Date.parse(a.heard_at || 0)).slice(0, OFFICERS_NAMED);
+  m.setTooltipContent(el("div", {}, officers.filter((o) => named.includes(o)).map((o) => el("div", {
     class: `map-officer-fix${isStale(o, now) ? " stale" : ""}`, title: officerFix(o, now),
     dataset: { officerId: o.officer_id },
-  }, `${o.officer_name || o.officer_id} · ${ago(o.heard_at, now)}`))));
+  }, `${o.officer_name || o.officer_id} · ${ago(o.heard_at, now)}`)),
+  officers.length > named.length ? el("div", {}, `+${officers.length - named.length} more officers here (the square's popup, or the alert's, lists them)`) : null));
   m.setPopupContent(el("div", { class: "map-popup" }, officers.map((o) => el("section", {},
     el("strong", {}, o.officer_name || `officer ${o.officer_id}`), el("br"),
     `Last heard ${ago(o.heard_at, now)} (${when(o.heard_at)}) through gateway ${o.gateway_id}`, el("br"),

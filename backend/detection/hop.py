@@ -221,6 +221,9 @@ def analyse(batch: HopInput, now_wall_ms: int, config: DecisionConfig = Decision
     hr_rows, md_rows, st_rows = rows(hr_state), rows(md_state), rows(st_state)
     bpm_f, quality_f = est.bpm.tolist(), est.quality.tolist()
     alarm = (md_state.phase == ALARM).tolist()
+    # most devices page nothing: _decide only for those with something to page
+    to_decide = (fall.suspected | (md.phase == "alarm") | st.extreme | st.strain).tolist()
+    phases, worn = md.phase.tolist(), (~off_body).tolist()
     results, states = [], []
     for i, win in enumerate(batch.windows):
         old = batch.states[i]
@@ -238,15 +241,16 @@ def analyse(batch: HopInput, now_wall_ms: int, config: DecisionConfig = Decision
                 heart_rate=bpm_now[i] if is_last else _num(old.last_bpm, 1),
                 hr_quality=quality_now[i] if is_last else round(float(old.last_quality), 3),
                 activity=act_names[j], posture=posture_names[j], cadence=cadence[j], motion_energy=energy[j]))
-        candidates = _decide(i, win, batch, state, fall, md, st, act_all, last, contact, est, limits)
-        recent = now_wall_ms - win.wall_end_ms <= config.live_alert_max_age_s * 1000
         alerts: list[AlertCandidate] = []
         stale: list[AlertCandidate] = []
-        for c in candidates:
-            (alerts if recent else stale).append(c)
-        _remember(state, alerts, st, i, now_s[i], config)
+        if to_decide[i]:
+            recent = now_wall_ms - win.wall_end_ms <= config.live_alert_max_age_s * 1000
+            for c in _decide(i, win, batch, state, fall, md, st, act_all, last, contact, est, limits):
+                (alerts if recent else stale).append(c)
+        if alerts or state.paged_since:  # otherwise nothing to remember
+            _remember(state, alerts, st, i, now_s[i], config)
         results.append(DeviceResult(win.device_id, features, alerts, [c.kind for c in stale],
-                                    str(md.phase[i]), not bool(off_body[i]), win.backfill))
+                                    phases[i], worn[i], win.backfill))
         states.append(state)
     return results, states
 

@@ -306,8 +306,8 @@ class DeviceStream:
     def take_window(self) -> Window:
         """Copy the next due window (with ``hop - feature_step`` samples of extra history) and
         advance to the next hop."""
-        window, hop, step = self.config.samples(self.rate_hz)
-        span = window + hop - step
+        _, hop, _ = self._samples
+        span = self._span
         end = self.next_end
         start = (end - span) % self.capacity
         if start + span <= self.capacity:  # one piece of the ring: slices, copied

@@ -172,7 +172,7 @@ class VigilRadio:
         (h_maker, h_model, h_serial, h_fw, h_hw) = handles[3]
         ble.gatts_set_buffer(self.h_control, _CONTROL_BUFFER)
         ble.gatts_set_buffer(self.h_status, _CONTROL_BUFFER)
-        ble.gatts_write(self.h_hr_location, b"\x00")  # "other": the upper arm has no code
+        ble.gatts_write(self.h_hr_location, b"\x00")  # "other": the waist has no code
         ble.gatts_write(h_maker, b"Vigil")
         ble.gatts_write(h_model, model.encode())
         ble.gatts_write(h_serial, ("%08X" % device_id).encode())

@@ -185,7 +185,7 @@ class MotionMonitor:
 
     Gravity is tracked by an exponential average over ~16 samples (0.3 s at 50 Hz); motion is
     any sample that deviates from it by more than motion_mg. Lying means the device's up axis
-    (along the upper arm when standing) is more than lying_deg from vertical. A fall is a
+    (up the trunk when standing: the unit is worn upright at the waist) is more than lying_deg from vertical. A fall is a
     free-fall dip (|a| < freefall_mg for 60 ms), an impact (|a| > impact_mg) within a second,
     and 1.5 s later a trunk orientation changed by more than 45 degrees or lying."""
 

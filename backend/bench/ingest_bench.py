@@ -45,6 +45,7 @@ import numpy as np
 from backend.cli.progress import track
 from backend.local import infra
 from backend.bench import load
+from models.thresholds import PRODUCT_PLACEMENT
 
 # The backend's detection settings for the bench: windows collected every 250 ms (not once per
 # 2 s hop) and features flushed every 250 ms, so frame -> features stays under a second.
@@ -310,7 +311,7 @@ async def provision(url: str, secret: str, count: int, agencies: list[str]) -> l
                 officer_ids += [r[0] for r in res]
             await conn.execute(sa.insert(t.devices), [
                 {"id": w.device_id, "agency_id": w.agency, "key_wrapped": wrap_device_key(secret, w.device_id, w.key),
-                 "placement": "upper_arm"} for w in wearables])
+                 "placement": PRODUCT_PLACEMENT} for w in wearables])
             await conn.execute(sa.insert(t.assignments), [
                 {"device_id": w.device_id, "officer_id": o, "starts_at": started} for w, o in zip(wearables, officer_ids)])
     finally:

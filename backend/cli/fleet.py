@@ -14,6 +14,7 @@ import httpx
 
 from backend.cli.progress import track
 from backend.cli.session import DEFAULT_API, CliError, device_id, error_text, refused, token_for
+from models.thresholds import PRODUCT_PLACEMENT
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = dsub.add_parser("provision", help="create a device and its key (the key is printed once); with --count, "
                                           "a fleet of consecutive ids with their keys written to --keys-out")
     p.add_argument("device_id", type=device_id, help="the id in its frames (decimal or 0x...); the first of --count")
-    p.add_argument("--placement", default="upper_arm")
+    p.add_argument("--placement", default=PRODUCT_PLACEMENT, help=f"where it is worn (default {PRODUCT_PLACEMENT}, the product's placement)")
     p.add_argument("--count", type=int, default=1, help="provision this many devices, device_id, device_id+1, ...")
     p.add_argument("--keys-out", default=None, metavar="FILE",
                    help='write {"<device id>": "<64 hex key>"} to FILE (created readable only by you; '

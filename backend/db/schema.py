@@ -38,7 +38,7 @@ devices = sa.Table(
     sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),  # the frame's device_id
     sa.Column("agency_id", sa.Text, sa.ForeignKey("agencies.id"), nullable=False, index=True),
     sa.Column("key_wrapped", sa.LargeBinary, nullable=False),  # AES-GCM under the backend secret
-    sa.Column("placement", sa.Text, nullable=False, server_default="upper_arm"),
+    sa.Column("placement", sa.Text, nullable=False, server_default="waist"),
     sa.Column("status", sa.Text, nullable=False, server_default="active"),  # active | retired
     sa.Column("firmware", sa.Text),
     sa.Column("battery_pct", sa.SmallInteger),

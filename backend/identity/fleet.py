@@ -14,8 +14,7 @@ from backend.db import schema as t
 from backend.identity import auth
 from backend.identity.security import new_device_key, wrap_device_key, wrap_gateway_password
 from backend.exceptions import Conflict, NotFound
-
-PLACEMENTS = ("wrist", "upper_arm", "chest", "waist")
+from models.thresholds import PLACEMENTS, PRODUCT_PLACEMENT  # noqa: F401 (PLACEMENTS: the one list, re-exported)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +37,7 @@ async def create_officer(engine: AsyncEngine, agency_id: str, badge: str, name: 
 
 
 async def provision_device(engine: AsyncEngine, secret: str, agency_id: str, device_id: int,
-                           placement: str = "upper_arm", key: bytes | None = None) -> ProvisionedDevice:
+                           placement: str = PRODUCT_PLACEMENT, key: bytes | None = None) -> ProvisionedDevice:
     if placement not in PLACEMENTS:
         raise ValueError(f"placement {placement!r} is not one of {PLACEMENTS}")
     if not 0 <= device_id <= 0xFFFFFFFF:

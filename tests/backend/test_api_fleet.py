@@ -52,6 +52,12 @@ async def test_cli_fleet_admin_and_refused_frames(database_url, mqtt_broker, age
         code, out = await _vigil("device", "list", *api)
         row = next(d for d in json.loads(out) if d["device_id"] == 0x0A0000F1)
         assert (row["officer_id"], row["officer_name"], row["status"], row["placement"]) == (officer_id, "Officer Haddad", "active", "chest")
+        # no placement given: the product's own (worn at the waist, hardware/README.md), from the CLI and the API
+        assert (await _vigil("device", "provision", "0x0A0000F2", *api))[0] == 0
+        admin = {"Authorization": f"Bearer {a.tokens['fleet_admin']}"}
+        assert (await http.post("/api/v1/devices", json={"device_id": 0x0A0000F3}, headers=admin)).status_code in (200, 201)
+        listed = {d["device_id"]: d["placement"] for d in (await http.get("/api/v1/devices", headers=admin)).json()}
+        assert listed[0x0A0000F2] == listed[0x0A0000F3] == "waist"
         code, _ = await _vigil("device", "list", "--api", backend.url, "--token", a.tokens["supervisor"])
         assert code == 0
         code, _ = await _vigil("officer", "create", "--badge", "X", "--name", "Y", "--api", backend.url, "--token", a.tokens["supervisor"])

@@ -12,13 +12,14 @@ from backend.api.deps import CallerDep, RuntimeDep
 from backend.db import schema as t
 from backend.exceptions import NotFound
 from backend.privacy.access import DEVICE_ID_MAX, DeviceId, refuse_not_found
+from models.thresholds import PRODUCT_PLACEMENT
 
 router = APIRouter(prefix=f"{API}/devices", tags=["devices"])
 
 
 class DeviceIn(BaseModel):
     device_id: int = Field(ge=0, le=0xFFFFFFFF, description="the id in the device's frames")
-    placement: str = Field("upper_arm", description=f"one of {', '.join(fleet.PLACEMENTS)}")
+    placement: str = Field(PRODUCT_PLACEMENT, description=f"one of {', '.join(fleet.PLACEMENTS)}")
 
 
 class AssignmentIn(BaseModel):

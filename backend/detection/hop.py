@@ -255,6 +255,12 @@ def analyse(batch: HopInput, now_wall_ms: int, config: DecisionConfig = Decision
     return results, states
 
 
+# Calls of ModelStates.run after which the state of a device no longer analysed is copied out of
+# its batch, swept as often (so within twice as many calls; a round of 2,000 devices is 10 calls
+# of 200 windows: an active device is never that old).
+DETACH_AFTER_CALLS = 32
+
+
 class ModelStates:
     """Every device's :class:`DeviceModelState`, kept where the models run.
 
@@ -266,10 +272,15 @@ class ModelStates:
 
     def __init__(self) -> None:
         self.states: dict[int, DeviceModelState] = {}
+        self._calls = 0
+        self._analysed_at: dict[int, int] = {}  # device -> call that last analysed it (its state views that batch)
 
     def run(self, batches: list[HopInput], resets: frozenset[int], now_wall_ms: int,
             config: DecisionConfig) -> list[list[DeviceResult]]:
         """Analyse one round. ``resets``: devices whose man-down alarm a person cleared."""
+        self._calls += 1
+        if self._calls % DETACH_AFTER_CALLS == 0:
+            self._detach_stale()
         out = []
         for batch in batches:
             states = []
@@ -282,8 +293,18 @@ class ModelStates:
             results, new = analyse(dataclasses.replace(batch, states=states), now_wall_ms, config)
             for result, state in zip(results, new):
                 self.states[result.device_id] = state
+                self._analysed_at[result.device_id] = self._calls
             out.append(results)
         return out
+
+    def _detach_stale(self) -> None:
+        """Copy out the states of the devices no longer analysed: a state is a view of its last
+        batch's arrays (:func:`rows`), which it would otherwise keep whole."""
+        for device_id, at in list(self._analysed_at.items()):
+            if self._calls - at >= DETACH_AFTER_CALLS:
+                state = self.states[device_id]
+                state.hr, state.man_down, state.strain = row(state.hr, 0), row(state.man_down, 0), row(state.strain, 0)
+                del self._analysed_at[device_id]
 
 
 _PROCESS_STATES: ModelStates | None = None

@@ -161,3 +161,41 @@ def test_rows_of_a_batch_state_equal_row_by_row(cls):
         for f in state.__dataclass_fields__:
             assert getattr(one, f).shape == getattr(want, f).shape
             assert np.array_equal(getattr(one, f), getattr(want, f))
+
+
+def test_a_device_no_longer_analysed_keeps_its_own_state_not_its_last_batch():
+    """A device's model state is a view of the batch that last analysed it; once it is no longer
+    analysed its state is copied out (the same values), so it does not keep the batch's arrays."""
+    from backend.detection.hop import DETACH_AFTER_CALLS, HopInput
+    from backend.detection.windows import DeviceStream, TelemetryChunk
+
+    config = WindowConfig()
+    w, hop, step = config.samples(50)
+    streams = {d: DeviceStream(d, config) for d in (1, 2)}
+    model = SensorModel(np.random.default_rng(4), 50)
+
+    def window(d, k):
+        while not streams[d].due():
+            ppg, accel = model.block(20, "walking")
+            s = streams[d]
+            s.push(TelemetryChunk(s.total // 20 + 1, T0_MS + s.total * 20, 50, ppg.astype(np.int32),
+                                  np.rint(accel).astype(np.int16), False), 0.0)
+        return streams[d].take_window()
+
+    keeper = ModelStates()
+
+    def run(devices):
+        wins = [window(d, 0) for d in devices]
+        keeper.run([HopInput("waist", 50, w, hop, step, hop, wins, [], np.ones(len(wins), bool))], frozenset(),
+                   T0_MS + 10**9, DecisionConfig())
+
+    run([1, 2])
+    before = keeper.states[2]
+    posterior = before.hr.posterior.copy()
+    assert before.hr.posterior.base is not None  # a view of the batch
+    for _ in range(2 * DETACH_AFTER_CALLS):  # swept every DETACH_AFTER_CALLS calls
+        run([1])
+    after = keeper.states[2]
+    assert after.hr.posterior.base is None and after.man_down.phase.base is None and after.strain.last_time.base is None
+    assert np.array_equal(after.hr.posterior, posterior) and after.hr.posterior.shape == (1, posterior.shape[1])
+    assert keeper.states[1].hr.posterior.base is not None  # still analysed: still a view

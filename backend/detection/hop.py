@@ -35,6 +35,7 @@ import dataclasses
 import functools
 import math
 import pickle
+import traceback
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -274,6 +275,11 @@ class ModelStates:
         self.states: dict[int, DeviceModelState] = {}
         self._calls = 0
         self._analysed_at: dict[int, int] = {}  # device -> call that last analysed it (its state views that batch)
+        self.failed: list[str] = []  # batches whose models raised since take_failed(), described
+
+    def take_failed(self) -> list[str]:
+        failed, self.failed = self.failed, []
+        return failed
 
     def run(self, batches: list[HopInput], resets: frozenset[int], now_wall_ms: int,
             config: DecisionConfig) -> list[list[DeviceResult]]:
@@ -290,7 +296,14 @@ class ModelStates:
                     state.man_down = reset_man_down(state.man_down, np.array([True]))
                     state.man_down_paged = False
                 states.append(state)
-            results, new = analyse(dataclasses.replace(batch, states=states), now_wall_ms, config)
+            try:
+                results, new = analyse(dataclasses.replace(batch, states=states), now_wall_ms, config)
+            except Exception:  # one batch's model error: its windows are skipped, never the other batches'
+                self.failed.append(f"{batch.placement} at {batch.rate_hz} Hz, {len(batch.windows)} window(s) of "
+                                   f"device(s) {', '.join(f'{w.device_id:#010x}' for w in batch.windows[:5])}: "
+                                   f"{traceback.format_exc()}")
+                out.append([])
+                continue
             for result, state in zip(results, new):
                 self.states[result.device_id] = state
                 self._analysed_at[result.device_id] = self._calls
@@ -320,7 +333,8 @@ def run_in_process(round_pickle: bytes) -> bytes:
     if _PROCESS_STATES is None:
         _PROCESS_STATES = ModelStates()
     batches, resets, now_wall_ms, config = pickle.loads(round_pickle)
-    return pickle.dumps(_PROCESS_STATES.run(batches, resets, now_wall_ms, config), protocol=pickle.HIGHEST_PROTOCOL)
+    out = _PROCESS_STATES.run(batches, resets, now_wall_ms, config)
+    return pickle.dumps((out, _PROCESS_STATES.take_failed()), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _decide(i, win, batch, state, fall, md, st, act_all, last, contact, est, limits) -> list[AlertCandidate]:

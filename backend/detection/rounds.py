@@ -43,6 +43,7 @@ class RoundRunner:
         self.model_states = ModelStates()  # used when the models run inline or in a thread
         self._executor = self._new_executor()
         self._failure_logged = False
+        self._batch_failure_logged = False
 
     def _new_executor(self) -> concurrent.futures.Executor | None:
         # process: the models get a core without the GIL that ingest needs; the windows travel
@@ -61,7 +62,8 @@ class RoundRunner:
         try:
             if self.worker == "process":
                 sent = pickle.dumps((batches, resets, int(now * 1000), self.config), protocol=pickle.HIGHEST_PROTOCOL)
-                return pickle.loads(await loop.run_in_executor(self._executor, run_in_process, sent))
+                outcome, failed = pickle.loads(await loop.run_in_executor(self._executor, run_in_process, sent))
+                return self._batches_failed(outcome, failed)
             if self.worker == "inline":
                 outcome = []
                 for batch in batches:
@@ -72,9 +74,10 @@ class RoundRunner:
                         parts += self.model_states.run([part], resets, int(now * 1000), self.config)[0]
                         await asyncio.sleep(0)
                     outcome.append(parts)
-                return outcome
-            return await loop.run_in_executor(self._executor, self.model_states.run, batches, resets,
-                                              int(now * 1000), self.config)
+                return self._batches_failed(outcome, self.model_states.take_failed())
+            outcome = await loop.run_in_executor(self._executor, self.model_states.run, batches, resets,
+                                                 int(now * 1000), self.config)
+            return self._batches_failed(outcome, self.model_states.take_failed())
         except Exception as exc:  # a model error must not stop ingest: log it once, count every one
             self._metrics.detection_failures.inc()
             if isinstance(exc, concurrent.futures.BrokenExecutor):  # the worker process died: a new one
@@ -88,6 +91,16 @@ class RoundRunner:
             return None
         finally:
             self._metrics.detection_hop.observe(time.perf_counter() - started)
+
+    def _batches_failed(self, outcome: list[list[DeviceResult]], failed: list[str]) -> list[list[DeviceResult]]:
+        """Count and log the batches whose models raised (their windows skipped, the rest analysed)."""
+        if failed:
+            self._metrics.detection_failures.inc(len(failed))
+            if not self._batch_failure_logged:
+                self._batch_failure_logged = True
+                log.error("DETECTION BATCH FAILED; its windows are skipped, the round's other batches analysed "
+                          "(counted in vigil_detection_failures): %s", failed[0])
+        return outcome
 
     def shutdown(self) -> None:
         if self._executor is not None:

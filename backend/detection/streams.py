@@ -9,6 +9,7 @@ the ``vigil_detection_stream`` metric.
 """
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 
 import numpy as np
@@ -22,8 +23,15 @@ from backend.ingest.clock import believable
 from backend.ingest.registry import DeviceRegistry
 from firmware import frame as F
 
+log = logging.getLogger("vigil.detection")
+
 # an unsynced device clock is re-anchored to wall time when it drifts further than this
 CLOCK_REANCHOR_MS = 60_000
+# The sampling rates the detectors run at: every model was fitted and checked at 50 Hz (the
+# recordings resampled to it; firmware/sampler.py makes 50 Hz), and the fall features need at
+# least 50 Hz (a 20 ms segment). A verified frame at another rate is stored but never analysed,
+# counted and logged: one device's odd rate must never fail the round of every device.
+MODEL_RATES_HZ = frozenset({50})
 
 
 class DeviceStreams:
@@ -38,12 +46,16 @@ class DeviceStreams:
         self._clock_offsets: dict[int, int] = {}  # unsynced devices: device time + offset = wall time
         self._rebased: dict[int, int] = {}  # devices whose synced time is not believable: rebased onto wall time
         self._resets: set[int] = set()
+        self._rate_logged: set[int] = set()  # devices whose unsupported rate was logged
 
     def push(self, frame, now: float, backfill: bool) -> None:
         """One verified telemetry frame into its device's stream: the usual frame (it continues
         its stream, nothing waits) straight into the ring and the raw rows
         (:meth:`DeviceStream.continue_with`), any other through :meth:`push_reference`'s path."""
         device_id, chunk = self._chunk(frame, now, backfill)
+        if chunk.rate_hz not in MODEL_RATES_HZ:
+            self._unanalysed(device_id, chunk, now)
+            return
         stream = self.by_device.get(device_id)
         if stream is not None and stream.continue_with(chunk):
             self._raw_rows.released_one(device_id, chunk, now)
@@ -54,7 +66,20 @@ class DeviceStreams:
         """:meth:`push` with every frame through the stream's reorder queue (the path before the
         fast one, which must give the same windows and raw rows): the reference of the tests."""
         device_id, chunk = self._chunk(frame, now, backfill)
+        if chunk.rate_hz not in MODEL_RATES_HZ:
+            self._unanalysed(device_id, chunk, now)
+            return
         self._push_queued(device_id, self.by_device.get(device_id), chunk, now)
+
+    def _unanalysed(self, device_id: int, chunk: TelemetryChunk, now: float) -> None:
+        """A frame at a rate the detectors do not run at: its samples are stored, never analysed."""
+        self._raw_rows.released_one(device_id, chunk, now)
+        self._metrics.detection_stream.labels("unsupported_rate").inc()
+        if device_id not in self._rate_logged:
+            self._rate_logged.add(device_id)
+            log.error("device %#010x sends telemetry at %d Hz; the detectors run at %s Hz only: its samples are "
+                      "stored but NOT analysed (no fall or man-down detection for this device)",
+                      device_id, chunk.rate_hz, "/".join(str(r) for r in sorted(MODEL_RATES_HZ)))
 
     def _chunk(self, frame, now: float, backfill: bool) -> tuple[int, TelemetryChunk]:
         d, h = frame.device, frame.header

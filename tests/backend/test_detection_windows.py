@@ -144,6 +144,42 @@ class TestDeviceStream:
         assert streams.counters(7).late_frames == 1
         assert sorted(rows.seqs) == [0, 1, 2]
 
+    def test_a_rate_the_detectors_do_not_run_at_is_stored_not_analysed(self):
+        """A verified frame at 25 Hz (the fall features need 50 Hz; at 25 Hz the model raised,
+        failing the round of every device): stored, never windowed, counted."""
+        from types import SimpleNamespace
+        from backend.app.metrics import BackendMetrics
+        from backend.detection.streams import MODEL_RATES_HZ, DeviceStreams
+
+        class Rows:  # the raw store's intake, recorded
+            def __init__(self):
+                self.got = []
+
+            def released(self, device_id, chunks, now):
+                self.got += [(device_id, c.seq, c.rate_hz) for c in chunks]
+
+            def released_one(self, device_id, chunk, now):
+                self.got.append((device_id, chunk.seq, chunk.rate_hz))
+
+        rows, metrics = Rows(), BackendMetrics()
+        streams = DeviceStreams(WindowConfig(), None, None, rows, metrics)
+
+        def frame(device_id, k, rate):
+            n = rate * FRAME_MS // 1000
+            header = SimpleNamespace(seq=k, time_ms=T0_MS + k * FRAME_MS, flags=0)
+            return SimpleNamespace(device=SimpleNamespace(device_id=device_id), header=header,
+                                   decoded=(rate, 0, np.full(n, 480_000, np.int32), np.tile(np.array([0, 1000, 0], np.int16), (n, 1))))
+
+        assert 25 not in MODEL_RATES_HZ and RATE in MODEL_RATES_HZ
+        now = T0_MS / 1000
+        for k in range(30):
+            streams.push(frame(7, k, RATE), now, False)
+            streams.push(frame(8, k, 25), now, False)
+            streams.push_reference(frame(9, k, 25), now, False)
+        assert 8 not in streams.by_device and 9 not in streams.by_device and streams.by_device[7].due()
+        assert [s for d, s, r in rows.got if d == 8] == list(range(30)) and {r for d, _, r in rows.got if d == 8} == {25}
+        assert metrics.detection_stream.labels("unsupported_rate")._value.get() == 60
+
     def test_long_gap_restarts_the_window(self):
         s = DeviceStream(1, WindowConfig(reorder_frames=0))
         for k in range(30):
@@ -321,3 +357,31 @@ def test_model_axes_are_the_turn_of_the_device_axes_in_g():
     got = to_model_g(accel)
     want = np.einsum("dsc,ck->dks", accel.astype(float), DEVICE_TO_MODEL_AXES) / 1000.0
     assert got.shape == (5, 3, 450) and got.flags.c_contiguous and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("worker", ["inline", "thread", "process"])
+async def test_one_batch_whose_models_raise_fails_alone(worker):
+    """A model error in one batch (here: a placement the thresholds do not know) skips that batch's
+    windows, counted and logged; the round's other batches are analysed (it used to skip the whole
+    round: one odd device stopped fall and man-down detection for every device)."""
+    from backend.app.metrics import BackendMetrics
+    from backend.detection.rounds import RoundRunner
+
+    s = DeviceStream(1, WindowConfig())
+    k = 0
+    while not s.due():
+        s.push(chunk(k), 0.0)
+        k += 1
+    win = s.take_window()
+    w, hop, step = WindowConfig().samples(RATE)
+    good = HopInput("waist", RATE, w, hop, step, None, [win], [], np.ones(1, bool))
+    bad = HopInput("nowhere", RATE, w, hop, step, None, [win], [], np.ones(1, bool))
+    metrics = BackendMetrics()
+    runner = RoundRunner(worker, DecisionConfig(), metrics)
+    try:
+        outcome = await runner.analyse([bad, good], frozenset(), win.wall_end_ms / 1000)
+    finally:
+        runner.shutdown()
+    assert outcome is not None and len(outcome) == 2
+    assert outcome[0] == [] and [r.device_id for r in outcome[1]] == [1]
+    assert metrics.detection_failures._value.get() == 1

@@ -6,7 +6,7 @@ in a thread, or in a process of its own (:func:`run_in_process`, whose model sta
 process's module global: ``ProcessPoolExecutor`` gives a task nothing else to keep them in).
 
 Axes. The wearable's accelerometer reads +1 g on +Y when the officer stands upright (the
-board's +Y points up the upper arm, hardware/README.md; the simulator follows it). The models
+board's +Y points up the trunk, the unit worn upright at the waist, hardware/README.md; the simulator follows it). The models
 follow SisFall's mounting, where upright reads -1 g on Y (``ActivityConfig.upright_axis``).
 :data:`DEVICE_TO_MODEL_AXES` (a 180 degree turn about Z) maps one onto the other; without it
 an upright officer reads as lying and a car seat would page.

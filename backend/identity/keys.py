@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import stat
+import tempfile
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -45,12 +46,21 @@ def _load_or_create(path: Path) -> dict[str, str]:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     keys = {name: secrets.token_urlsafe(48) for name in KEY_NAMES}
     text = json.dumps({**keys, "generated_at": dt.datetime.now(dt.timezone.utc).isoformat()}, indent=2)
+    # Written whole to a private temporary file, then linked into place: a process that starts at
+    # the same moment (two shards of a bench) finds either no file or the complete one, never a
+    # half-written one (it read an empty file and failed to start).
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _load(path)  # another process made them first
-    with os.fdopen(fd, "w") as f:
-        f.write(text + "\n")
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # atomic; refuses an existing file
+        except FileExistsError:
+            return _load(path)  # another process made them first
+    finally:
+        os.unlink(tmp)
     log.warning("DEVELOPMENT KEYS GENERATED: no VIGIL_SECRET_KEY / VIGIL_TOKEN_KEY configured, so new keys were written "
                 "to %s (owner-only). Whoever reads that file can sign in as anyone. Production refuses to start without "
                 "configured keys.", path.resolve())
@@ -61,8 +71,11 @@ def _load(path: Path) -> dict[str, str]:
     mode = path.stat().st_mode  # FileNotFoundError: not made yet
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigurationError(f"{path} is open to other users (mode {stat.S_IMODE(mode):o}); chmod 600 it or configure the keys")
-    stored = json.loads(path.read_text())
-    if not all(isinstance(stored.get(name), str) and len(stored[name]) >= 32 for name in KEY_NAMES):
+    try:
+        stored = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigurationError(f"{path} is not the keys file Vigil writes ({exc}); delete it to generate new ones") from exc
+    if not isinstance(stored, dict) or not all(isinstance(stored.get(name), str) and len(stored[name]) >= 32 for name in KEY_NAMES):
         raise ConfigurationError(f"{path} does not hold both keys; delete it to generate new ones")
     log.warning("DEVELOPMENT KEYS: signing tokens and wrapping device keys with the generated keys in %s; "
                 "configure VIGIL_SECRET_KEY and VIGIL_TOKEN_KEY for anything but development", path.resolve())

@@ -244,6 +244,28 @@ def test_no_published_secret_development_generates_its_own(tmp_path, caplog):
         BackendSettings(token_key=DEVELOPMENT_SECRET)
 
 
+def _start_with_keys(path: str) -> tuple[str, str]:
+    settings = with_keys(BackendSettings(keys_file=path))
+    return settings.secret_key.get_secret_value(), settings.token_key.get_secret_value()
+
+
+def test_processes_starting_at_once_share_one_complete_keys_file(tmp_path):
+    """Two shards started together: one wrote the file while the other read it empty and failed
+    to start (JSONDecodeError). Now each finds no file or the whole one: all get the same keys."""
+    import concurrent.futures
+    import multiprocessing
+    for attempt in range(5):
+        path = str(tmp_path / f"race{attempt}" / "keys.json")
+        with concurrent.futures.ProcessPoolExecutor(6, mp_context=multiprocessing.get_context("fork")) as pool:
+            got = list(pool.map(_start_with_keys, [path] * 12))
+        assert len(set(got)) == 1, f"attempt {attempt}: {len(set(got))} different key sets"
+        assert sorted(p.name for p in (tmp_path / f"race{attempt}").iterdir()) == ["keys.json"]  # no temporary left
+    (tmp_path / "broken.json").write_text("")
+    os.chmod(tmp_path / "broken.json", 0o600)
+    with pytest.raises(ConfigurationError, match="delete it"):
+        with_keys(BackendSettings(keys_file=tmp_path / "broken.json"))  # a typed error, not a JSON traceback
+
+
 # ---- finding 7: throttling and auditing sign-ins -----------------------------------------------------
 
 async def test_forwarded_for_does_not_dodge_the_throttle(database_url, mqtt_broker, agency):

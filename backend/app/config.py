@@ -70,7 +70,9 @@ class BackendSettings(BaseSettings):
     # ingest and detection (backend/detection)
     detection_window_s: float = Field(8.0, gt=0, description="length of the analysis window of each device")
     detection_hop_s: float = Field(2.0, gt=0, description="windows are analysed every hop of device time")
-    detection_tick_s: float = Field(0.0, ge=0, description="how often due windows are collected; 0 = every hop")
+    detection_fall_step_s: float = Field(
+        0.5, gt=0, description="falls are decided every this much device time (at most the hop; the other models run every hop)")
+    detection_tick_s: float = Field(0.0, ge=0, description="how often due windows are collected; 0 = every fall step")
     detection_worker: Literal["inline", "thread", "process"] = Field(
         "inline", description="where the models run: on the event loop in chunks of at most 200 windows (no GIL "
                               "hand-offs; fastest measured), in a thread, or in a process of their own")

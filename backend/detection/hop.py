@@ -1,4 +1,5 @@
-"""One detection hop: every model once over all due windows of one placement, then decisions.
+"""One detection hop: every model once over all due windows of one placement, then decisions;
+and the fall steps between hops (:func:`analyse_falls`).
 
 Pure: arrays and per-device state in, results and new state out; wall time is an argument.
 The round runner (``rounds.py``) calls :func:`analyse` on the event loop in chunks (the default),
@@ -13,7 +14,12 @@ an upright officer reads as lying and a car seat would page.
 
 Decisions (one :class:`AlertCandidate` per page):
 
-* ``fall``: the fall model suspects a fall in the newly decidable part of the window.
+* ``fall``: the fall model suspects a fall in the newly decidable part of a fall step's window.
+  Falls are decided every fall step (0.5 s of device time by default, ``detection_fall_step_s``),
+  not every hop: a fall is decidable 1.5 s after its impact, so the page follows the impact by
+  1.5-2.0 s instead of the 1.5-3.5 s of the 2 s hop. A fall step runs the fall model only (the
+  heart-rate, activity and strain models keep their 2 s hop); its suspicion is kept in the
+  device's :class:`DeviceModelState` until the next hop arms man-down with it.
 * ``man_down``: the man-down state machine reached its alarm (its pre-alert is only an
   officer-status "check", never a page). Stillness counts only while lying or after a
   suspected fall, and never while the device is off the body, as on the device itself: an
@@ -40,7 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backend.detection.windows import Window
+from backend.detection.windows import FallWindow, Window
 from models.activity import classify_activity
 from models.fall import FEATURE_NAMES, detect_fall
 from models.heart_rate import HeartRateState, estimate_heart_rate
@@ -69,6 +75,7 @@ class DeviceModelState:
     last_bpm: float = float("nan")
     last_quality: float = 0.0
     man_down_paged: bool = False
+    fall_suspected: bool = False  # a fall step suspected a fall since the last hop (arms man-down there)
     paged_since: dict[str, float] = field(default_factory=dict)   # level kind -> device s it was paged
     clear_since: dict[str, float] = field(default_factory=dict)   # level kind -> device s it cleared
 
@@ -99,8 +106,8 @@ class DeviceResult:
     features: list[FeatureRow]
     alerts: list[AlertCandidate]
     stale: list[str]          # kinds withheld because the window is too old
-    man_down_phase: str
-    worn: bool
+    man_down_phase: str | None  # None from a fall step (man-down moves only at hops)
+    worn: bool | None
     backfill: bool
 
 
@@ -111,10 +118,29 @@ class HopInput:
     window_samples: int
     hop_samples: int
     step_samples: int
-    new_samples: int | None          # None: first window of a stream, the whole window is new
     windows: list[Window]
     states: list[DeviceModelState]  # filled where the models run (ModelStates); the service sends []
     worn_reported: np.ndarray        # (devices,) bool: the last status frame did not say "removed"
+
+    def part(self, start: int, stop: int) -> HopInput:
+        """The windows ``start:stop`` of the batch."""
+        return dataclasses.replace(self, windows=self.windows[start:stop], worn_reported=self.worn_reported[start:stop],
+                                   states=self.states[start:stop])
+
+
+@dataclass(frozen=True)
+class FallStepInput:
+    """The due fall steps of one placement and rate: only the fall model runs over them."""
+
+    placement: str
+    rate_hz: int
+    window_samples: int
+    new_samples: int | None          # the fall step; None: first step of a stream, the whole window is new
+    windows: list[FallWindow]        # a device may have several, oldest first
+
+    def part(self, start: int, stop: int) -> FallStepInput:
+        """The windows ``start:stop`` of the batch."""
+        return dataclasses.replace(self, windows=self.windows[start:stop])
 
 
 @functools.cache
@@ -196,7 +222,8 @@ def analyse(batch: HopInput, now_wall_ms: int, config: DecisionConfig = Decision
     hr_cfg = limits.heart_rate
     hr_state = HeartRateState.concatenate([s.hr or HeartRateState.initial(1, hr_cfg) for s in batch.states])
     est, hr_state = estimate_heart_rate(ppg, accel, rate, hr_state, placement=batch.placement, contact=contact.contact)
-    fall = detect_fall(accel, rate, new_samples=batch.new_samples, placement=batch.placement)
+    # falls were decided by the fall steps up to this window's end (analyse_falls)
+    fall_suspected = np.array([s.fall_suspected for s in batch.states], bool)
 
     last = slice((k_steps - 1) * d, k_steps * d)
     activity = act_all.activity[last]
@@ -206,7 +233,7 @@ def analyse(batch: HopInput, now_wall_ms: int, config: DecisionConfig = Decision
     now_s = np.array([win.end_ms / 1000.0 for win in batch.windows])
     md_state, md = update_man_down(
         stack([s.man_down for s in batch.states], ManDownState), now_s, moving=moving,
-        lying=(posture == "lying") & ~off_body, fall_suspected=fall.suspected & ~off_body, placement=batch.placement)
+        lying=(posture == "lying") & ~off_body, fall_suspected=fall_suspected & ~off_body, placement=batch.placement)
     rearm = (md_state.phase == ALARM) & moving & (now_s - md_state.moving_since >= config.rearm_motion_s)
     if rearm.any():
         md_state = reset_man_down(md_state, rearm)
@@ -223,7 +250,7 @@ def analyse(batch: HopInput, now_wall_ms: int, config: DecisionConfig = Decision
     bpm_f, quality_f = est.bpm.tolist(), est.quality.tolist()
     alarm = (md_state.phase == ALARM).tolist()
     # most devices page nothing: _decide only for those with something to page
-    to_decide = (fall.suspected | (md.phase == "alarm") | st.extreme | st.strain).tolist()
+    to_decide = ((md.phase == "alarm") | st.extreme | st.strain).tolist()
     phases, worn = md.phase.tolist(), (~off_body).tolist()
     results, states = [], []
     for i, win in enumerate(batch.windows):
@@ -246,7 +273,7 @@ def analyse(batch: HopInput, now_wall_ms: int, config: DecisionConfig = Decision
         stale: list[AlertCandidate] = []
         if to_decide[i]:
             recent = now_wall_ms - win.wall_end_ms <= config.live_alert_max_age_s * 1000
-            for c in _decide(i, win, batch, state, fall, md, st, act_all, last, contact, est, limits):
+            for c in _decide(i, win, batch, state, md, st, act_all, last, contact, est, limits):
                 (alerts if recent else stale).append(c)
         if alerts or state.paged_since:  # otherwise nothing to remember
             _remember(state, alerts, st, i, now_s[i], config)
@@ -281,14 +308,19 @@ class ModelStates:
         failed, self.failed = self.failed, []
         return failed
 
-    def run(self, batches: list[HopInput], resets: frozenset[int], now_wall_ms: int,
-            config: DecisionConfig) -> list[list[DeviceResult]]:
-        """Analyse one round. ``resets``: devices whose man-down alarm a person cleared."""
+    def run(self, batches: list[HopInput | FallStepInput], resets: frozenset[int], now_wall_ms: int,
+            config: DecisionConfig) -> list[list[DeviceResult | None]]:
+        """Analyse one round, batch by batch in order (a device's fall steps come before its
+        hop: :meth:`DeviceStreams.collect`). ``resets``: devices whose man-down alarm a person
+        cleared. A fall step's result is None where it suspects nothing."""
         self._calls += 1
         if self._calls % DETACH_AFTER_CALLS == 0:
             self._detach_stale()
         out = []
         for batch in batches:
+            if isinstance(batch, FallStepInput):
+                out.append(self._run_falls(batch, now_wall_ms, config))
+                continue
             states = []
             for win in batch.windows:
                 state = self.states.get(win.device_id) or DeviceModelState()
@@ -299,9 +331,7 @@ class ModelStates:
             try:
                 results, new = analyse(dataclasses.replace(batch, states=states), now_wall_ms, config)
             except Exception:  # one batch's model error: its windows are skipped, never the other batches'
-                self.failed.append(f"{batch.placement} at {batch.rate_hz} Hz, {len(batch.windows)} window(s) of "
-                                   f"device(s) {', '.join(f'{w.device_id:#010x}' for w in batch.windows[:5])}: "
-                                   f"{traceback.format_exc()}")
+                self.failed.append(self._describe(batch) + traceback.format_exc())
                 out.append([])
                 continue
             for result, state in zip(results, new):
@@ -309,6 +339,26 @@ class ModelStates:
                 self._analysed_at[result.device_id] = self._calls
             out.append(results)
         return out
+
+    def _run_falls(self, batch: FallStepInput, now_wall_ms: int, config: DecisionConfig) -> list[DeviceResult | None]:
+        try:
+            results = analyse_falls(batch, now_wall_ms, config)
+        except Exception:  # as a hop's: this batch's fall steps are skipped, never the other batches'
+            self.failed.append(self._describe(batch) + traceback.format_exc())
+            return []
+        for result in results:
+            if result is not None:  # suspected: arms man-down at the device's next hop
+                state = self.states.get(result.device_id)
+                if state is None:
+                    state = self.states[result.device_id] = DeviceModelState()
+                state.fall_suspected = True
+        return results
+
+    @staticmethod
+    def _describe(batch: HopInput | FallStepInput) -> str:
+        step = "fall step" if isinstance(batch, FallStepInput) else "hop"
+        return (f"{batch.placement} at {batch.rate_hz} Hz, {step} of {len(batch.windows)} window(s) of "
+                f"device(s) {', '.join(f'{w.device_id:#010x}' for w in batch.windows[:5])}: ")
 
     def _detach_stale(self) -> None:
         """Copy out the states of the devices no longer analysed: a state is a view of its last
@@ -337,24 +387,72 @@ def run_in_process(round_pickle: bytes) -> bytes:
     return pickle.dumps((out, _PROCESS_STATES.take_failed()), protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _decide(i, win, batch, state, fall, md, st, act_all, last, contact, est, limits) -> list[AlertCandidate]:
-    if not (fall.suspected[i] or md.phase[i] == "alarm" or st.extreme[i] or st.strain[i]):
+@functools.cache
+def impact_screen(placement: str, rate_hz: int) -> tuple[int, int] | None:
+    """What a fall step needs to hold a fall model's impact candidate: (samples after the impact
+    before it can be decided, least squared magnitude in mg² of an impact, a hair below the
+    model's ``impact_g`` so float rounding never screens one out). None for a placement the
+    models do not know: nothing screened (the batch fails alone in the models)."""
+    try:
+        cfg = thresholds_for(placement).fall
+    except ValueError:
+        return None
+    return int(round(cfg.post_impact_s * rate_hz)), int((cfg.impact_g * 1000.0) ** 2 * (1 - 1e-6))
+
+
+def may_hold_impact(decidable_mg: np.ndarray, least_sq_mg2: int) -> np.ndarray:
+    """(steps,) bool: the newly decidable samples (steps, samples, 3) of each fall step, milli-g,
+    reach the impact magnitude somewhere. :func:`models.fall.find_impact` finds a candidate only
+    among such samples, so a step without one is decided (nothing suspected) without the model:
+    most steps, since the impact threshold is above walking's peaks."""
+    a = decidable_mg.astype(np.int32)
+    return (np.einsum("dsc,dsc->ds", a, a).max(axis=1) >= least_sq_mg2) if a.shape[1] else np.zeros(len(a), bool)
+
+
+def analyse_falls(batch: FallStepInput, now_wall_ms: int,
+                  config: DecisionConfig = DecisionConfig()) -> list[DeviceResult | None]:
+    """The fall model over the batch's fall steps: per window, a result with its fall page (or
+    the page withheld as stale) where a fall is suspected, None where not (most windows).
+
+    The caller keeps each suspicion for the device's next hop (``DeviceModelState.fall_suspected``:
+    :meth:`ModelStates.run`), whose man-down it arms."""
+    if not batch.windows:
+        return []
+    limits = thresholds_for(batch.placement)
+    accel = to_model_g(np.stack([win.accel_mg for win in batch.windows]))
+    fall = detect_fall(accel, batch.rate_hz, new_samples=batch.new_samples, placement=batch.placement)
+    out: list[DeviceResult | None] = [None] * len(batch.windows)
+    for i in np.flatnonzero(fall.suspected).tolist():
+        win = batch.windows[i]
+        page = _fall_alert(i, win, batch.placement, fall, limits)
+        recent = now_wall_ms - win.wall_end_ms <= config.live_alert_max_age_s * 1000
+        out[i] = DeviceResult(win.device_id, [], [page] if recent else [], [] if recent else [page.kind],
+                              None, None, win.backfill)
+    return out
+
+
+def _fall_alert(i: int, win: FallWindow, placement: str, fall, limits) -> AlertCandidate:
+    f = dict(zip(FEATURE_NAMES, fall.features[i]))
+    impact_ms = win.end_ms - fall.seconds_since_impact[i] * 1000.0
+    return AlertCandidate("fall", impact_ms, win.last_seq, win.wall_end_ms, {
+        "thresholds_version": THRESHOLDS_VERSION, "placement": placement,
+        "validated": list(limits.validated), "from_backfill": win.backfill,
+        "detector": "backend.fall", "method": fall.method,
+        "summary": (f"fall: impact {f['impact_g']:.1f} g, free fall to {f['free_fall_min_g']:.2f} g, "
+                    f"trunk turned {f['orientation_change_deg']:.0f} deg"),
+        "evidence": {k: round(float(v), 3) for k, v in f.items()},
+        "probability": round(float(fall.probability[i]), 3), "probability_threshold": fall.threshold,
+        "impact_threshold_g": limits.fall.impact_g,
+    })
+
+
+def _decide(i, win, batch, state, md, st, act_all, last, contact, est, limits) -> list[AlertCandidate]:
+    if not (md.phase[i] == "alarm" or st.extreme[i] or st.strain[i]):
         return []  # nothing to page: most devices, every hop
     out = []
     end_ms = win.end_ms
     base = {"thresholds_version": THRESHOLDS_VERSION, "placement": batch.placement,
             "validated": list(limits.validated), "from_backfill": win.backfill}
-    if fall.suspected[i]:
-        f = dict(zip(FEATURE_NAMES, fall.features[i]))
-        impact_ms = end_ms - fall.seconds_since_impact[i] * 1000.0
-        out.append(AlertCandidate("fall", impact_ms, int(win.seq[-1]), win.wall_end_ms, {
-            **base, "detector": "backend.fall", "method": fall.method,
-            "summary": (f"fall: impact {f['impact_g']:.1f} g, free fall to {f['free_fall_min_g']:.2f} g, "
-                        f"trunk turned {f['orientation_change_deg']:.0f} deg"),
-            "evidence": {k: round(float(v), 3) for k, v in f.items()},
-            "probability": round(float(fall.probability[i]), 3), "probability_threshold": fall.threshold,
-            "impact_threshold_g": limits.fall.impact_g,
-        }))
     lvl = last.start + i
     if md.phase[i] == "alarm" and not state.man_down_paged:
         since_ms = end_ms - md.still_seconds[i] * 1000.0

@@ -20,7 +20,7 @@ from backend.detection.raw import RawHolds, utc
 from backend.detection.status import StatusBoard
 from backend.detection.store import BatchWriter
 from backend.detection.streams import DeviceStreams
-from backend.detection.windows import Window
+from backend.detection.windows import FallWindow, Window
 from backend.incidents.rules import alert_id
 from backend.ingest.registry import DeviceRegistry
 
@@ -55,7 +55,8 @@ class WindowResults:
         self._config = config
         self.paged: deque[tuple[int, str, int]] = deque(maxlen=1000)  # (device, kind, seq), newest last
 
-    async def apply(self, window: Window, result: DeviceResult, now: float) -> None:
+    async def apply(self, window: Window | FallWindow, result: DeviceResult, now: float) -> None:
+        """A hop window's result, or a fall step's (no features, no man-down phase: only its page)."""
         record = self._registry.get(result.device_id)
         officer_id = record.officer_id if record else None
         last = len(result.features) - 1
@@ -64,7 +65,7 @@ class WindowResults:
                                 f.activity, f.posture, f.cadence, f.motion_energy],
                                window.last_frame_wall_ms if i == last else None)
         st = self._status.devices.get(result.device_id)
-        if st is not None:
+        if st is not None and result.man_down_phase is not None:
             st.man_down_phase = result.man_down_phase
             st.model_worn = result.worn
         for kind in result.stale:

@@ -1,6 +1,7 @@
 """Rounds of the models over the due windows, where ``VIGIL_DETECTION_WORKER`` says they run.
 
-A round is one call per model per placement over all its devices (:mod:`backend.detection.hop`).
+A round is one call per model per placement over all its devices (:mod:`backend.detection.hop`):
+the fall model over the due fall steps, then every model over the due hop windows.
 ``inline`` (the default) runs the calls on the event loop itself, at most ``INLINE_CHUNK``
 windows at a time with a turn for ingest and SOS in between: a worker thread shares the GIL
 with the busy loop (a round of 900 windows took 1.1 s in the thread against 0.2 s alone, most
@@ -17,14 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import logging
 import multiprocessing
 import pickle
 import time
 
 from backend.app.metrics import BackendMetrics
-from backend.detection.hop import DecisionConfig, DeviceResult, HopInput, ModelStates, run_in_process
+from backend.detection.hop import DecisionConfig, DeviceResult, FallStepInput, HopInput, ModelStates, run_in_process
 
 log = logging.getLogger("vigil.detection")
 
@@ -55,8 +55,10 @@ class RoundRunner:
             return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vigil-detection")
         return None  # inline: on the event loop
 
-    async def analyse(self, batches: list[HopInput], resets: frozenset[int], now: float) -> list[list[DeviceResult]] | None:
-        """One round's results, batch by batch and window by window; None if the round failed."""
+    async def analyse(self, batches: list[HopInput | FallStepInput], resets: frozenset[int],
+                      now: float) -> list[list[DeviceResult | None]] | None:
+        """One round's results, batch by batch and window by window (a fall step's: None where
+        it suspects nothing); None if the round failed."""
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
@@ -69,9 +71,8 @@ class RoundRunner:
                 for batch in batches:
                     parts = []
                     for i in range(0, len(batch.windows), INLINE_CHUNK):
-                        part = dataclasses.replace(batch, windows=batch.windows[i:i + INLINE_CHUNK],
-                                                   worn_reported=batch.worn_reported[i:i + INLINE_CHUNK])
-                        parts += self.model_states.run([part], resets, int(now * 1000), self.config)[0]
+                        parts += self.model_states.run([batch.part(i, i + INLINE_CHUNK)], resets, int(now * 1000),
+                                                       self.config)[0]
                         await asyncio.sleep(0)
                     outcome.append(parts)
                 return self._batches_failed(outcome, self.model_states.take_failed())
@@ -92,7 +93,7 @@ class RoundRunner:
         finally:
             self._metrics.detection_hop.observe(time.perf_counter() - started)
 
-    def _batches_failed(self, outcome: list[list[DeviceResult]], failed: list[str]) -> list[list[DeviceResult]]:
+    def _batches_failed(self, outcome: list[list[DeviceResult | None]], failed: list[str]) -> list[list[DeviceResult | None]]:
         """Count and log the batches whose models raised (their windows skipped, the rest analysed)."""
         if failed:
             self._metrics.detection_failures.inc(len(failed))

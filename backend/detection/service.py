@@ -5,10 +5,11 @@ device status out.
 append to the device's ring, status fields): ingest of events and SOS never waits for the
 models. The loops of :meth:`DetectionService.run` do the rest:
 
-* hops: every ``detection_tick_s`` (default: the hop, 2 s) the windows that are due are
-  collected (:mod:`backend.detection.streams`) and analysed in rounds where
+* hops: every ``detection_tick_s`` (default: the fall step, 0.5 s) the fall steps and windows
+  that are due are collected (:mod:`backend.detection.streams`) and analysed in rounds where
   ``VIGIL_DETECTION_WORKER`` says (:mod:`backend.detection.rounds`); each window's results
-  become features, status fields and pages (:mod:`backend.detection.results`).
+  become features, status fields and pages (:mod:`backend.detection.results`). Falls are
+  decided every fall step (``detection_fall_step_s``), the other models run every hop.
 * writers: features (1 Hz per device) and raw windows (one row per device per hop,
   :mod:`backend.detection.raw`) by COPY, through bounded buffers that survive a database
   outage (:mod:`backend.detection.store`).
@@ -32,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backend.app.config import BackendSettings
 from backend.app.metrics import BackendMetrics
 from backend.app.waiting import wait_for_any
-from backend.detection.hop import DecisionConfig
+from backend.detection.hop import DecisionConfig, FallStepInput
 from backend.detection.raw import RAW_COLUMNS, RAW_KINDS, RawHolds, RawRows, RawStored
 from backend.detection.results import FEATURE_COLUMNS, WindowResults, frame_to_features
 from backend.detection.rounds import RoundRunner
@@ -65,6 +66,7 @@ class DetectionService:
         self._wall = wall
         self.window_config = WindowConfig(
             window_s=settings.detection_window_s, hop_s=settings.detection_hop_s,
+            fall_step_s=settings.detection_fall_step_s,
             feature_step_s=settings.feature_interval_s, reorder_frames=settings.detection_reorder_frames,
             reorder_wait_s=settings.detection_reorder_wait_s, gap_fill_s=settings.detection_gap_fill_s,
             backlog_s=settings.detection_backlog_s)
@@ -89,6 +91,7 @@ class DetectionService:
                                                 wall=wall)
         self.rounds = 0
         self.windows_analysed = 0
+        self.fall_steps_analysed = 0
 
     @property
     def streams(self) -> dict[int, DeviceStream]:
@@ -134,7 +137,7 @@ class DetectionService:
 
     async def run_round(self, now: float) -> int:
         """Collect, analyse (inline in chunks, or in the worker), apply. Returns the number of
-        windows analysed."""
+        hop windows analysed (fall steps: ``fall_steps_analysed``)."""
         batches, resets = self.device_streams.collect(now)
         if not batches:
             return 0
@@ -143,6 +146,12 @@ class DetectionService:
             return 0
         n = 0
         for batch, results in zip(batches, outcome):
+            if isinstance(batch, FallStepInput):
+                self.fall_steps_analysed += len(results)
+                for window, result in zip(batch.windows, results):
+                    if result is not None:  # a suspected fall: most steps suspect nothing
+                        await self.results.apply(window, result, now)
+                continue
             for window, result in zip(batch.windows, results):
                 await self.results.apply(window, result, now)
                 n += 1
@@ -153,7 +162,8 @@ class DetectionService:
         return n
 
     async def run_hops(self, stop: asyncio.Event) -> None:
-        tick = self._settings.detection_tick_s or self._settings.detection_hop_s
+        # by default as often as falls are decided: a due fall step waits for the next tick
+        tick = self._settings.detection_tick_s or min(self._settings.detection_hop_s, self._settings.detection_fall_step_s)
         while not stop.is_set():
             rounds = 0
             while rounds < MAX_ROUNDS_PER_TICK and await self.run_round(self._wall()):

@@ -15,10 +15,10 @@ from collections import defaultdict
 import numpy as np
 
 from backend.app.metrics import BackendMetrics
-from backend.detection.hop import HopInput
+from backend.detection.hop import FallStepInput, HopInput, impact_screen, may_hold_impact
 from backend.detection.raw import RawRows
 from backend.detection.status import StatusBoard
-from backend.detection.windows import DeviceStream, StreamCounters, TelemetryChunk, Window, WindowConfig
+from backend.detection.windows import DeviceStream, FallWindow, StreamCounters, TelemetryChunk, Window, WindowConfig
 from backend.ingest.clock import believable
 from backend.ingest.registry import DeviceRegistry
 from firmware import frame as F
@@ -134,23 +134,39 @@ class DeviceStreams:
         """A supervisor or the officer cleared a man-down alarm: re-arm the detector with the device's next window."""
         self._resets.add(device_id)
 
-    def collect(self, now: float) -> tuple[list[HopInput], frozenset[int]]:
-        """Take one due window from every device that has one, grouped into batches by
-        (placement, rate, first window or not): one model call per batch. Also returns the
-        devices among them whose man-down alarm is to be re-armed."""
+    def collect(self, now: float) -> tuple[list[HopInput | FallStepInput], frozenset[int]]:
+        """Take every device's due fall steps and one due window from every device that has one,
+        grouped into batches: fall steps by (placement, rate, first step or not), windows by
+        (placement, rate); one model call per batch, the fall steps' batches first (a hop's man-down
+        takes the suspicion of the steps up to its end). Also returns the devices among them
+        whose man-down alarm is to be re-armed."""
         for device_id, stream in self.by_device.items():
             if stream.waiting:
                 self._raw_rows.released(device_id, stream.release(now), now)
                 self._raw_rows.released(device_id, stream.take_late(), now)
         self._raw_rows.flush_paused(now)
         groups: dict[tuple, list[tuple[Window, bool]]] = defaultdict(list)
+        fall_groups: dict[tuple, list[FallWindow]] = defaultdict(list)
+        screened: dict[tuple, list[tuple[DeviceStream, int, np.ndarray]]] = defaultdict(list)
         resets = set()
         for device_id, stream in self.by_device.items():
-            if not stream.due():
+            hop_due, fall_due = stream.due(), stream.fall_due()
+            if not (hop_due or fall_due):
                 continue
             record = self._registry.get(device_id)
             if record is None or record.officer_id is None:
-                stream.take_window()  # unassigned now: skip, never page for nobody
+                stream.skip_fall_steps()  # unassigned now: skip, never page for nobody
+                if hop_due:
+                    stream.take_window()
+                continue
+            if fall_due:  # the steps up to the next hop's end, oldest first
+                screen = impact_screen(record.placement, stream.rate_hz)
+                for end, first, decidable in stream.take_fall_steps(screen[0] if screen else 0):
+                    if first or screen is None:
+                        fall_groups[(record.placement, stream.rate_hz, first)].append(stream.fall_window(end, first))
+                    else:
+                        screened[(record.placement, stream.rate_hz)].append((stream, end, decidable))
+            if not hop_due:
                 continue
             if device_id in self._resets:
                 resets.add(device_id)
@@ -158,10 +174,19 @@ class DeviceStreams:
             window = stream.take_window()
             st = self._status.devices.get(device_id)
             worn = st is None or not (st.worn is False or st.skin_contact is False)
-            groups[(record.placement, stream.rate_hz, window.first)].append((window, worn))
-        batches = []
-        for (placement, rate, first), items in groups.items():
+            groups[(record.placement, stream.rate_hz)].append((window, worn))
+        # the model sees only the steps that may hold an impact (the windows are copied for them only)
+        for (placement, rate), steps in screened.items():
+            maybe = may_hold_impact(np.stack([s[2] for s in steps]), impact_screen(placement, rate)[1])
+            for (stream, end, _), keep in zip(steps, maybe.tolist()):
+                if keep:
+                    fall_groups[(placement, rate, False)].append(stream.fall_window(end, False))
+        batches: list[HopInput | FallStepInput] = []
+        for (placement, rate, first), falls in fall_groups.items():
+            batches.append(FallStepInput(placement, rate, self.config.samples(rate)[0],
+                                         None if first else self.config.fall_step_samples(rate), falls))
+        for (placement, rate), items in groups.items():
             w, hop, step = self.config.samples(rate)
-            batches.append(HopInput(placement, rate, w, hop, step, None if first else hop,
-                                    [i[0] for i in items], [], np.array([i[1] for i in items])))
+            batches.append(HopInput(placement, rate, w, hop, step, [i[0] for i in items], [],
+                                    np.array([i[1] for i in items])))
         return batches, frozenset(resets)

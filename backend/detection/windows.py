@@ -26,6 +26,13 @@ samples are in (features are computed for every ``feature_step`` inside a hop, s
 needs that much history), then every ``hop`` samples. A device whose stream ran ahead (a
 backfill burst, simulated time) has several windows due; the service analyses them in
 rounds, oldest first, so every model sees each window exactly once and in order.
+
+Falls are decided more often than the hop, in fall steps: the last ``window`` of accelerometer
+every ``fall_step`` samples, the first once ``window`` samples are in. A fall can be decided
+``post_impact_s`` (1.5 s) after its impact; at a 2 s hop that was 1.5-3.5 s, at a 0.5 s fall
+step it is 1.5-2.0 s. The fall steps ending up to a hop's end are taken before that hop (its
+man-down needs their suspicion), never beyond it, so each impact is decided by exactly one step
+and a hop sees the suspicions of the steps since the previous hop.
 """
 from __future__ import annotations
 
@@ -42,6 +49,7 @@ class WindowConfig:
     window_s: float = 8.0
     hop_s: float = 2.0
     feature_step_s: float = 1.0
+    fall_step_s: float = 0.5
     reorder_frames: int = 3
     reorder_wait_s: float = 1.0
     gap_fill_s: float = 1.0
@@ -53,11 +61,17 @@ class WindowConfig:
         steps = self.hop_s / self.feature_step_s
         if self.feature_step_s <= 0 or abs(steps - round(steps)) > 1e-9:
             raise ValueError("the hop must be a whole number of feature steps")
+        if not (0 < self.fall_step_s <= self.hop_s):
+            raise ValueError("the fall step must be positive and at most the hop")
 
     def samples(self, rate_hz: int) -> tuple[int, int, int]:
         """(window, hop, feature step) in samples at ``rate_hz``."""
         return (int(round(self.window_s * rate_hz)), int(round(self.hop_s * rate_hz)),
                 int(round(self.feature_step_s * rate_hz)))
+
+    def fall_step_samples(self, rate_hz: int) -> int:
+        """The fall step in samples at ``rate_hz`` (at least one)."""
+        return max(1, int(round(self.fall_step_s * rate_hz)))
 
 
 @dataclass(slots=True)
@@ -87,6 +101,7 @@ class StreamCounters:
     clock_jumps: int = 0        # restarts because the device's clock went back (a newer frame, an earlier time)
     jitter_frames: int = 0      # the next frame up to TIME_JITTER_SAMPLES early, taken as continuing the stream
     skipped_windows: int = 0
+    skipped_fall_steps: int = 0  # fall steps whose samples the ring no longer held (a stream far behind)
 
 
 @dataclass(slots=True)
@@ -103,6 +118,20 @@ class Window:
     first: bool                 # first window since the stream (re)started
     backfill: bool              # the newest samples came from backfill frames
     last_frame_wall_ms: int | None = None   # wall time stamped on the frame of the window's last sample
+
+
+@dataclass(slots=True)
+class FallWindow:
+    """One due fall step of one device: the last ``window`` of accelerometer, copied out of the ring."""
+
+    device_id: int
+    end_index: int              # absolute index of the sample after the window
+    end_ms: int                 # device time of that sample
+    wall_end_ms: int
+    accel_mg: np.ndarray        # (window, 3)
+    last_seq: int               # frame seq of the window's last sample
+    first: bool                 # first fall step since the stream (re)started: the whole window is new
+    backfill: bool              # the newest samples came from backfill frames
 
 
 _tiebreak = itertools.count()
@@ -136,12 +165,16 @@ class DeviceStream:
         self.wall_offset_ms = 0
         self.next_end = 0
         self.analysed = 0               # windows analysed since the (re)start
+        self.fall_end = 0               # absolute index after the next fall step's window
+        self.fall_steps = 0             # fall steps taken (or skipped) since the (re)start
         self.backfill_until = -1        # absolute index up to which samples came from backfill
         if rate_hz:
             window, hop, step = self._samples = self.config.samples(rate_hz)
             self._span = window + hop - step
             self.capacity = window + hop + int(self.config.backlog_s * rate_hz)
             self.next_end = window + hop - step
+            self.fall_end = window
+            self._fall_step = self.config.fall_step_samples(rate_hz)
             self._ppg = np.zeros(self.capacity, np.int32)
             self._accel = np.zeros((self.capacity, 3), np.int16)
             self._seq = np.zeros(self.capacity, np.int64)
@@ -291,12 +324,16 @@ class DeviceStream:
         # skip the windows that can no longer be formed.
         oldest = self.total - self.capacity
         span = self._span
-        if self.next_end - span < oldest:
-            _, hop, _ = self._samples
+        if self.next_end - span < oldest or self.fall_end - self._samples[0] < oldest:
+            window, hop, _ = self._samples
             while self.next_end - span < oldest:
                 self.next_end += hop
                 self.analysed += 1
                 self.counters.skipped_windows += 1
+            while self.fall_end - window < oldest:
+                self.fall_end += self._fall_step
+                self.fall_steps += 1
+                self.counters.skipped_fall_steps += 1
 
     # ---- windows ---------------------------------------------------------------------------------
 
@@ -322,6 +359,60 @@ class DeviceStream:
         self.next_end += hop
         self.analysed += 1
         return w
+
+    def fall_due(self) -> bool:
+        """A fall step is due: its window is in, and it ends no later than the next hop's
+        window (whose man-down takes its suspicion)."""
+        return self.rate_hz is not None and self.fall_end <= self.total and self.fall_end <= self.next_end
+
+    def take_fall_steps(self, undecidable: int) -> list[tuple[int, bool, np.ndarray | None]]:
+        """Advance past every due fall step. Returns, oldest first, the end of each step's window
+        (absolute index), whether it is the first since the (re)start, and the accelerometer
+        samples it makes decidable: those from ``undecidable + fall step`` to ``undecidable``
+        samples before its end (a view of the ring unless it wraps; None for a first step, whose
+        whole window is new). :meth:`fall_window` copies a step's window out, until the next
+        sample is written."""
+        out = []
+        step, capacity, limit = self._fall_step, self.capacity, min(self.total, self.next_end)
+        while self.fall_end <= limit:
+            end, first = self.fall_end, self.fall_steps == 0
+            self.fall_end += step
+            self.fall_steps += 1
+            if first:
+                out.append((end, True, None))
+                continue
+            start = (end - undecidable - step) % capacity
+            if start + step <= capacity:
+                out.append((end, False, self._accel[start:start + step]))
+            else:
+                out.append((end, False, self._accel[np.arange(start, start + step) % capacity]))
+        return out
+
+    def fall_window(self, end: int, first: bool) -> FallWindow:
+        """Copy the last ``window`` of accelerometer before sample ``end`` (a step just taken)."""
+        window = self._samples[0]
+        start = (end - window) % self.capacity
+        if start + window <= self.capacity:
+            accel = self._accel[start:start + window].copy()
+        else:  # wraps around the ring's end
+            accel = self._accel[np.arange(start, start + window) % self.capacity]
+        end_ms = int(round(self.t0_ms + end * 1000.0 / self.rate_hz))
+        return FallWindow(self.device_id, end, end_ms, end_ms + self.wall_offset_ms, accel,
+                          int(self._seq[(end - 1) % self.capacity]), first, end <= self.backfill_until)
+
+    def take_fall_window(self) -> FallWindow:
+        """The window of the next due fall step, advancing past it: every step's window, with
+        no screening (the reference of the tests; the service screens, :meth:`DeviceStreams.collect`)."""
+        end = self.fall_end
+        self.fall_end += self._fall_step
+        self.fall_steps += 1
+        return self.fall_window(end, self.fall_steps == 1)
+
+    def skip_fall_steps(self) -> None:
+        """Pass over the due fall steps without analysing them (a device nobody wears)."""
+        while self.fall_due():
+            self.fall_end += self._fall_step
+            self.fall_steps += 1
 
     def _frame_wall_ms(self, end: int) -> int | None:
         """Wall ms of the chunk that carried sample ``end - 1`` (None once it left the marks)."""

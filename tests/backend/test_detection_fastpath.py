@@ -15,7 +15,7 @@ from backend.app.metrics import BackendMetrics
 from backend.detection.hop import DecisionConfig, HeartRateState, ManDownState, ModelStates, StrainState, row, rows
 from backend.detection.raw import RawRows
 from backend.detection.streams import DeviceStreams
-from backend.detection.windows import WindowConfig
+from backend.detection.windows import FallWindow, WindowConfig
 from firmware import frame as F
 from gateway.sim.signals import SensorModel
 
@@ -86,6 +86,8 @@ def _frames(device_id: int, seed: int) -> list[tuple[int, object]]:
 
 
 def _window_fields(w) -> tuple:
+    if isinstance(w, FallWindow):
+        return (w.device_id, w.end_index, w.end_ms, w.wall_end_ms, w.first, w.backfill, w.last_seq, w.accel_mg.tolist())
     return (w.device_id, w.end_index, w.end_ms, w.wall_end_ms, w.first, w.backfill, w.last_frame_wall_ms,
             w.ppg.tolist(), w.accel_mg.tolist(), w.seq.tolist())
 
@@ -113,7 +115,7 @@ def _replay(push: str) -> dict:
             windows += [_window_fields(w) for w in batch.windows]
         for batch_results in keeper.run(batches, resets, int(now * 1000), DecisionConfig()):
             results += [repr(r) for r in batch_results]
-            paged += [(r.device_id, a.kind) for r in batch_results for a in r.alerts]
+            paged += [(r.device_id, a.kind) for r in batch_results if r is not None for a in r.alerts]
     raw_rows.flush()
     counters = {d: streams.counters(d) for d in devices}
     return {"windows": windows, "results": results, "paged": paged, "raw": writer.rows, "counters": counters}
@@ -186,7 +188,7 @@ def test_a_device_no_longer_analysed_keeps_its_own_state_not_its_last_batch():
 
     def run(devices):
         wins = [window(d, 0) for d in devices]
-        keeper.run([HopInput("waist", 50, w, hop, step, hop, wins, [], np.ones(len(wins), bool))], frozenset(),
+        keeper.run([HopInput("waist", 50, w, hop, step, wins, [], np.ones(len(wins), bool))], frozenset(),
                    T0_MS + 10**9, DecisionConfig())
 
     run([1, 2])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.detection.hop import DecisionConfig, DeviceModelState, HopInput, analyse
+from backend.detection.hop import DecisionConfig, DeviceModelState, FallStepInput, HopInput, analyse, analyse_falls
 from backend.detection.windows import DeviceStream, TelemetryChunk, WindowConfig
 from gateway.sim.signals import SensorModel
 
@@ -231,10 +231,24 @@ class Officer:
                 k += 1
 
 
+def fall_batches(streams: list[DeviceStream], placement: str) -> list[FallStepInput]:
+    """The streams' due fall steps, in a batch per first-step-or-not (as DeviceStreams.collect)."""
+    config = WindowConfig()
+    falls = {True: [], False: []}
+    for s in streams:
+        while s.fall_due():
+            f = s.take_fall_window()
+            falls[f.first].append(f)
+    return [FallStepInput(placement, RATE, config.samples(RATE)[0], None if first else config.fall_step_samples(RATE), f)
+            for first, f in falls.items() if f]
+
+
 def run_officers(officers: list[Officer], placement="chest", now_ms=None, config=DecisionConfig()):
-    """Feed all chunks hop by hop; analyse every due window in one batch per round."""
+    """Feed all chunks frame by frame; decide every due fall step, then analyse every due window,
+    each in one batch per round (fall steps first, as DeviceStreams.collect orders them)."""
     alerts = {id(o): [] for o in officers}
     features = {id(o): [] for o in officers}
+    by_device = {o.stream.device_id: o for o in officers}
     w, hop, step = WindowConfig().samples(RATE)
     k = 0
     while any(k < len(o.chunks) for o in officers):
@@ -242,11 +256,17 @@ def run_officers(officers: list[Officer], placement="chest", now_ms=None, config
             if k < len(o.chunks):
                 o.stream.push(o.chunks[k], 0.0)
         k += 1
+        for falls in fall_batches([o.stream for o in officers], placement):
+            now = now_ms if now_ms is not None else max(win.wall_end_ms for win in falls.windows)
+            for r in analyse_falls(falls, now, config):
+                if r is not None:  # what ModelStates does: the suspicion arms the next hop's man-down
+                    by_device[r.device_id].state.fall_suspected = True
+                    alerts[id(by_device[r.device_id])] += r.alerts
         due = [o for o in officers if o.stream.due()]
         if not due:
             continue
         windows = [o.stream.take_window() for o in due]
-        batch = HopInput(placement, RATE, w, hop, step, hop, windows, [o.state for o in due], np.ones(len(due), bool))
+        batch = HopInput(placement, RATE, w, hop, step, windows, [o.state for o in due], np.ones(len(due), bool))
         now = now_ms if now_ms is not None else max(win.wall_end_ms for win in windows)
         results, states = analyse(batch, now, config)
         for o, r, s in zip(due, results, states):
@@ -333,13 +353,18 @@ def test_model_states_kept_where_the_models_run_equal_states_passed_along_and_a_
     pages, clear_next = [], False
     for c in officer.chunks:
         officer.stream.push(c, 0.0)
+        falls = fall_batches([officer.stream], "chest")
         if not officer.stream.due():
+            for batch in falls:
+                for r in keeper.run([batch], frozenset(), batch.windows[-1].wall_end_ms, DecisionConfig())[0]:
+                    pages += r.alerts if r is not None else []
             continue
         win = officer.stream.take_window()
-        batch = HopInput("chest", RATE, w, hop, step, hop, [win], [], np.ones(1, bool))
+        batch = HopInput("chest", RATE, w, hop, step, [win], [], np.ones(1, bool))
         resets = frozenset({1}) if clear_next else frozenset()
         clear_next = False
-        (results,) = keeper.run([batch], resets, win.wall_end_ms, DecisionConfig())
+        *fall_results, results = keeper.run([*falls, batch], resets, win.wall_end_ms, DecisionConfig())
+        pages += [a for batch_results in fall_results for r in batch_results if r is not None for a in r.alerts]
         for a in results[0].alerts:
             pages.append(a)
             clear_next = a.kind == "man_down" and len(pages) == 2  # a supervisor clears the first alarm
@@ -374,8 +399,8 @@ async def test_one_batch_whose_models_raise_fails_alone(worker):
         k += 1
     win = s.take_window()
     w, hop, step = WindowConfig().samples(RATE)
-    good = HopInput("waist", RATE, w, hop, step, None, [win], [], np.ones(1, bool))
-    bad = HopInput("nowhere", RATE, w, hop, step, None, [win], [], np.ones(1, bool))
+    good = HopInput("waist", RATE, w, hop, step, [win], [], np.ones(1, bool))
+    bad = HopInput("nowhere", RATE, w, hop, step, [win], [], np.ones(1, bool))
     metrics = BackendMetrics()
     runner = RoundRunner(worker, DecisionConfig(), metrics)
     try:

@@ -19,7 +19,8 @@ Decisions (one :class:`AlertCandidate` per page):
   not every hop: a fall is decidable 1.5 s after its impact, so the page follows the impact by
   1.5-2.0 s instead of the 1.5-3.5 s of the 2 s hop. A fall step runs the fall model only (the
   heart-rate, activity and strain models keep their 2 s hop); its suspicion is kept in the
-  device's :class:`DeviceModelState` until the next hop arms man-down with it.
+  device's :class:`DeviceModelState` until the next hop arms man-down with it. An impact within
+  ``fall_merge_s`` of the device's previous suspected one is the same fall, not paged again.
 * ``man_down``: the man-down state machine reached its alarm (its pre-alert is only an
   officer-status "check", never a page). Stillness counts only while lying or after a
   suspected fall, and never while the device is off the body, as on the device itself: an
@@ -63,6 +64,11 @@ class DecisionConfig:
     live_alert_max_age_s: float = 60.0
     rearm_s: float = 300.0          # a heart-rate condition pages again only after clearing this long
     rearm_motion_s: float = 30.0    # motion that re-arms a latched man-down alarm
+    # A fall's impacts (a stumble, the knees, the trunk) come within a second or two: a suspected
+    # impact this close to the device's previous one is the same fall, paged once. (At a 0.5 s
+    # fall step each step has its own candidate: SisFall F04_SA01_R05 suspected a stumble 1.46 s
+    # before its impact, then the impact; the 2 s hop had kept only the larger.)
+    fall_merge_s: float = 3.0
 
 
 @dataclass
@@ -76,6 +82,7 @@ class DeviceModelState:
     last_quality: float = 0.0
     man_down_paged: bool = False
     fall_suspected: bool = False  # a fall step suspected a fall since the last hop (arms man-down there)
+    last_fall_ms: float = float("-inf")  # device time of the last suspected impact (DecisionConfig.fall_merge_s)
     paged_since: dict[str, float] = field(default_factory=dict)   # level kind -> device s it was paged
     clear_since: dict[str, float] = field(default_factory=dict)   # level kind -> device s it cleared
 
@@ -258,7 +265,7 @@ def analyse(batch: HopInput, now_wall_ms: int, config: DecisionConfig = Decision
         state = DeviceModelState(
             hr=hr_rows[i], man_down=md_rows[i], strain=st_rows[i],
             last_bpm=bpm_f[i], last_quality=quality_f[i],
-            man_down_paged=old.man_down_paged and alarm[i],
+            man_down_paged=old.man_down_paged and alarm[i], last_fall_ms=old.last_fall_ms,
             paged_since=dict(old.paged_since), clear_since=dict(old.clear_since))
         features = []
         for k, e in enumerate(ends):
@@ -341,18 +348,13 @@ class ModelStates:
         return out
 
     def _run_falls(self, batch: FallStepInput, now_wall_ms: int, config: DecisionConfig) -> list[DeviceResult | None]:
+        states = [self.states.get(win.device_id) or self.states.setdefault(win.device_id, DeviceModelState())
+                  for win in batch.windows]
         try:
-            results = analyse_falls(batch, now_wall_ms, config)
+            return analyse_falls(batch, states, now_wall_ms, config)
         except Exception:  # as a hop's: this batch's fall steps are skipped, never the other batches'
             self.failed.append(self._describe(batch) + traceback.format_exc())
             return []
-        for result in results:
-            if result is not None:  # suspected: arms man-down at the device's next hop
-                state = self.states.get(result.device_id)
-                if state is None:
-                    state = self.states[result.device_id] = DeviceModelState()
-                state.fall_suspected = True
-        return results
 
     @staticmethod
     def _describe(batch: HopInput | FallStepInput) -> str:
@@ -409,13 +411,15 @@ def may_hold_impact(decidable_mg: np.ndarray, least_sq_mg2: int) -> np.ndarray:
     return (np.einsum("dsc,dsc->ds", a, a).max(axis=1) >= least_sq_mg2) if a.shape[1] else np.zeros(len(a), bool)
 
 
-def analyse_falls(batch: FallStepInput, now_wall_ms: int,
+def analyse_falls(batch: FallStepInput, states: list[DeviceModelState], now_wall_ms: int,
                   config: DecisionConfig = DecisionConfig()) -> list[DeviceResult | None]:
     """The fall model over the batch's fall steps: per window, a result with its fall page (or
-    the page withheld as stale) where a fall is suspected, None where not (most windows).
+    the page withheld as stale) where a fall is suspected, None where not (most windows) or
+    where the impact is the same fall as the device's previous one (``fall_merge_s``).
 
-    The caller keeps each suspicion for the device's next hop (``DeviceModelState.fall_suspected``:
-    :meth:`ModelStates.run`), whose man-down it arms."""
+    ``states``: each window's device state (a device's steps in one batch share one, oldest step
+    first), updated in place: a suspicion is kept for the device's next hop, whose man-down it
+    arms (``fall_suspected``), with its impact time (``last_fall_ms``)."""
     if not batch.windows:
         return []
     limits = thresholds_for(batch.placement)
@@ -423,7 +427,13 @@ def analyse_falls(batch: FallStepInput, now_wall_ms: int,
     fall = detect_fall(accel, batch.rate_hz, new_samples=batch.new_samples, placement=batch.placement)
     out: list[DeviceResult | None] = [None] * len(batch.windows)
     for i in np.flatnonzero(fall.suspected).tolist():
-        win = batch.windows[i]
+        win, state = batch.windows[i], states[i]
+        impact_ms = win.end_ms - float(fall.seconds_since_impact[i]) * 1000.0
+        # either way: a clock that went back must not silence the next hour's falls
+        same_fall = abs(impact_ms - state.last_fall_ms) <= config.fall_merge_s * 1000.0
+        state.fall_suspected, state.last_fall_ms = True, impact_ms
+        if same_fall:
+            continue
         page = _fall_alert(i, win, batch.placement, fall, limits)
         recent = now_wall_ms - win.wall_end_ms <= config.live_alert_max_age_s * 1000
         out[i] = DeviceResult(win.device_id, [], [page] if recent else [], [] if recent else [page.kind],

@@ -6,6 +6,7 @@ a stream restart and from a stream so far behind that windows are skipped, and t
 fall still arms man-down (a page "after a suspected fall")."""
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,6 +18,7 @@ from backend.detection.raw import RawRows
 from backend.detection.rounds import RoundRunner
 from backend.detection.streams import DeviceStreams
 from backend.detection.windows import WindowConfig
+from backend.evaluation.datasets import default_datasets_root
 from firmware import frame as F
 from gateway.sim.signals import SensorModel
 
@@ -211,3 +213,70 @@ def test_the_impact_screen_passes_every_step_the_fall_model_has_a_candidate_in()
                 while reference.due():
                     screened.take_window(), reference.take_window()
     assert candidates > 10 and screened_out > candidates and passed >= candidates
+
+
+SISFALL = default_datasets_root() / "sisfall_dev.tar.xz"
+# falls of SA01 near the archive's start (read in a few seconds); F04_SA01_R05 has a stumble
+# 1.46 s before its impact that the model also suspects
+SISFALL_FALLS = ("F02_SA01_R01", "F04_SA01_R05", "F06_SA01_R01", "F07_SA01_R01")
+
+
+@pytest.fixture(scope="module")
+def sisfall_falls(tmp_path_factory):
+    import tarfile
+
+    from backend.evaluation.datasets import load_sisfall
+    from backend.evaluation.falls import reference_impacts
+
+    if not SISFALL.is_file():
+        pytest.skip(f"dataset {SISFALL} is absent")
+    folder = tmp_path_factory.mktemp("sisfall")
+    wanted = set(SISFALL_FALLS)
+    with tarfile.open(SISFALL, "r|xz") as tar:  # streamed: stops once the files are read
+        for member in tar:
+            name = Path(member.name).stem
+            if name in wanted:
+                (folder / f"{name}.txt").write_bytes(tar.extractfile(member).read())
+                wanted.discard(name)
+                if not wanted:
+                    break
+    recordings = load_sisfall(folder)
+    return [(f"{r.code}_{r.subject}_{r.trial}", r.accel, int(round(t * RATE)))
+            for r, t in zip(recordings, reference_impacts(recordings))]
+
+
+@pytest.mark.parametrize("offset_s", [0.1, 0.6, 1.1, 1.6])
+async def test_real_falls_are_paged_once_within_2_s_of_their_impact(sisfall_falls, offset_s):
+    """SisFall falls (waist, the product's placement), each streamed with its impact at
+    ``offset_s`` after a hop boundary (standing still before the recording)."""
+    from backend.detection.hop import DEVICE_TO_MODEL_AXES
+
+    for name, accel_g, impact in sisfall_falls:
+        # the impact at least 10 s into the stream, offset_s after a hop boundary (the hops end
+        # at 9 s, 11 s, ...: boundaries at odd seconds)
+        at = max(impact, 10 * RATE)
+        at += (int(round((1.0 + offset_s) * RATE)) - at) % HOP
+        device_mg = accel_g.T @ DEVICE_TO_MODEL_AXES * 1000.0  # the turn is its own inverse
+        device_mg = np.concatenate([np.repeat(device_mg[:1], at - impact, 0), device_mg,
+                                    np.repeat(device_mg[-1:], 3 * RATE, 0)])  # lying still after the file
+        device_mg = np.rint(device_mg[:len(device_mg) // N * N]).astype(np.int16)
+        pages, _ = await stream(live(frames_of(np.full(len(device_mg), 480_000, np.int32), device_mg)))
+        impact_ms = T0_MS + at * 1000 // RATE
+        assert [p.kind for p in pages] == ["fall"], (name, pages)
+        assert abs(pages[0].evidence_ms - impact_ms) <= 1500, name  # the impact, or a stumble just before it
+        latency_s = (pages[0].wall_ms - impact_ms) / 1000
+        assert latency_s <= 2.0, f"{name}: impact {offset_s} s after a hop boundary paged {latency_s:.2f} s after it"
+
+
+async def test_two_falls_seconds_apart_page_twice():
+    """Impacts within DecisionConfig.fall_merge_s of each other are one fall; two falls 15 s
+    apart are two pages."""
+    model = SensorModel(np.random.default_rng(17), RATE)
+    blocks = [model.block(int(seconds * RATE), activity)
+              for activity, seconds in (("walking", 12), ("fall", 4), ("walking", 11), ("fall", 8))]
+    ppg = np.concatenate([b[0] for b in blocks]).astype(np.int32)
+    accel = np.rint(np.concatenate([b[1] for b in blocks])).astype(np.int16)
+    pages, _ = await stream(live(frames_of(ppg, accel)))
+    falls = [p for p in pages if p.kind == "fall"]
+    assert len(falls) == 2, pages
+    assert 14_000 <= falls[1].evidence_ms - falls[0].evidence_ms <= 16_000

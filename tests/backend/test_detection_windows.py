@@ -258,9 +258,9 @@ def run_officers(officers: list[Officer], placement="chest", now_ms=None, config
         k += 1
         for falls in fall_batches([o.stream for o in officers], placement):
             now = now_ms if now_ms is not None else max(win.wall_end_ms for win in falls.windows)
-            for r in analyse_falls(falls, now, config):
-                if r is not None:  # what ModelStates does: the suspicion arms the next hop's man-down
-                    by_device[r.device_id].state.fall_suspected = True
+            states = [by_device[win.device_id].state for win in falls.windows]  # a suspicion arms the next hop
+            for r in analyse_falls(falls, states, now, config):
+                if r is not None:
                     alerts[id(by_device[r.device_id])] += r.alerts
         due = [o for o in officers if o.stream.due()]
         if not due:

@@ -16,7 +16,9 @@ but was not measured, the arm and wrist are not validated); the trunk is no long
 missed, and is left to the man-down timer and the SOS button); nothing is assumed about what
 happens after 1.5 s.
 Falls from sitting with a soft landing (about 2 g) look like lying down quickly and are the
-likeliest misses; rolling over while lying is the likeliest false suspicion.
+likeliest misses. A fall starts upright or sitting: an impact after the trunk lay far from upright
+for the 5 s before it (rolling over, turning on a bunk) is never a fall, whatever the classifier
+says (:func:`already_lying`, ``FallConfig.lying_before_deg``); man-down still watches a lying wearer.
 """
 from __future__ import annotations
 
@@ -52,7 +54,10 @@ FEATURE_NAMES = (
     "descent_velocity_m_s",  # peak downward speed along a causal 1 s gravity estimate, 1 s before impact
     "settle_activity_g",   # magnitude std 0.2..0.7 s after impact
     "descent_activity_g",  # magnitude std 1..0.1 s before impact
+    "lying_before_deg",    # least trunk angle from upright among the 1 s means from 6 s to 1 s before impact
 )
+# the classifier's own features: every feature but the one the "already lying" rule reads
+CLASSIFIER_FEATURES = FEATURE_NAMES[:-1]
 
 # the fixed rule of method="threshold": each feature and the side it must be on
 THRESHOLD_RULE = (
@@ -113,7 +118,7 @@ def fall_features(accel: np.ndarray, sampling_rate: float, impact_index: np.ndar
     --------
     >>> a = np.zeros((1, 3, 400)); a[0, 1] = -1.0
     >>> fall_features(a, 50, np.array([300])).shape
-    (1, 21)
+    (1, 22)
     """
     rate = check_sampling_rate(sampling_rate)
     a = as_device_channels(accel, "accel", channels=3)
@@ -179,6 +184,9 @@ def _span_features(a: np.ndarray, devices: np.ndarray, idx: np.ndarray, rate: fl
     unit = lowpass / np.maximum(np.linalg.norm(lowpass, axis=1, keepdims=True), 1e-9)
     descent = np.cumsum((recent[..., g_win:] * unit).sum(axis=1) - 1.0, axis=-1) / rate * 9.81
     above = mag(seg(-3.0, -0.2)) > 2.0
+    per_second = int(round(rate))
+    before = seg(-6.0, -1.0)[..., :5 * per_second].reshape(len(idx), 3, 5, per_second).mean(axis=-1)
+    lying_before = _tilt(np.moveaxis(before, 1, 2), up).min(axis=-1)
     return np.column_stack([
         -velocity.min(axis=-1),
         -drop.min(axis=-1),
@@ -202,6 +210,7 @@ def _span_features(a: np.ndarray, devices: np.ndarray, idx: np.ndarray, rate: fl
         -descent.min(axis=-1),
         mag(seg(0.2, 0.7)).std(axis=-1),
         mag(seg(-1.0, -0.1)).std(axis=-1),
+        lying_before,
     ])
 
 
@@ -286,6 +295,25 @@ def fall_probability(features: np.ndarray, model: FallModel, *, trees: int | Non
     return 1.0 / (1.0 + np.exp(-logit))
 
 
+def already_lying(features: np.ndarray, config: FallConfig) -> np.ndarray:
+    """Rows (n, len(FEATURE_NAMES)) whose wearer was already lying before the impact: the trunk
+    more than ``config.lying_before_deg`` from upright in every second from 6 s to 1 s before it.
+    A fall starts upright or sitting, so such an impact (rolling over, turning on a bunk) is no
+    fall, whatever the classifier says; man-down still watches a wearer who lies still.
+    ``lying_before_deg=None`` turns the rule off. NaN rows (no candidate) are not lying.
+
+    Examples
+    --------
+    >>> row = np.zeros((1, len(FEATURE_NAMES))); row[0, -1] = 85.0
+    >>> bool(already_lying(row, FallConfig())[0])
+    True
+    """
+    x = np.asarray(features, dtype=float)
+    if config.lying_before_deg is None:
+        return np.zeros(x.shape[0], bool)
+    return np.nan_to_num(x[:, FEATURE_NAMES.index("lying_before_deg")], nan=-1.0) >= config.lying_before_deg
+
+
 def fall_model_default() -> FallModel:
     """The shipped classifier (see :func:`models.thresholds.fall_model`)."""
     return fall_model()
@@ -357,7 +385,7 @@ def detect_fall(
                 ok &= col >= value if side == ">=" else col <= value
             prob[has] = ok.astype(float)
     threshold = cfg.probability if method == "boosted_trees" else 0.5
-    suspected = has & (np.nan_to_num(prob, nan=0.0) >= threshold)
+    suspected = has & (np.nan_to_num(prob, nan=0.0) >= threshold) & ~already_lying(feats, cfg)
     for d in np.flatnonzero(suspected):
         fired[d] = tuple(f"{name}={feats[d, k]:.3g}" for k, name in enumerate(FEATURE_NAMES)) + (
             f"p={prob[d]:.3f}>={threshold}",)

@@ -50,7 +50,9 @@ def test_fall_guard_shipped_model(sisfall_candidates):
     from models.thresholds import fall_model, thresholds_for
 
     recs, cands, ref = sisfall_candidates
-    r = falls.score(recs, cands, ref, fall_probability(cands.features, fall_model()), thresholds_for("waist").fall.probability)
+    cfg = thresholds_for("waist").fall
+    prob = falls.gated(fall_probability(cands.features, fall_model()), cands.features, cfg.lying_before_deg)
+    r = falls.score(recs, cands, ref, prob, cfg.probability)
     assert r["fall_recordings"] == 900 and r["adl_recordings"] == 1291
     assert r["sensitivity"] >= commands.FALL_SHIPPED_MIN_SENSITIVITY
     assert r["specificity"] >= commands.FALL_SHIPPED_MIN_SPECIFICITY
@@ -69,7 +71,8 @@ def test_fall_guard_unseen_subjects(sisfall_candidates):
     shipped = fall_model_default()
     depth = int(np.log2(shipped.leaves.shape[1]))
     prob = falls.leave_one_subject_out(recs, cands, label, usable, n_trees=shipped.leaves.shape[0], depth=depth,
-                                       learning_rate=shipped.learning_rate)
+                                       learning_rate=shipped.learning_rate,
+                                       lying_before_deg=thresholds_for("waist").fall.lying_before_deg)
     r = falls.score(recs, cands, ref, prob, thresholds_for("waist").fall.probability)
     assert r["sensitivity"] >= commands.FALL_LOSO_MIN_SENSITIVITY
     assert r["specificity"] >= commands.FALL_LOSO_MIN_SPECIFICITY

@@ -85,6 +85,41 @@ class TestFallFeatures:
         with pytest.raises(ValueError):
             fall_features(np.zeros((2, 3, 400)), FS, [1])
 
+    def test_lying_before_is_the_least_trunk_angle_of_the_five_seconds_before(self, rng):
+        a, i = fall_recording(rng)
+        lying = FEATURE_NAMES.index("lying_before_deg")
+        assert fall_features(a[None], FS, [i])[0, lying] < 15           # walked upright before
+        rolled = a.copy()
+        rolled[:, :i - 20] = [[0.0], [0.0], [1.0]]                        # lay on the back before ...
+        assert fall_features(rolled[None], FS, [i])[0, lying] > 85
+        rolled[:, i - 150:i - 100] = [[0.0], [-1.0], [0.0]]               # ... but sat up for one second of them
+        assert fall_features(rolled[None], FS, [i])[0, lying] < 15
+
+
+def _always_fall() -> "models.thresholds.BoostedTrees":
+    from models.thresholds import BoostedTrees
+    return BoostedTrees(models.fall.CLASSIFIER_FEATURES, np.zeros((1, 7), np.intp), np.full((1, 7), BoostedTrees.NO_SPLIT),
+                        np.zeros((1, 8)), 10.0, 0.1)
+
+
+class TestAlreadyLying:
+    def test_an_impact_after_lying_five_seconds_is_no_fall_whatever_the_classifier_says(self, rng):
+        a, i = fall_recording(rng)
+        rolled = a.copy()
+        rolled[:, :i - 20] = [[0.0], [0.0], [1.0]]
+        both = np.stack([a, rolled])
+        d = detect_fall(both, FS, model=_always_fall())
+        assert d.probability.tolist() == pytest.approx([1.0, 1.0], abs=1e-3)
+        assert d.suspected.tolist() == [True, False]
+        off = detect_fall(both, FS, model=_always_fall(), config=FallConfig(lying_before_deg=None))
+        assert off.suspected.tolist() == [True, True]
+
+    def test_the_rule_reads_its_angle(self):
+        rows = np.zeros((3, len(FEATURE_NAMES)))
+        rows[:, FEATURE_NAMES.index("lying_before_deg")] = [59.0, 71.0, np.nan]
+        assert models.fall.already_lying(rows, FallConfig(lying_before_deg=70.0)).tolist() == [False, True, False]
+        assert models.fall.already_lying(rows, FallConfig(lying_before_deg=55.0)).tolist() == [True, True, False]
+
 
 class TestDetectFall:
     def test_empty(self):

@@ -104,7 +104,8 @@ def test_falls_choice_for_a_subject_never_depends_on_that_subject(rng, monkeypat
     second = falls.nested_leave_one_subject_out(recs, cands2, label2, usable, ref)
     pick = {c["subject"]: c for c in first["choices"]}["SA02"]
     again = {c["subject"]: c for c in second["choices"]}["SA02"]
-    assert (pick["depth"], pick["trees"], pick["threshold"]) == (again["depth"], again["trees"], again["threshold"])
+    assert ((pick["depth"], pick["trees"], pick["lying_before_deg"], pick["threshold"])
+            == (again["depth"], again["trees"], again["lying_before_deg"], again["threshold"]))
     assert pick["inner"] == again["inner"]
     # ... while the choices of the other subjects, whose selection saw SA02, may move; and the
     # held-out subject's own probabilities come from trees fitted without it
@@ -114,14 +115,59 @@ def test_falls_choice_for_a_subject_never_depends_on_that_subject(rng, monkeypat
 def test_threshold_cost_follows_the_targets():
     # three falls scored 0.9, 0.6, 0.3 and four daily activities scored 0.5, 0.2, 0.1, -1 (no candidate)
     scores = falls.RecordingScores(np.array([1, 1, 1, 0, 0, 0, 0], bool),
-                                   np.array([0.9, 0.6, 0.3, 0.5, 0.2, 0.1, -1.0]))
+                                   np.array([0.9, 0.6, 0.3, 0.5, 0.2, 0.1, -1.0]), np.array([0.5, 0.2, 0.1]), 4.0)
     keep = np.ones(7, bool)
     t, cost, figures = falls.choose_threshold(scores, keep)
-    # a flagged activity costs twice a missed fall: the threshold sits above the 0.5 activity
-    assert 0.5 < t <= 0.6 and figures == {"sensitivity": pytest.approx(2 / 3), "specificity": 1.0}
+    # a flagged activity uses half of its 0.5 % budget per 0.25 %: the threshold sits above the 0.5 activity
+    assert 0.5 < t <= 0.6 and figures == {"sensitivity": pytest.approx(2 / 3), "specificity": 1.0,
+                                          "false_events_per_hour": 0.0}
     only_falls = np.array([1, 1, 1, 0, 0, 0, 0], bool)
     t2, _, figures2 = falls.choose_threshold(scores, only_falls)
     assert t2 <= 0.3 and figures2["sensitivity"] == 1.0
+
+
+def test_threshold_keeps_the_hourly_budget_of_false_suspicions():
+    # 100 falls, one of them scored 0.6; 1000 daily activities, one of which fires three times at 0.65
+    # within 1 h of activity: 0.1 % flagged (a fifth of that budget) but 3 false suspicions per hour
+    # (six times the 0.5 budget). Missing the 0.6 fall (1 %, the whole miss budget) is the lesser overrun.
+    best = np.concatenate([[0.6], np.full(99, 0.9), [0.65], np.full(999, -1.0)])
+    is_fall = np.arange(1100) < 100
+    scores = falls.RecordingScores(is_fall, best, np.array([0.65, 0.65, 0.65]), 1.0)
+    t, cost, figures = falls.choose_threshold(scores, np.ones(1100, bool))
+    assert 0.65 < t <= 0.9
+    assert figures["false_events_per_hour"] == 0.0 and figures["sensitivity"] == pytest.approx(0.99)
+    assert cost == pytest.approx(1.0)
+    # with the three suspicions spread over 100 h the hourly budget holds and the fall is kept
+    spread = falls.RecordingScores(is_fall, best, np.array([0.65, 0.65, 0.65]), 100.0)
+    t2, _, figures2 = falls.choose_threshold(spread, np.ones(1100, bool))
+    assert t2 <= 0.6 and figures2["sensitivity"] == 1.0
+
+
+def test_already_lying_angle_is_chosen_without_the_held_out_subject(rng, monkeypatch):
+    # falls stand out on feature 0, and so does a third of every subject's daily activities, but
+    # those came after 5 s of lying (angle 85): the trees cannot tell them apart (the angle is not a
+    # classifier feature), the rule can, and selection turns it on for every held-out subject
+    monkeypatch.setattr(falls, "TREE_COUNTS", (50,))
+    recs, cands, ref, label, usable = _synthetic_candidates(rng)
+    lying = FEATURE_NAMES.index("lying_before_deg")
+    feats = 0.1 * rng.normal(size=cands.features.shape)
+    feats[:, lying] = 10.0
+    feats[label == 1, 0] = 5.0
+    adl = np.array([not recs[i].is_fall for i in cands.recording])
+    rolled = adl & (np.arange(len(adl)) % 3 == 0)
+    feats[rolled, 0] = 5.0
+    feats[rolled, lying] = 85.0
+    cands = falls.Candidates(cands.recording, cands.impact_s, cands.decided_s, feats)
+    result = falls.nested_leave_one_subject_out(recs, cands, label, usable, ref)
+    assert all(c["lying_before_deg"] in (60.0, 70.0, 80.0) for c in result["choices"])
+    assert result["all_data_choice"]["lying_before_deg"] in (60.0, 70.0, 80.0)
+    assert not (result["probability"][rolled] >= result["threshold"][rolled]).any()
+    # without the rule in the grid, the same data flags rolled activities or gives up falls for them
+    monkeypatch.setattr(falls, "LYING_BEFORE_GRID", (None,))
+    off = falls.nested_leave_one_subject_out(recs, cands, label, usable, ref)
+    on_outer = falls.score(recs, cands, ref, result["probability"], result["threshold"])
+    off_outer = falls.score(recs, cands, ref, off["probability"], off["threshold"])
+    assert (off["probability"][rolled] >= off["threshold"][rolled]).any() or off_outer["sensitivity"] < on_outer["sensitivity"]
 
 
 # ---- falls: data as a folder or an archive, the shipped model ------------------------------------

@@ -1,7 +1,8 @@
 """One detection hop: every model once over all due windows of one placement, then decisions;
 and the fall steps between hops (:func:`analyse_falls`).
 
-Pure: arrays and per-device state in, results and new state out; wall time is an argument.
+Pure: arrays and per-device state in, results and new state out; wall time is an argument
+(a fall step only marks its suspicion on the device's state, in place).
 The round runner (``rounds.py``) calls :func:`analyse` on the event loop in chunks (the default),
 in a thread, or in a process of its own (:func:`run_in_process`, whose model states live in that
 process's module global: ``ProcessPoolExecutor`` gives a task nothing else to keep them in).

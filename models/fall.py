@@ -403,7 +403,7 @@ def fit_fall_classifier(
     n_bins: int = 32,
     l2: float = 1.0,
     min_hessian: float = 3.0,
-    feature_names: tuple[str, ...] = FEATURE_NAMES,
+    feature_names: tuple[str, ...] = CLASSIFIER_FEATURES,
 ) -> BoostedTrees:
     """Fit boosted depth-limited trees (logistic loss) to candidate features; deterministic.
 

@@ -159,8 +159,11 @@ def _span_features(a: np.ndarray, devices: np.ndarray, idx: np.ndarray, rate: fl
     def seg(start_s: float, stop_s: float) -> np.ndarray:
         return np.ascontiguousarray(span[..., int(round(start_s * rate)) - first:int(round(stop_s * rate)) - first])
 
-    def mag(x: np.ndarray) -> np.ndarray:
-        return np.sqrt((x ** 2).sum(axis=1))
+    # the magnitude of the whole span once; every segment's magnitude is a slice of it
+    magnitude = np.sqrt((span ** 2).sum(axis=1))
+
+    def mag_seg(start_s: float, stop_s: float) -> np.ndarray:
+        return magnitude[:, int(round(start_s * rate)) - first:int(round(stop_s * rate)) - first]
 
     pre_vec = seg(-2.0, -1.0).mean(axis=-1)
     post_vec = seg(0.5, 1.5).mean(axis=-1)
@@ -168,11 +171,11 @@ def _span_features(a: np.ndarray, devices: np.ndarray, idx: np.ndarray, rate: fl
     along = np.einsum("dc,dcs->ds", gravity, seg(-1.5, 0.02)) - 1.0
     velocity = np.cumsum(along, axis=-1) / rate * 9.81
     drop = np.cumsum(velocity, axis=-1) / rate
-    free_fall = mag(seg(-1.0, 0.02))
+    free_fall = mag_seg(-1.0, 0.02)
     cos = (pre_vec * post_vec).sum(-1) / np.maximum(
         np.linalg.norm(pre_vec, axis=-1) * np.linalg.norm(post_vec, axis=-1), 1e-9)
-    around = mag(seg(-0.5, 0.5))
-    rise = mag(seg(-0.2, 0.1))
+    around = mag_seg(-0.5, 0.5)
+    rise = mag_seg(-0.2, 0.1)
     early_vec = seg(-4.0, -3.0).mean(axis=-1)
     # trunk swing: smoothed vector (0.2 s, centred; the span's edge is reflected) against pre-impact gravity
     swing = uniform_filter1d(seg(-1.5, 1.5), max(1, int(round(0.2 * rate))), axis=-1)[..., int(round(0.5 * rate)):]
@@ -183,33 +186,33 @@ def _span_features(a: np.ndarray, devices: np.ndarray, idx: np.ndarray, rate: fl
     lowpass = uniform_filter1d(recent, g_win, axis=-1, origin=(g_win - 1) // 2)[..., g_win:]
     unit = lowpass / np.maximum(np.linalg.norm(lowpass, axis=1, keepdims=True), 1e-9)
     descent = np.cumsum((recent[..., g_win:] * unit).sum(axis=1) - 1.0, axis=-1) / rate * 9.81
-    above = mag(seg(-3.0, -0.2)) > 2.0
+    above = mag_seg(-3.0, -0.2) > 2.0
     per_second = int(round(rate))
     before = seg(-6.0, -1.0)[..., :5 * per_second].reshape(len(idx), 3, 5, per_second).mean(axis=-1)
     lying_before = _tilt(np.moveaxis(before, 1, 2), up).min(axis=-1)
     return np.column_stack([
         -velocity.min(axis=-1),
         -drop.min(axis=-1),
-        mag(seg(-3.0, -1.0)).std(axis=-1),
-        mag(seg(0.0, 0.02))[:, 0],
+        mag_seg(-3.0, -1.0).std(axis=-1),
+        mag_seg(0.0, 0.02)[:, 0],
         free_fall.min(axis=-1),
         np.clip(1.0 - free_fall, 0.0, None).sum(axis=-1) / rate,
         np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))),
-        mag(seg(0.5, 1.5)).std(axis=-1),
+        mag_seg(0.5, 1.5).std(axis=-1),
         np.abs(around - 1.0).sum(axis=-1) / rate,
         np.diff(rise, axis=-1).max(axis=-1) * rate,
         _tilt(post_vec, up),
         _tilt(pre_vec, up),
-        mag(seg(0.5, 1.5)).mean(axis=-1),
-        mag(seg(0.0, 0.5)).min(axis=-1),
+        mag_seg(0.5, 1.5).mean(axis=-1),
+        mag_seg(0.0, 0.5).min(axis=-1),
         (above[:, 1:] & ~above[:, :-1]).sum(axis=-1),
-        mag(seg(-6.0, -1.0)).std(axis=-1),
+        mag_seg(-6.0, -1.0).std(axis=-1),
         np.degrees(np.arccos(np.clip((early_vec * post_vec).sum(-1) / np.maximum(
             np.linalg.norm(early_vec, axis=-1) * np.linalg.norm(post_vec, axis=-1), 1e-9), -1.0, 1.0))),
         np.degrees(np.arccos(np.clip(swing_cos, -1.0, 1.0))).max(axis=-1),
         -descent.min(axis=-1),
-        mag(seg(0.2, 0.7)).std(axis=-1),
-        mag(seg(-1.0, -0.1)).std(axis=-1),
+        mag_seg(0.2, 0.7).std(axis=-1),
+        mag_seg(-1.0, -0.1).std(axis=-1),
         lying_before,
     ])
 

@@ -231,9 +231,9 @@ LEARNING_RATE = 0.1
 THRESHOLD_GRID = tuple(np.round(np.arange(0.05, 0.991, 0.01), 2))
 # The targets, as budgets: missed falls 1 % of fall recordings, flagged daily activities 0.5 % of
 # theirs, false suspicions 0.5 per hour of daily activity. Selection takes the threshold whose
-# largest share of a budget used is least: all three targets with the most margin left (a sum of
-# the shares, as before issue 18's last round, ignored the hourly budget and traded sensitivity
-# for specificity).
+# largest share of a budget used is least: all three targets with the most margin left (the sum
+# of the first two shares, used until this round, ignored the hourly budget and traded
+# sensitivity for specificity).
 MISS_BUDGET, FLAG_BUDGET, FALSE_PER_HOUR_BUDGET = 0.01, 0.005, 0.5
 
 
@@ -281,8 +281,8 @@ def choose_threshold(scores: RecordingScores, keep: np.ndarray) -> tuple[float, 
 def nested_leave_one_subject_out(recordings, cands: Candidates, label, usable, ref: np.ndarray,
                                  progress: Progress | None = None) -> dict:
     """Nested leave-one-subject-out: for each held-out (outer) subject, depth, rounds, the
-    "already lying" angle and the probability threshold are chosen from inner leave-one-subject-out probabilities of the
-    other subjects only (each from trees fitted without that inner subject and without the
+    "already lying" angle and the probability threshold are chosen from inner
+    leave-one-subject-out probabilities of the other subjects only (each from trees fitted without that inner subject and without the
     outer one); the outer subject is then scored by trees fitted on all the others with the
     choice. A model fitted without subjects {a, b} serves as inner model both for outer a
     (scoring b) and for outer b (scoring a), so each pair is fitted once per depth.

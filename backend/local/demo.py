@@ -121,7 +121,7 @@ async def _first_officer(engine) -> int | None:
 
 
 def _who(a: dict) -> str:
-    return a.get("officer_name") or f"device {a['device_id']:#010x} (no officer)"
+    return a.get("officer_name") or f"device {fleet.device_label(a['device_id'])} (no officer)"
 
 
 def _actor(a: dict) -> str:

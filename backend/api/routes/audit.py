@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 
 from backend.db import schema as t
+from backend.identity.fleet import device_label
 from backend.privacy import audit
 from backend.privacy.access import Grant, refuse_not_found, require_access
 
@@ -112,7 +113,7 @@ def actor_label(actor: str | None, names: dict) -> str:
         role = names.get("user", {}).get(rest)
         return f"{rest} ({role.replace('_', ' ')})" if role else rest
     if kind == "device" and rest.isdigit():
-        return f"device {int(rest):#010x}"
+        return f"device {device_label(int(rest))}"
     if kind == "gateway":
         return f"gateway {rest}"
     if kind == "db":
@@ -135,7 +136,7 @@ def subject_label(subject: str | None, names: dict) -> str:
             return f"{what.replace('_', ' ')} alert of {who or 'an unassigned device'}, raised {raised:%Y-%m-%d %H:%M} UTC"
         return f"alert {rest[:8]}…"
     if kind in ("devices", "device") and rest.isdigit():
-        return f"device {int(rest):#010x}"
+        return f"device {device_label(int(rest))}"
     if kind == "gateways":
         return f"gateway {rest}"
     if kind == "users":

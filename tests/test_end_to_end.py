@@ -120,10 +120,14 @@ async def test_sos_acknowledged_by_the_backend_stops_the_resends_and_the_clock_i
             assert not flags & F.FLAG_CLOCK_UNSYNCED
             assert abs(device_ms - time.time() * 1000) < 1000 * sim.clock.speed
 
-            wearable.press_sos()
-            await wait_until(lambda: wearable.unacked_events == 1, 10, what="the SOS raised on the device")
-            sos_seq = wearable.firmware.core.outbox.entries[0][0]
-            await wait_until(lambda: wearable.unacked_events == 0, 20, what="the backend's EVENT_ACK at the device")
+            press = wearable.press_sos()
+            # the SOS's seq is learned when the firmware puts it on air (its outbox may hold it only for
+            # the few ms the backend takes to ack it: polling the outbox for it raced the ack)
+            await wait_until(lambda: press.seq is not None, 10, what="the SOS raised on the device")
+            sos_seq = press.seq
+            await wait_until(lambda: any(c[1] == F.COMMAND_EVENT_ACK for c in wearable.commands), 20,
+                             what="the backend's EVENT_ACK at the device")
+            await wait_until(lambda: wearable.unacked_events == 0, 5, what="the SOS out of the device's outbox")
             acks = [c for c in wearable.commands if c[1] == F.COMMAND_EVENT_ACK]
             assert [c[3] for c in acks] == [sos_seq & 0xFFFF]
             assert any(a["kind"] == "sos" for a in (await _stored_alerts(backend, settings, agency)))

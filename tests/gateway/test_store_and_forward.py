@@ -100,9 +100,11 @@ async def test_gateway_sigkilled_with_queued_frames_loses_nothing(private_mosqui
                 for w in wearables:
                     w.finish()
                 await wait_until(lambda: all(w.drained() for w in wearables), 20, what="wearables drained")
-                sent = sum(len(w.sent) for w in wearables)
                 async with asyncio.timeout(20):  # every notification the devices sent is in the queue
                     while True:
+                        # counted afresh each time: a drained wearable may still notify (a status frame,
+                        # the last frames sent again on a new link), and a count taken once would never match
+                        sent = sum(len(w.sent) for w in wearables)
                         fin = await _metric(http, metrics_url, "vigil_gateway_frames_in_total")
                         out = await _metric(http, metrics_url, "vigil_gateway_frames_out_total")
                         depth = await _metric(http, metrics_url, "vigil_gateway_queue_depth")
